@@ -1,0 +1,44 @@
+# Kennel's build. Two commands matter:
+#   make run    builds everything and runs `runner run` on the default config
+#   make test   builds everything and runs the whole test suite
+#
+# Check plugins are WebAssembly components built in their own workspaces (checks/, and
+# tests/plugins/ for the plugins that exist to test the runner); each lands in
+# target/plugins/<name>.wasm, where the runner looks for them by default.
+
+CARGO ?= cargo
+WASM_TARGET := wasm32-wasip2
+PLUGIN_TARGET_DIR := $(CURDIR)/target/wasm
+PLUGIN_DIR := $(CURDIR)/target/plugins
+
+.PHONY: all plugins runner run test bench fmt clean
+
+all: plugins runner
+
+plugins:
+	rustup target add $(WASM_TARGET) >/dev/null 2>&1 || rustup target list --installed | grep -qx $(WASM_TARGET)
+	CARGO_TARGET_DIR=$(PLUGIN_TARGET_DIR) $(CARGO) build --release --target $(WASM_TARGET) --manifest-path checks/Cargo.toml
+	CARGO_TARGET_DIR=$(PLUGIN_TARGET_DIR) $(CARGO) build --release --target $(WASM_TARGET) --manifest-path tests/plugins/Cargo.toml
+	mkdir -p $(PLUGIN_DIR)
+	cp $(PLUGIN_TARGET_DIR)/$(WASM_TARGET)/release/*.wasm $(PLUGIN_DIR)/
+
+runner:
+	$(CARGO) build --release --workspace
+
+run: all
+	./target/release/runner run --config kennel.yaml
+
+test: all
+	$(CARGO) test --release --workspace
+	CARGO_TARGET_DIR=$(PLUGIN_TARGET_DIR) $(CARGO) test --manifest-path checks/Cargo.toml
+
+bench: all
+	$(CARGO) bench -p kennel-tests
+
+fmt:
+	$(CARGO) fmt --all
+	$(CARGO) fmt --all --manifest-path checks/Cargo.toml
+	$(CARGO) fmt --all --manifest-path tests/plugins/Cargo.toml
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,474 @@
+//! The `runner` command line: `runner run` wires the pipeline; `runner test-check` runs one
+//! check's instances once (or a few times) and shows exactly what they emitted.
+//!
+//! `test-check` exits non-zero when any run fails, when no configuration is found, or when the
+//! plugin cannot be loaded: unlike the Datadog Agent's `check` command (which exits 0 on a
+//! failed check), its exit code can gate a deployment.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use tokio::sync::mpsc;
+
+use crate::aggregator::CheckSampler;
+use crate::check::{Instance, RunReport, Status, unix_seconds};
+use crate::config::RunnerConfig;
+use crate::config::confd::{self, CheckConfig};
+use crate::plugin::PluginHost;
+use crate::scheduler::{self, Scheduler};
+
+#[derive(Parser)]
+#[command(
+    name = "runner",
+    version,
+    about = "Kennel: sandboxed integration checks for this host"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every configured check on its schedule until SIGINT or SIGTERM.
+    Run(RunArgs),
+    /// Run one check's instances once and print what they emit.
+    TestCheck(TestCheckArgs),
+}
+
+#[derive(Args)]
+struct Common {
+    /// The runner's config file (YAML). Without it, the defaults apply.
+    #[arg(long, short = 'c')]
+    config: Option<PathBuf>,
+    /// The check configuration directory (overrides `confd_path`).
+    #[arg(long)]
+    confd: Option<PathBuf>,
+    /// The plugin directory (overrides `plugins.path`).
+    #[arg(long)]
+    plugins: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Args)]
+struct TestCheckArgs {
+    /// The check to run: its configs come from `<confd>/<name>.d/` or `<confd>/<name>.yaml`,
+    /// its plugin from `<plugins>/<name>.wasm`.
+    name: Option<String>,
+    #[command(flatten)]
+    common: Common,
+    /// Run a plugin file directly instead of `<plugins>/<name>.wasm`.
+    #[arg(long, requires = "instance_config")]
+    wasm: Option<PathBuf>,
+    /// A check config file (`init_config` + `instances`) to run instead of conf.d's.
+    #[arg(long)]
+    instance_config: Option<PathBuf>,
+    /// Run twice, 1 s apart, so rates and monotonic counts show.
+    #[arg(long, short = 'r')]
+    check_rate: bool,
+    /// How many times to run each instance.
+    #[arg(long, short = 't', default_value_t = 1)]
+    times: u32,
+    /// Milliseconds between runs.
+    #[arg(long)]
+    pause: Option<u64>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Parses the command line and runs the command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("Error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Run(args) => runtime.block_on(run(args)).map(|()| ExitCode::SUCCESS),
+        Command::TestCheck(args) => runtime.block_on(test_check(args)),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("Error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(common: &Common) -> anyhow::Result<RunnerConfig> {
+    let mut config = match &common.config {
+        Some(path) => RunnerConfig::load(path)?,
+        None => RunnerConfig::default(),
+    };
+    if let Some(confd) = &common.confd {
+        config.confd_path = confd.clone();
+    }
+    if let Some(plugins) = &common.plugins {
+        config.plugins.path = plugins.clone();
+    }
+    Ok(config)
+}
+
+fn init_logging(default_filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(default_filter))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+fn plugin_host(config: &RunnerConfig) -> anyhow::Result<Arc<PluginHost>> {
+    let host = PluginHost::new(
+        &config.plugins,
+        config.resolved_hostname(),
+        config.check_runners,
+        tokio::runtime::Handle::current(),
+    )
+    .context("cannot start the plugin host")?;
+    Ok(Arc::new(host))
+}
+
+/// `runner run`: the whole pipeline, wired top to bottom.
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let config = load_config(&args.common)?;
+    init_logging(&config.log_level);
+    let host = plugin_host(&config)?;
+
+    // The pipeline input: every run report goes here. Until the aggregator and forwarder take
+    // it, the sink keeps a tally that is logged at shutdown.
+    let (reports, inbox) = mpsc::channel(1024);
+    let sink = tokio::spawn(tally(inbox));
+
+    let mut scheduler = Scheduler::new(host.clone(), config.check_runners, reports);
+    let loaded = confd::load_dir(&config.confd_path).with_context(|| {
+        format!(
+            "cannot read the conf.d directory {}",
+            config.confd_path.display()
+        )
+    })?;
+    for error in &loaded.errors {
+        tracing::error!("invalid check config: {error}");
+    }
+    for check_config in &loaded.configs {
+        if check_config.is_template() {
+            tracing::info!(check = %check_config.check, path = %check_config.path.display(), "template for autodiscovery: not scheduled on its own");
+            continue;
+        }
+        let plugin = match host.load(&check_config.check) {
+            Ok(plugin) => plugin,
+            Err(error) => {
+                tracing::error!(check = %check_config.check, "{error}");
+                continue;
+            }
+        };
+        for instance in check_config.instances(config.plugins.default_timeout()) {
+            scheduler.schedule(instance, plugin.clone());
+        }
+    }
+    let count = scheduler.scheduled().count();
+    tracing::info!(instances = count, confd = %config.confd_path.display(), "runner started");
+
+    shutdown_signal().await?;
+    tracing::info!("stopping");
+    scheduler.shutdown(Duration::from_secs(5)).await;
+    let (runs, failed) = sink.await.unwrap_or_default();
+    tracing::info!(runs, failed, "stopped");
+    Ok(())
+}
+
+async fn tally(mut inbox: mpsc::Receiver<RunReport>) -> (u64, u64) {
+    let (mut runs, mut failed) = (0, 0);
+    while let Some(report) = inbox.recv().await {
+        runs += 1;
+        failed += u64::from(!report.is_ok());
+    }
+    (runs, failed)
+}
+
+async fn shutdown_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result.context("cannot listen for SIGINT")?,
+        _ = terminate.recv() => {}
+    }
+    Ok(())
+}
+
+/// The instances `test-check` runs, with where they came from.
+fn test_instances(
+    args: &TestCheckArgs,
+    name: &str,
+    config: &RunnerConfig,
+) -> anyhow::Result<Vec<Instance>> {
+    let configs: Vec<CheckConfig> = match &args.instance_config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            let parsed = confd::parse_file(name, path, &text)?;
+            parsed.into_iter().collect()
+        }
+        None => {
+            let loaded = confd::load_dir(&config.confd_path).with_context(|| {
+                format!(
+                    "cannot read the conf.d directory {}",
+                    config.confd_path.display()
+                )
+            })?;
+            let errors: Vec<String> = loaded
+                .errors
+                .iter()
+                .filter(|e| is_config_of(&e.path, name, &config.confd_path))
+                .map(ToString::to_string)
+                .collect();
+            if !errors.is_empty() {
+                anyhow::bail!("invalid config for `{name}`:\n  {}", errors.join("\n  "));
+            }
+            loaded.for_check(name).cloned().collect()
+        }
+    };
+    let instances: Vec<Instance> = configs
+        .iter()
+        .filter(|c| !c.is_template())
+        .flat_map(|c| c.instances(config.plugins.default_timeout()))
+        .collect();
+    if instances.is_empty() {
+        anyhow::bail!(
+            "no configuration found for check `{name}`: looked for {confd}/{name}.d/*.yaml and {confd}/{name}.yaml (templates with `ad_identifiers` need autodiscovery)",
+            confd = config.confd_path.display()
+        );
+    }
+    Ok(instances)
+}
+
+fn is_config_of(path: &Path, check: &str, confd: &Path) -> bool {
+    let Ok(relative) = path.strip_prefix(confd) else {
+        return false;
+    };
+    let first = relative
+        .components()
+        .next()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned());
+    match first {
+        Some(first) if first == format!("{check}.d") => true,
+        Some(first) => first
+            .trim_end_matches(".default")
+            .rsplit_once('.')
+            .is_some_and(|(stem, _)| stem == check),
+        None => false,
+    }
+}
+
+/// `runner test-check`.
+async fn test_check(args: TestCheckArgs) -> anyhow::Result<ExitCode> {
+    let config = load_config(&args.common)?;
+    init_logging("warn");
+    let name = match (&args.name, &args.wasm) {
+        (Some(name), _) => name.clone(),
+        (None, Some(wasm)) => wasm
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .context("cannot tell the check's name from the --wasm path: give it as an argument")?,
+        (None, None) => anyhow::bail!("name the check to run: `runner test-check <name>`"),
+    };
+    let instances = test_instances(&args, &name, &config)?;
+    let host = plugin_host(&config)?;
+    let plugin = match &args.wasm {
+        Some(path) => host.load_file(&name, path)?,
+        None => host.load(&name)?,
+    };
+
+    let (times, pause) = if args.check_rate {
+        (2, Duration::from_secs(1))
+    } else {
+        (
+            args.times.max(1),
+            Duration::from_millis(args.pause.unwrap_or(0)),
+        )
+    };
+    let mut results = Vec::new();
+    for instance in instances {
+        let instance = Arc::new(instance);
+        let mut sampler = CheckSampler::new();
+        let mut runs = Vec::new();
+        for run in 0..times {
+            if run > 0 {
+                tokio::time::sleep(pause).await;
+            }
+            let mut report =
+                scheduler::run_blocking(host.clone(), plugin.clone(), instance.clone()).await;
+            sampler.process(&mut report);
+            runs.push(report);
+        }
+        results.push((instance, runs));
+    }
+
+    let failed = results
+        .iter()
+        .any(|(_, runs)| runs.iter().any(|r| !r.is_ok()));
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&json_output(&results))?);
+    } else {
+        print!("{}", text_output(&name, &results, times));
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn json_output(results: &[(Arc<Instance>, Vec<RunReport>)]) -> serde_json::Value {
+    serde_json::Value::Array(
+        results
+            .iter()
+            .map(|(instance, runs)| {
+                serde_json::json!({
+                    "check": instance.check,
+                    "instance_id": instance.id,
+                    "source": instance.source,
+                    "status": worst_state(runs),
+                    "runs": runs,
+                })
+            })
+            .collect(),
+    )
+}
+
+fn worst_state(runs: &[RunReport]) -> &'static str {
+    let states: Vec<_> = runs.iter().map(RunReport::state).collect();
+    ["ERROR", "WARNING"]
+        .into_iter()
+        .find(|s| states.contains(s))
+        .unwrap_or("OK")
+}
+
+/// The Datadog Agent's `check` layout: the series, service checks and events in its API
+/// format, then one block per instance.
+fn text_output(name: &str, results: &[(Arc<Instance>, Vec<RunReport>)], times: u32) -> String {
+    use std::fmt::Write;
+    let all = || results.iter().flat_map(|(_, runs)| runs.iter());
+    let series: Vec<_> = all()
+        .flat_map(|r| &r.metrics)
+        .map(|m| {
+            serde_json::json!({
+                "metric": m.name,
+                "points": [[m.timestamp as i64, m.value]],
+                "tags": m.tags,
+                "host": m.host,
+                "type": m.kind,
+            })
+        })
+        .collect();
+    let service_checks: Vec<_> = all()
+        .flat_map(|r| &r.service_checks)
+        .map(|s| {
+            serde_json::json!({
+                "check": s.name,
+                "host_name": s.host,
+                "timestamp": s.timestamp as i64,
+                "status": s.status.code(),
+                "status_name": status_name(s.status),
+                "message": s.message,
+                "tags": s.tags,
+            })
+        })
+        .collect();
+    let events: Vec<_> = all().flat_map(|r| &r.events).collect();
+
+    let mut out = String::new();
+    let _ = writeln!(out, "=== Series ===\n{}", pretty(&series));
+    let _ = writeln!(out, "=== Service Checks ===\n{}", pretty(&service_checks));
+    let _ = writeln!(out, "=== Events ===\n{}", pretty(&events));
+    let _ = writeln!(out, "\n  Running Checks\n  ==============\n");
+    for (instance, runs) in results {
+        let Some(last) = runs.last() else { continue };
+        let total = |f: fn(&RunReport) -> usize| runs.iter().map(f).sum::<usize>();
+        let average_ms =
+            runs.iter().map(|r| r.duration.as_secs_f64()).sum::<f64>() * 1000.0 / runs.len() as f64;
+        let header = format!("{name} ({})", instance.id);
+        let _ = writeln!(out, "    {header} [{}]", worst_state(runs));
+        let _ = writeln!(out, "    {}", "-".repeat(header.len()));
+        let _ = writeln!(out, "      Configuration Source: {}", instance.source);
+        let _ = writeln!(out, "      Total Runs: {}", runs.len());
+        let _ = writeln!(
+            out,
+            "      Metric Samples: Last Run: {}, Total: {}",
+            last.metrics.len(),
+            total(|r| r.metrics.len())
+        );
+        let _ = writeln!(
+            out,
+            "      Events: Last Run: {}, Total: {}",
+            last.events.len(),
+            total(|r| r.events.len())
+        );
+        let _ = writeln!(
+            out,
+            "      Service Checks: Last Run: {}, Total: {}",
+            last.service_checks.len(),
+            total(|r| r.service_checks.len())
+        );
+        let _ = writeln!(
+            out,
+            "      First Execution Time : {:.3}ms",
+            runs[0].duration.as_secs_f64() * 1000.0
+        );
+        let _ = writeln!(out, "      Average Execution Time : {average_ms:.3}ms");
+        let _ = writeln!(
+            out,
+            "      Last Execution Date : {}",
+            unix_seconds(last.started) as i64
+        );
+        for (index, run) in runs.iter().enumerate() {
+            if let Some(error) = &run.error {
+                let _ = writeln!(out, "      Error (run {}): {error}", index + 1);
+            }
+            for warning in &run.warnings {
+                let _ = writeln!(out, "      Warning (run {}): {warning}", index + 1);
+            }
+        }
+        let _ = writeln!(out);
+    }
+    if times == 1 && all().any(|r| r.error.is_none()) {
+        let _ = writeln!(
+            out,
+            "Check has run only once, if some metrics are missing you can try again with --check-rate to see any other metric if available."
+        );
+    }
+    out
+}
+
+fn status_name(status: Status) -> &'static str {
+    match status {
+        Status::Ok => "OK",
+        Status::Warning => "WARNING",
+        Status::Critical => "CRITICAL",
+        Status::Unknown => "UNKNOWN",
+    }
+}
+
+/// Pretty JSON for the text output's sections.
+fn pretty<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("<unprintable: {e}>"))
+}

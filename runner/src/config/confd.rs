@@ -1,0 +1,475 @@
+//! The conf.d loader: check configurations in the Datadog Agent's layout.
+//!
+//! One level deep under the conf.d directory:
+//! - `<check>.yaml` / `<check>.yml` configures check `<check>`;
+//! - `<check>.d/*.yaml` / `*.yml`: every file in the directory configures check `<check>`;
+//! - a file ending in `.default` (`conf.yaml.default`) is used only when no other file
+//!   configures that check;
+//! - `metrics.yaml` (JMX metric lists), empty files, other extensions and directories not ending
+//!   in `.d` are skipped.
+//!
+//! Each file holds `init_config`, `instances` and optionally `ad_identifiers` (a template,
+//! scheduled per container by autodiscovery rather than directly). The instance reserved keys
+//! are checked here, with the file and line of any error: `min_collection_interval` (seconds,
+//! default 15), `tags`, `service`, `timeout` (the run's deadline), `empty_default_hostname` and
+//! `allowed_hosts` (egress grants). Everything else in an instance belongs to the check.
+//!
+//! A bad file is one [`ConfdError`] naming the file and line; it never stops the other files
+//! from loading. Unlike the Datadog Agent, which re-parses a file leniently when strict parsing
+//! fails, a file with duplicate or unknown top-level keys is refused: a config whose meaning is
+//! ambiguous should be fixed, not guessed at.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::check::Instance;
+
+/// The Datadog Agent's default check interval.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(15);
+
+/// One configuration file, parsed and checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckConfig {
+    pub check: String,
+    pub path: PathBuf,
+    pub init_config: Value,
+    /// Each instance's whole section, and its reserved keys.
+    pub instances: Vec<(Value, ReservedKeys)>,
+    /// Non-empty for a template, which autodiscovery resolves per container.
+    pub ad_identifiers: Vec<String>,
+    init_service: Option<String>,
+}
+
+/// The instance keys the runner itself acts on.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct ReservedKeys {
+    pub min_collection_interval: Option<f64>,
+    pub tags: Option<Vec<String>>,
+    pub service: Option<String>,
+    pub timeout: Option<f64>,
+    pub empty_default_hostname: Option<bool>,
+    pub allowed_hosts: Option<Vec<String>>,
+}
+
+/// A configuration file that could not be used, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfdError {
+    pub path: PathBuf,
+    /// 1-based, when the problem has a place in the file.
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfdError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "{}:{}: {}", self.path.display(), line, self.message),
+            None => write!(f, "{}: {}", self.path.display(), self.message),
+        }
+    }
+}
+
+impl std::error::Error for ConfdError {}
+
+/// Everything found in a conf.d directory.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub configs: Vec<CheckConfig>,
+    pub errors: Vec<ConfdError>,
+}
+
+impl Loaded {
+    /// The configurations of one check.
+    pub fn for_check<'a>(&'a self, check: &'a str) -> impl Iterator<Item = &'a CheckConfig> {
+        self.configs.iter().filter(move |c| c.check == check)
+    }
+}
+
+/// The top-level keys a check configuration file may hold: Kennel's, and the Datadog Agent's
+/// others, accepted so that existing files load (they have no effect here yet).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct FileShape {
+    #[serde(default)]
+    init_config: Option<InitShape>,
+    #[serde(default)]
+    instances: Option<Vec<Option<ReservedKeys>>>,
+    #[serde(default)]
+    ad_identifiers: Option<Vec<String>>,
+    #[serde(default)]
+    logs: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    jmx_metrics: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    advanced_ad_identifiers: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    cel_selector: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    cluster_check: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    docker_images: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    ignore_autodiscovery_tags: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    check_tag_cardinality: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(Deserialize, Default)]
+struct InitShape {
+    #[serde(default)]
+    service: Option<String>,
+}
+
+/// Loads every check configuration under `dir`. Only an unreadable directory is an `Err`;
+/// each bad file is reported in [`Loaded::errors`].
+pub fn load_dir(dir: &Path) -> std::io::Result<Loaded> {
+    let mut candidates = Vec::new();
+    for entry in sorted_entries(dir)? {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        if path.is_dir() {
+            let Some(check) = name.strip_suffix(".d") else {
+                continue;
+            };
+            match sorted_entries(&path) {
+                Ok(files) => {
+                    for file in files {
+                        let file_name = file.file_name().to_string_lossy().into_owned();
+                        if let Some(kind) = classify(&file_name, true) {
+                            candidates.push((check.to_owned(), file.path(), kind));
+                        }
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(path = %path.display(), %error, "cannot read config directory")
+                }
+            }
+        } else if let Some(kind) = classify(&name, false) {
+            let stem = name.trim_end_matches(".default");
+            let check = stem.rsplit_once('.').map_or(stem, |(check, _)| check);
+            candidates.push((check.to_owned(), path, kind));
+        }
+    }
+
+    let has_non_default: std::collections::HashSet<String> = candidates
+        .iter()
+        .filter(|(_, _, kind)| *kind == FileKind::Config)
+        .map(|(check, _, _)| check.clone())
+        .collect();
+
+    let mut loaded = Loaded::default();
+    for (check, path, kind) in candidates {
+        if kind == FileKind::Default && has_non_default.contains(&check) {
+            tracing::debug!(path = %path.display(), "ignoring default config: another config exists for this check");
+            continue;
+        }
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(error) => {
+                loaded.errors.push(ConfdError {
+                    path,
+                    line: None,
+                    message: format!("cannot read: {error}"),
+                });
+                continue;
+            }
+        };
+        match parse_file(&check, &path, &text) {
+            Ok(Some(config)) => loaded.configs.push(config),
+            Ok(None) => {}
+            Err(error) => loaded.errors.push(error),
+        }
+    }
+    Ok(loaded)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FileKind {
+    Config,
+    Default,
+}
+
+fn classify(name: &str, in_check_dir: bool) -> Option<FileKind> {
+    let (base, kind) = match name.strip_suffix(".default") {
+        Some(base) => (base, FileKind::Default),
+        None => (name, FileKind::Config),
+    };
+    let is_yaml = base.ends_with(".yaml") || base.ends_with(".yml");
+    let is_jmx_list = base == "metrics.yaml" || base == "metrics.yml";
+    // `metrics.yaml` is a JMX metric list, never a config on its own; at the top level it would
+    // otherwise name a check called `metrics`.
+    (is_yaml && !is_jmx_list && (in_check_dir || !base.starts_with('.'))).then_some(kind)
+}
+
+fn sorted_entries(dir: &Path) -> std::io::Result<Vec<std::fs::DirEntry>> {
+    let mut entries = std::fs::read_dir(dir)?.collect::<Result<Vec<_>, _>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    Ok(entries)
+}
+
+/// Parses one file's text. `Ok(None)` for a file with nothing to schedule (empty, or logs only).
+pub fn parse_file(check: &str, path: &Path, text: &str) -> Result<Option<CheckConfig>, ConfdError> {
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    let yaml_error = |error: serde_norway::Error| {
+        let line = error.location().map(|l| l.line());
+        let mut message = error.to_string();
+        if let Some(location) = error.location() {
+            // The line leads the message already; the parser's own "at line L column C" would
+            // only repeat it.
+            let at = format!(" at line {} column {}", location.line(), location.column());
+            message = message.replacen(&at, "", 1);
+        }
+        ConfdError {
+            path: path.to_owned(),
+            line,
+            message,
+        }
+    };
+    let shape: FileShape = serde_norway::from_str(text).map_err(yaml_error)?;
+    let whole: Value = serde_norway::from_str(text).map_err(yaml_error)?;
+    let error = |message: String| ConfdError {
+        path: path.to_owned(),
+        line: Some(1),
+        message,
+    };
+
+    let ad_identifiers = shape.ad_identifiers.unwrap_or_default();
+    let reserved = match shape.instances {
+        Some(instances) if !instances.is_empty() => instances,
+        _ if shape.logs.is_some() && ad_identifiers.is_empty() => return Ok(None),
+        _ => {
+            return Err(error(
+                "no instances: add an `instances:` list with at least one entry (`- {}` for an instance with no options)"
+                    .to_owned(),
+            ));
+        }
+    };
+    let raw_instances = whole
+        .get("instances")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+
+    let mut instances = Vec::with_capacity(raw_instances.len());
+    for (index, (raw, keys)) in raw_instances.into_iter().zip(reserved).enumerate() {
+        let raw = match raw {
+            Value::Null => Value::Object(Default::default()),
+            Value::Object(map) => Value::Object(map),
+            other => {
+                return Err(error(format!(
+                    "instances[{index}] must be a mapping of options, not `{other}`"
+                )));
+            }
+        };
+        let keys = keys.unwrap_or_default();
+        validate_reserved(&keys).map_err(|m| error(format!("instances[{index}].{m}")))?;
+        instances.push((raw, keys));
+    }
+
+    let init_config = whole.get("init_config").cloned().unwrap_or(Value::Null);
+    Ok(Some(CheckConfig {
+        check: check.to_owned(),
+        path: path.to_owned(),
+        init_config,
+        instances,
+        ad_identifiers,
+        init_service: shape.init_config.and_then(|i| i.service),
+    }))
+}
+
+fn validate_reserved(keys: &ReservedKeys) -> Result<(), String> {
+    if let Some(interval) = keys.min_collection_interval
+        && !(interval > 0.0 && interval <= 86_400.0)
+    {
+        return Err(format!(
+            "min_collection_interval: {interval} is out of range: give seconds between 0 and 86400"
+        ));
+    }
+    if let Some(timeout) = keys.timeout
+        && !(timeout > 0.0 && timeout <= 3600.0)
+    {
+        return Err(format!(
+            "timeout: {timeout} is out of range: give seconds between 0 and 3600"
+        ));
+    }
+    Ok(())
+}
+
+impl CheckConfig {
+    /// Whether autodiscovery must resolve this config against a container before it runs.
+    pub fn is_template(&self) -> bool {
+        !self.ad_identifiers.is_empty()
+    }
+
+    /// The runnable instances, with the runner's default deadline for those that set no
+    /// `timeout`.
+    pub fn instances(&self, default_timeout: Duration) -> Vec<Instance> {
+        let init_config: Arc<str> = self.init_config.to_string().into();
+        self.instances
+            .iter()
+            .enumerate()
+            .map(|(index, (raw, keys))| {
+                let config = raw.to_string();
+                let mut tags: Vec<String> = keys.tags.clone().unwrap_or_default();
+                if let Some(service) = keys.service.as_ref().or(self.init_service.as_ref()) {
+                    tags.push(format!("service:{service}"));
+                }
+                tags.sort();
+                tags.dedup();
+                Instance {
+                    id: instance_id(&self.check, &config, &init_config),
+                    check: self.check.clone(),
+                    source: format!("file:{}[{index}]", self.path.display()),
+                    init_config: init_config.clone(),
+                    config,
+                    interval: keys
+                        .min_collection_interval
+                        .map_or(DEFAULT_INTERVAL, Duration::from_secs_f64),
+                    timeout: keys
+                        .timeout
+                        .map_or(default_timeout, Duration::from_secs_f64),
+                    tags,
+                    empty_default_hostname: keys.empty_default_hostname.unwrap_or(false),
+                    allowed_hosts: allowed_hosts(raw, keys),
+                }
+            })
+            .collect()
+    }
+}
+
+/// The hosts an instance may reach: its `allowed_hosts`, and the host of its `url`, since a
+/// check's `url` key (http_check and most HTTP-based integrations) names the one place it is
+/// meant to go. Requiring users to repeat it would break every existing Datadog config.
+fn allowed_hosts(raw: &Value, keys: &ReservedKeys) -> Vec<String> {
+    let mut hosts = keys.allowed_hosts.clone().unwrap_or_default();
+    if let Some(host) = raw
+        .get("url")
+        .and_then(Value::as_str)
+        .and_then(|u| url::Url::parse(u).ok())
+        .and_then(|u| u.host_str().map(str::to_owned))
+    {
+        hosts.push(host);
+    }
+    hosts
+}
+
+/// `<check>:<16 hex digits>` of the check name and its resolved configuration, so an unchanged
+/// instance keeps its id (and its schedule and rate state) across reloads and restarts.
+pub fn instance_id(check: &str, config: &str, init_config: &str) -> String {
+    let mut hash = Sha256::new();
+    for part in [check, config, init_config] {
+        hash.update(part.as_bytes());
+        hash.update([0]);
+    }
+    let digest = hash.finalize();
+    format!("{check}:{}", hex::encode(&digest[..8]))
+}
+
+/// Instances grouped by check, for messages and status output.
+pub fn by_check(instances: &[Instance]) -> BTreeMap<&str, Vec<&Instance>> {
+    let mut map: BTreeMap<&str, Vec<&Instance>> = BTreeMap::new();
+    for instance in instances {
+        map.entry(&instance.check).or_default().push(instance);
+    }
+    map
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Option<CheckConfig>, ConfdError> {
+        parse_file(
+            "http_check",
+            Path::new("conf.d/http_check.d/conf.yaml"),
+            text,
+        )
+    }
+
+    #[test]
+    fn reserved_keys_resolve_with_defaults() {
+        let config = parse(
+            "init_config:\n  service: web\ninstances:\n  - url: http://localhost:8080/\n    tags: [b:2, a:1]\n  - url: http://x/\n    min_collection_interval: 30\n    timeout: 2\n    service: api\n",
+        )
+        .unwrap()
+        .unwrap();
+        let instances = config.instances(Duration::from_secs(30));
+        assert_eq!(instances.len(), 2);
+        assert_eq!(instances[0].interval, DEFAULT_INTERVAL);
+        assert_eq!(instances[0].timeout, Duration::from_secs(30));
+        assert_eq!(instances[0].tags, ["a:1", "b:2", "service:web"]);
+        assert_eq!(instances[0].allowed_hosts, ["localhost"]);
+        assert_eq!(instances[1].interval, Duration::from_secs(30));
+        assert_eq!(instances[1].timeout, Duration::from_secs(2));
+        assert_eq!(instances[1].tags, ["service:api"]);
+        assert!(instances[0].id.starts_with("http_check:"));
+        assert_ne!(instances[0].id, instances[1].id);
+    }
+
+    #[test]
+    fn instance_id_is_stable_and_follows_config() {
+        let a = instance_id("c", r#"{"a":1}"#, "null");
+        assert_eq!(a, instance_id("c", r#"{"a":1}"#, "null"));
+        assert_ne!(a, instance_id("c", r#"{"a":2}"#, "null"));
+        assert_eq!(a.len(), "c:".len() + 16);
+    }
+
+    #[test]
+    fn invalid_yaml_names_the_line() {
+        let error = parse("instances:\n  - url: [unclosed\n").unwrap_err();
+        assert!(error.line.is_some(), "{error}");
+        assert!(
+            error
+                .to_string()
+                .starts_with("conf.d/http_check.d/conf.yaml:"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn reserved_key_of_wrong_type_names_key_and_line() {
+        let error = parse("instances:\n  - url: http://a/\n    min_collection_interval: often\n")
+            .unwrap_err();
+        assert_eq!(error.line, Some(3), "{error}");
+        assert!(error.message.contains("min_collection_interval"), "{error}");
+    }
+
+    #[test]
+    fn missing_instances_is_an_error() {
+        let error = parse("init_config: {}\n").unwrap_err();
+        assert!(error.message.contains("no instances"), "{error}");
+    }
+
+    #[test]
+    fn unknown_top_level_key_is_an_error_naming_it() {
+        let error = parse("instance:\n  - url: http://a/\n").unwrap_err();
+        assert!(
+            error.message.contains("unknown field `instance`"),
+            "{error}"
+        );
+        assert_eq!(error.line, Some(1));
+    }
+
+    #[test]
+    fn empty_file_and_logs_only_file_are_skipped() {
+        assert_eq!(parse("  \n").unwrap(), None);
+        assert_eq!(parse("logs:\n  - type: file\n").unwrap(), None);
+    }
+
+    #[test]
+    fn empty_instance_is_an_empty_mapping() {
+        let config = parse("instances:\n  -\n  - {}\n").unwrap().unwrap();
+        assert_eq!(config.instances.len(), 2);
+        assert!(config.instances[0].0.as_object().unwrap().is_empty());
+    }
+}

@@ -1,0 +1,223 @@
+//! The runner's own configuration (`--config FILE`, YAML) and the conf.d loader.
+//!
+//! The runner's file is strict: an unknown key is an error naming the key and its line, because
+//! a silently ignored typo (`chek_runners`) is worse than a refusal to start. Key names follow
+//! the Datadog Agent's `datadog.yaml` where it has one (`hostname`, `confd_path`,
+//! `check_runners`, `log_level`), so a user's knowledge carries over.
+
+pub mod confd;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Everything the runner reads from its config file. Every key is optional.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunnerConfig {
+    /// The hostname attached to everything the runner submits. Defaults to the system's.
+    pub hostname: Option<String>,
+    /// The directory of check configurations. Defaults to `conf.d`.
+    pub confd_path: PathBuf,
+    /// Log filter (`error`, `warn`, `info`, `debug`, `trace`, or a `tracing` directive such as
+    /// `runner=debug`). `RUST_LOG` overrides it. Defaults to `info`.
+    pub log_level: String,
+    /// How many check runs may execute at once. Defaults to 32.
+    pub check_runners: usize,
+    /// The plugin host's settings.
+    pub plugins: PluginConfig,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        Self {
+            hostname: None,
+            confd_path: PathBuf::from("conf.d"),
+            log_level: "info".to_owned(),
+            check_runners: default_check_runners(),
+            plugins: PluginConfig::default(),
+        }
+    }
+}
+
+const fn default_check_runners() -> usize {
+    32
+}
+
+/// Where plugins come from and what one run may use.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginConfig {
+    /// The directory holding one `<check>.wasm` component per check. Defaults to
+    /// `target/plugins`, where `make plugins` puts the first-party checks.
+    pub path: PathBuf,
+    /// Where compiled plugins are cached between starts; `null` disables the disk cache.
+    /// Defaults to `$XDG_CACHE_HOME/kennel` (or `~/.cache/kennel`).
+    pub cache_path: Option<PathBuf>,
+    /// The most linear memory one run may use, in MiB. Defaults to 64.
+    pub memory_limit_mb: u64,
+    /// A run's deadline, in seconds, when its instance sets no `timeout`. Defaults to 30.
+    pub default_timeout: f64,
+    /// The most items (metrics, service checks, events, log lines) one run may submit; past it
+    /// the run fails. Defaults to 10000.
+    pub max_items_per_run: u32,
+    /// The most of an HTTP response body handed to a plugin, in KiB. Defaults to 1024.
+    pub http_body_limit_kb: u64,
+}
+
+impl Default for PluginConfig {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("target/plugins"),
+            cache_path: default_cache_path(),
+            memory_limit_mb: default_memory_limit_mb(),
+            default_timeout: default_timeout_secs(),
+            max_items_per_run: default_max_items_per_run(),
+            http_body_limit_kb: default_http_body_limit_kb(),
+        }
+    }
+}
+
+const fn default_memory_limit_mb() -> u64 {
+    64
+}
+
+const fn default_timeout_secs() -> f64 {
+    30.0
+}
+
+const fn default_max_items_per_run() -> u32 {
+    10_000
+}
+
+const fn default_http_body_limit_kb() -> u64 {
+    1024
+}
+
+fn default_cache_path() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache")))?;
+    Some(base.join("kennel"))
+}
+
+impl PluginConfig {
+    pub fn default_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.default_timeout)
+    }
+}
+
+/// The runner's config file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: serde_norway::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl RunnerConfig {
+    /// Reads and validates the runner's config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|error| match error {
+            ConfigError::Parse { source, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                source,
+            },
+            ConfigError::Invalid { message, .. } => ConfigError::Invalid {
+                path: path.to_owned(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses and validates a config file's text (an empty text is the defaults).
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let config: Self = if text.trim().is_empty() {
+            Self::default()
+        } else {
+            serde_norway::from_str(text).map_err(|source| ConfigError::Parse {
+                path: PathBuf::new(),
+                source,
+            })?
+        };
+        config.validate().map_err(|message| ConfigError::Invalid {
+            path: PathBuf::new(),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.check_runners == 0 {
+            return Err("`check_runners` must be at least 1".to_owned());
+        }
+        if self.plugins.memory_limit_mb == 0 || self.plugins.memory_limit_mb > 4096 {
+            return Err("`plugins.memory_limit_mb` must be between 1 and 4096".to_owned());
+        }
+        if !(self.plugins.default_timeout > 0.0 && self.plugins.default_timeout <= 3600.0) {
+            return Err("`plugins.default_timeout` must be between 0 and 3600 seconds".to_owned());
+        }
+        if self.plugins.max_items_per_run == 0 {
+            return Err("`plugins.max_items_per_run` must be at least 1".to_owned());
+        }
+        Ok(())
+    }
+
+    /// The configured hostname, or the system's.
+    pub fn resolved_hostname(&self) -> String {
+        if let Some(name) = &self.hostname {
+            return name.clone();
+        }
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|name| name.trim().to_owned())
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        assert_eq!(RunnerConfig::parse("").unwrap(), RunnerConfig::default());
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_naming_key_and_line() {
+        let error = RunnerConfig::parse("hostname: a\nchek_runners: 3\n").unwrap_err();
+        let text = error.to_string();
+        assert!(text.contains("unknown field `chek_runners`"), "{text}");
+        assert!(text.contains("line 2"), "{text}");
+    }
+
+    #[test]
+    fn unknown_nested_key_is_an_error() {
+        let error = RunnerConfig::parse("plugins:\n  memory_limit: 3\n").unwrap_err();
+        assert!(
+            error.to_string().contains("unknown field `memory_limit`"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn out_of_range_values_are_refused() {
+        let error = RunnerConfig::parse("check_runners: 0").unwrap_err();
+        assert!(error.to_string().contains("check_runners"), "{error}");
+    }
+}

@@ -1,0 +1,326 @@
+//! The `http` capability: outgoing HTTP(S) made by the host on a plugin's behalf.
+//!
+//! Egress is deny-by-default. An instance may reach the host of its own `url` key and the
+//! entries of its `allowed_hosts` list: `host` (any port), `host:port`, `*.domain` (any
+//! subdomain) or `*` (anywhere). Every redirect hop is checked the same way, which is why
+//! redirects are followed here rather than by reqwest.
+//!
+//! Design decisions:
+//! - One reqwest client per TLS mode, shared by all plugins; connections are not kept between
+//!   requests (as the Datadog http_check does by default), so `elapsed` always includes the
+//!   connection and a check sees a dead server the moment it dies.
+//! - The peer certificate's expiry is read from the TLS session (`tls_info`), so it is known
+//!   even when verification is off, which is how expiry of self-signed certificates is watched.
+//! - A request never outlives its run: its timeout is cut to the time left before the run's
+//!   deadline, less a small reserve so the plugin can still report the failure.
+//! - Plugin calls are synchronous: they run on a blocking thread and wait here on the tokio
+//!   runtime the client belongs to.
+
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, LOCATION};
+use tokio::runtime::Handle;
+
+use super::bindings::kennel::check::http::{Error, Request, Response};
+
+const MAX_REDIRECTS: usize = 10;
+
+/// The instance's egress grant.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    /// `<check> instance <id>`, for messages.
+    pub who: String,
+    pub hosts: Vec<String>,
+}
+
+impl Grant {
+    pub fn allows(&self, host: &str, port: u16) -> bool {
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
+        self.hosts.iter().any(|entry| {
+            let entry = entry.trim().to_ascii_lowercase();
+            if entry == "*" {
+                return true;
+            }
+            if let Some(domain) = entry.strip_prefix("*.") {
+                return host.ends_with(&format!(".{domain}"));
+            }
+            match split_host_port(&entry) {
+                (name, Some(p)) => name == host && p == port,
+                (name, None) => name == host,
+            }
+        })
+    }
+}
+
+fn split_host_port(entry: &str) -> (&str, Option<u16>) {
+    let entry_host = entry.trim_start_matches('[');
+    if let Some((name, port)) = entry_host.rsplit_once(':')
+        && (!name.contains(':') || name.ends_with(']'))
+        && let Ok(port) = port.parse()
+    {
+        return (name.trim_end_matches(']'), Some(port));
+    }
+    (entry_host.trim_end_matches(']'), None)
+}
+
+/// Makes the requests of every plugin.
+pub struct HttpClient {
+    verified: reqwest::Client,
+    unverified: reqwest::Client,
+    runtime: Handle,
+    body_limit: usize,
+}
+
+impl HttpClient {
+    pub fn new(runtime: Handle, body_limit: usize) -> anyhow::Result<Self> {
+        // reqwest is built without a default crypto backend; ring is the one linked in. A second
+        // call finds it installed already, which is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let build = |verify: bool| {
+            reqwest::Client::builder()
+                .user_agent(concat!("Kennel/", env!("CARGO_PKG_VERSION")))
+                .redirect(reqwest::redirect::Policy::none())
+                .no_proxy()
+                .pool_max_idle_per_host(0)
+                .tls_info(true)
+                .tls_danger_accept_invalid_certs(!verify)
+                .build()
+        };
+        Ok(Self {
+            verified: build(true)?,
+            unverified: build(false)?,
+            runtime,
+            body_limit,
+        })
+    }
+
+    /// Sends `request` for the instance holding `grant`, finishing before `deadline`.
+    pub fn send(
+        &self,
+        grant: &Grant,
+        request: Request,
+        deadline: Instant,
+    ) -> Result<Response, Error> {
+        let reserve = Duration::from_millis(50);
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .saturating_sub(reserve);
+        let asked = Duration::from_millis(u64::from(request.timeout_ms));
+        let timeout = asked.min(left);
+        if timeout.is_zero() {
+            return Err(Error::Timeout(
+                "the run's deadline leaves no time for this request".to_owned(),
+            ));
+        }
+        let started = Instant::now();
+        let exchange = self.exchange(grant, request, timeout);
+        let outcome = self
+            .runtime
+            .block_on(async { tokio::time::timeout(timeout, exchange).await });
+        match outcome {
+            Ok(result) => result.map(|mut response| {
+                response.elapsed_ns = started.elapsed().as_nanos().try_into().unwrap_or(u64::MAX);
+                response
+            }),
+            Err(_) => Err(Error::Timeout(format!(
+                "no complete response within {} ms",
+                timeout.as_millis()
+            ))),
+        }
+    }
+
+    async fn exchange(
+        &self,
+        grant: &Grant,
+        request: Request,
+        timeout: Duration,
+    ) -> Result<Response, Error> {
+        let mut method = Method::from_bytes(request.method.to_ascii_uppercase().as_bytes())
+            .map_err(|_| Error::InvalidRequest(format!("invalid method `{}`", request.method)))?;
+        let mut url = reqwest::Url::parse(&request.url)
+            .map_err(|e| Error::InvalidRequest(format!("invalid URL `{}`: {e}", request.url)))?;
+        let headers = header_map(&request.headers)?;
+        let mut body = request.body;
+        let client = if request.verify_tls {
+            &self.verified
+        } else {
+            &self.unverified
+        };
+
+        for _ in 0..=MAX_REDIRECTS {
+            check_grant(grant, &url)?;
+            let mut builder = client
+                .request(method.clone(), url.clone())
+                .headers(headers.clone())
+                .timeout(timeout);
+            if let Some(body) = &body {
+                builder = builder.body(body.clone());
+            }
+            let response = builder.send().await.map_err(classify)?;
+            let status = response.status();
+            if request.follow_redirects
+                && status.is_redirection()
+                && let Some(location) = response.headers().get(LOCATION)
+            {
+                let location = location
+                    .to_str()
+                    .map_err(|_| Error::Other("redirect with a non-text Location".to_owned()))?;
+                url = url.join(location).map_err(|e| {
+                    Error::Other(format!("redirect to invalid URL `{location}`: {e}"))
+                })?;
+                // 301/302/303 turn into a GET without a body, as every browser does.
+                if matches!(status.as_u16(), 301..=303) && method != Method::HEAD {
+                    method = Method::GET;
+                    body = None;
+                }
+                continue;
+            }
+            return self.read(response).await;
+        }
+        Err(Error::Other(format!("more than {MAX_REDIRECTS} redirects")))
+    }
+
+    async fn read(&self, mut response: reqwest::Response) -> Result<Response, Error> {
+        let cert_not_after = response
+            .extensions()
+            .get::<reqwest::tls::TlsInfo>()
+            .and_then(|info| info.peer_certificate())
+            .and_then(|der| x509_parser::parse_x509_certificate(der).ok())
+            .map(|(_, cert)| cert.validity().not_after.timestamp());
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let mut body = Vec::new();
+        let mut body_truncated = false;
+        while let Some(chunk) = response.chunk().await.map_err(classify)? {
+            let room = self.body_limit - body.len();
+            if chunk.len() > room {
+                body.extend_from_slice(&chunk[..room]);
+                body_truncated = true;
+                break;
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Response {
+            status,
+            headers,
+            body,
+            body_truncated,
+            elapsed_ns: 0,
+            cert_not_after,
+        })
+    }
+}
+
+fn check_grant(grant: &Grant, url: &reqwest::Url) -> Result<(), Error> {
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(Error::InvalidRequest(format!(
+            "unsupported scheme `{}` in `{url}`: only http and https",
+            url.scheme()
+        )));
+    }
+    let host = url.host_str().unwrap_or_default();
+    let port = url.port_or_known_default().unwrap_or(0);
+    if grant.allows(host, port) {
+        return Ok(());
+    }
+    Err(Error::Denied(format!(
+        "{} may not reach {host}:{port} ({url}): add \"{host}\" to the instance's `allowed_hosts` to grant it",
+        grant.who
+    )))
+}
+
+fn header_map(headers: &[(String, String)]) -> Result<HeaderMap, Error> {
+    let mut map = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| Error::InvalidRequest(format!("invalid header name `{name}`")))?;
+        let value = HeaderValue::from_str(value)
+            .map_err(|_| Error::InvalidRequest(format!("invalid value for header `{name}`")))?;
+        map.append(name, value);
+    }
+    Ok(map)
+}
+
+/// Sorts a reqwest failure into the capability's error kinds, with the whole cause chain as text.
+fn classify(error: reqwest::Error) -> Error {
+    let mut message = error.to_string();
+    let mut source = std::error::Error::source(&error);
+    let mut tls = false;
+    while let Some(cause) = source {
+        tls |= cause.downcast_ref::<rustls::Error>().is_some();
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    if error.is_timeout() {
+        Error::Timeout(message)
+    } else if tls {
+        Error::Tls(message)
+    } else if error.is_connect() {
+        Error::Connect(message)
+    } else if error.is_builder() {
+        Error::InvalidRequest(message)
+    } else {
+        Error::Other(message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grant(hosts: &[&str]) -> Grant {
+        Grant {
+            who: "http_check instance http_check:0".to_owned(),
+            hosts: hosts.iter().map(|h| h.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn grant_matches_host_port_and_wildcards() {
+        let g = grant(&["localhost", "api.example.com:8443", "*.internal"]);
+        assert!(g.allows("localhost", 80));
+        assert!(g.allows("LOCALHOST", 9000));
+        assert!(g.allows("api.example.com", 8443));
+        assert!(!g.allows("api.example.com", 443));
+        assert!(g.allows("db.internal", 5432));
+        assert!(!g.allows("internal", 80));
+        assert!(!g.allows("example.com", 80));
+        assert!(grant(&["*"]).allows("anything", 1));
+        assert!(!grant(&[]).allows("localhost", 80));
+    }
+
+    #[test]
+    fn grant_matches_ipv6_literals() {
+        let g = grant(&["[::1]:8080", "127.0.0.1"]);
+        assert!(g.allows("[::1]", 8080));
+        assert!(!g.allows("[::1]", 8081));
+        assert!(g.allows("127.0.0.1", 1));
+    }
+
+    #[test]
+    fn denial_names_host_and_how_to_grant() {
+        let url = reqwest::Url::parse("http://evil.example:8080/x").unwrap();
+        let Err(Error::Denied(message)) = check_grant(&grant(&["localhost"]), &url) else {
+            panic!("not denied");
+        };
+        assert!(message.contains("evil.example:8080"), "{message}");
+        assert!(message.contains("allowed_hosts"), "{message}");
+    }
+}

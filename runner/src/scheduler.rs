@@ -1,0 +1,288 @@
+//! When each check instance runs.
+//!
+//! Every scheduled instance gets one tokio task that sleeps until its next run, runs it on a
+//! blocking thread (bounded by `check_runners` permits across all instances) and hands the
+//! report to the pipeline input. Because one task owns one instance, two runs of an instance
+//! can never overlap: a run still going when the next is due makes that next run *skipped*,
+//! counted in the instance's stats and logged, never queued up behind it.
+//!
+//! Spreading the load: an instance's runs are phase-shifted by a random offset within its
+//! interval, so thousands of instances with the same interval do not all fire in the same
+//! instant. Its first run comes within the first second of that offset (`offset mod 1 s`), so a
+//! newly scheduled instance reports quickly.
+//!
+//! Failures back off: after [`BACKOFF_AFTER`] consecutive failed runs, the next run waits
+//! `interval × 2^(failures − BACKOFF_AFTER + 1)`, capped at [`MAX_BACKOFF`], like Envoy's
+//! reload back-off for crashing plugins. One success resets it.
+//!
+//! The pipeline input is a bounded channel; a full channel makes the instance's task wait
+//! (and its next run be skipped and counted) rather than drop a report.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use rand::Rng;
+use serde::Serialize;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::aggregator::CheckSampler;
+use crate::check::{Instance, RunError, RunReport};
+use crate::plugin::{Plugin, PluginHost};
+
+/// Consecutive failures before runs back off.
+pub const BACKOFF_AFTER: u32 = 3;
+/// The longest a failing instance waits between runs.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(600);
+
+/// What the scheduler knows of one instance, for status output.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct InstanceStats {
+    pub check: String,
+    pub instance_id: String,
+    pub source: String,
+    pub runs: u64,
+    pub errors: u64,
+    /// Runs not started because the previous one was still going.
+    pub skipped: u64,
+    pub consecutive_failures: u32,
+    pub last_duration_ms: f64,
+    pub last_error: Option<RunError>,
+    pub last_warnings: Vec<String>,
+    pub last_run: Option<SystemTime>,
+    pub last_success: Option<SystemTime>,
+    pub metric_samples: u64,
+    pub service_checks: u64,
+    pub events: u64,
+}
+
+type Stats = Arc<Mutex<HashMap<String, InstanceStats>>>;
+
+/// Runs scheduled instances until shut down.
+pub struct Scheduler {
+    host: Arc<PluginHost>,
+    permits: Arc<Semaphore>,
+    capacity: u32,
+    output: mpsc::Sender<RunReport>,
+    stats: Stats,
+    tasks: HashMap<String, JoinHandle<()>>,
+}
+
+impl Scheduler {
+    /// A scheduler running at most `concurrency` runs at once, sending every report to `output`.
+    pub fn new(host: Arc<PluginHost>, concurrency: usize, output: mpsc::Sender<RunReport>) -> Self {
+        let capacity = u32::try_from(concurrency).unwrap_or(u32::MAX).max(1);
+        Self {
+            host,
+            permits: Arc::new(Semaphore::new(capacity as usize)),
+            capacity,
+            output,
+            stats: Arc::default(),
+            tasks: HashMap::new(),
+        }
+    }
+
+    /// Starts running `instance` with `plugin`; an instance with the same id is replaced.
+    pub fn schedule(&mut self, instance: Instance, plugin: Arc<Plugin>) {
+        self.unschedule(&instance.id);
+        let id = instance.id.clone();
+        self.lock_stats().insert(
+            id.clone(),
+            InstanceStats {
+                check: instance.check.clone(),
+                instance_id: id.clone(),
+                source: instance.source.clone(),
+                ..InstanceStats::default()
+            },
+        );
+        tracing::info!(check = %instance.check, instance = %id, interval_s = instance.interval.as_secs_f64(), "scheduled");
+        let task = InstanceTask {
+            host: self.host.clone(),
+            permits: self.permits.clone(),
+            output: self.output.clone(),
+            stats: self.stats.clone(),
+            instance: Arc::new(instance),
+            plugin,
+            sampler: CheckSampler::new(),
+        };
+        self.tasks.insert(id, tokio::spawn(task.run()));
+    }
+
+    /// Stops running the instance `id`. A run in progress finishes, but its report is dropped.
+    pub fn unschedule(&mut self, id: &str) -> bool {
+        self.lock_stats().remove(id);
+        match self.tasks.remove(id) {
+            Some(task) => {
+                task.abort();
+                tracing::info!(instance = %id, "unscheduled");
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The ids of the scheduled instances.
+    pub fn scheduled(&self) -> impl Iterator<Item = &str> {
+        self.tasks.keys().map(String::as_str)
+    }
+
+    /// A snapshot of every scheduled instance's stats, ordered by instance id.
+    pub fn stats(&self) -> Vec<InstanceStats> {
+        let mut stats: Vec<_> = self.lock_stats().values().cloned().collect();
+        stats.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
+        stats
+    }
+
+    /// Stops scheduling and waits up to `grace` for runs in progress to end.
+    pub async fn shutdown(mut self, grace: Duration) {
+        for (_, task) in self.tasks.drain() {
+            task.abort();
+        }
+        if tokio::time::timeout(grace, self.permits.acquire_many(self.capacity))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                grace_s = grace.as_secs_f64(),
+                "runs still in progress at shutdown were abandoned"
+            );
+        }
+    }
+
+    fn lock_stats(&self) -> std::sync::MutexGuard<'_, HashMap<String, InstanceStats>> {
+        self.stats.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Runs `instance` once on a blocking thread. A panic inside the host (a bug, never a plugin's
+/// doing: plugin failures are traps) still yields a failed report rather than a lost one.
+pub async fn run_blocking(
+    host: Arc<PluginHost>,
+    plugin: Arc<Plugin>,
+    instance: Arc<Instance>,
+) -> RunReport {
+    let started = SystemTime::now();
+    let for_run = instance.clone();
+    match tokio::task::spawn_blocking(move || host.run(&plugin, &for_run)).await {
+        Ok(report) => report,
+        Err(error) => RunReport {
+            instance_id: instance.id.clone(),
+            check: instance.check.clone(),
+            started,
+            duration: started.elapsed().unwrap_or_default(),
+            metrics: Vec::new(),
+            service_checks: Vec::new(),
+            events: Vec::new(),
+            warnings: Vec::new(),
+            error: Some(RunError::Crash(format!(
+                "the runner failed while running the check: {error}"
+            ))),
+        },
+    }
+}
+
+struct InstanceTask {
+    host: Arc<PluginHost>,
+    permits: Arc<Semaphore>,
+    output: mpsc::Sender<RunReport>,
+    stats: Stats,
+    instance: Arc<Instance>,
+    plugin: Arc<Plugin>,
+    sampler: CheckSampler,
+}
+
+impl InstanceTask {
+    async fn run(mut self) {
+        let interval = self.instance.interval;
+        let phase =
+            rand::rng().random_range(Duration::ZERO..interval.max(Duration::from_millis(1)));
+        let start = Instant::now();
+        let mut due = start + Duration::from_nanos((phase.as_nanos() % 1_000_000_000) as u64);
+        let mut next_periodic = start + phase;
+        let mut failures = 0u32;
+        loop {
+            tokio::time::sleep_until(due).await;
+            let Ok(permit) = self.permits.clone().acquire_owned().await else {
+                return;
+            };
+            let mut report = run_blocking(
+                self.host.clone(),
+                self.plugin.clone(),
+                self.instance.clone(),
+            )
+            .await;
+            drop(permit);
+            self.sampler.process(&mut report);
+            failures = if report.is_ok() { 0 } else { failures + 1 };
+            self.record(&report, failures);
+
+            // The next run: the next slot of the phase-shifted period that is still ahead,
+            // counting the slots that passed while this run was going.
+            let now = Instant::now();
+            if next_periodic <= due {
+                next_periodic += interval;
+            }
+            let mut skipped = 0;
+            while next_periodic <= now {
+                next_periodic += interval;
+                skipped += 1;
+            }
+            if skipped > 0 {
+                tracing::warn!(check = %self.instance.check, instance = %self.instance.id, skipped, "run took longer than the interval: skipped runs");
+                self.update(|s| s.skipped += skipped);
+            }
+            due = next_periodic;
+            if failures >= BACKOFF_AFTER {
+                let backoff = interval
+                    .saturating_mul(1 << (failures - BACKOFF_AFTER + 1).min(16))
+                    .min(MAX_BACKOFF);
+                due = due.max(now + backoff);
+                tracing::warn!(check = %self.instance.check, instance = %self.instance.id, failures, backoff_s = backoff.as_secs_f64(), "failing repeatedly: backing off");
+            }
+
+            if self.output.send(report).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn record(&self, report: &RunReport, failures: u32) {
+        match &report.error {
+            Some(error) => {
+                tracing::warn!(check = %report.check, instance = %report.instance_id, duration_ms = report.duration.as_secs_f64() * 1000.0, %error, "run failed")
+            }
+            None => {
+                tracing::debug!(check = %report.check, instance = %report.instance_id, duration_ms = report.duration.as_secs_f64() * 1000.0, metrics = report.metrics.len(), service_checks = report.service_checks.len(), events = report.events.len(), "run")
+            }
+        }
+        self.update(|s| {
+            s.runs += 1;
+            s.consecutive_failures = failures;
+            s.last_duration_ms = report.duration.as_secs_f64() * 1000.0;
+            s.last_run = Some(report.started);
+            s.last_warnings = report.warnings.clone();
+            s.metric_samples += report.metrics.len() as u64;
+            s.service_checks += report.service_checks.len() as u64;
+            s.events += report.events.len() as u64;
+            match &report.error {
+                Some(error) => {
+                    s.errors += 1;
+                    s.last_error = Some(error.clone());
+                }
+                None => {
+                    s.last_error = None;
+                    s.last_success = Some(report.started);
+                }
+            }
+        });
+    }
+
+    fn update(&self, change: impl FnOnce(&mut InstanceStats)) {
+        let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = stats.get_mut(&self.instance.id) {
+            change(entry);
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! The handle a run gets on the outside world.
+
+use crate::types::{
+    AlertType, Event, HttpError, HttpRequest, HttpResponse, Metric, MetricType, ServiceCheck,
+    Status,
+};
+
+/// No tags: `cx.gauge("x", 1.0, NO_TAGS)`.
+pub const NO_TAGS: &[&str] = &[];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+/// What a check talks to: the runner when built for wasm, a recording host in tests.
+pub trait Host {
+    fn metric(&mut self, metric: Metric);
+    fn service_check(&mut self, service_check: ServiceCheck);
+    fn event(&mut self, event: Event);
+    fn log(&mut self, level: Level, message: &str);
+    fn http(&mut self, request: &HttpRequest) -> Result<HttpResponse, HttpError>;
+}
+
+/// One run's context: who is running, and the calls that reach the host.
+pub struct Ctx<'h> {
+    check_name: String,
+    instance_id: String,
+    init_config: serde_json::Value,
+    host: &'h mut dyn Host,
+}
+
+impl<'h> Ctx<'h> {
+    #[doc(hidden)]
+    pub fn new(
+        check_name: String,
+        instance_id: String,
+        init_config: serde_json::Value,
+        host: &'h mut dyn Host,
+    ) -> Self {
+        Self {
+            check_name,
+            instance_id,
+            init_config,
+            host,
+        }
+    }
+
+    /// The check's name, as in `conf.d/<name>.d/`.
+    pub fn check_name(&self) -> &str {
+        &self.check_name
+    }
+
+    /// The instance's stable id, `<check>:<digest>`.
+    pub fn instance_id(&self) -> &str {
+        &self.instance_id
+    }
+
+    /// The `init_config` section deserialized into `T` (`null` when absent, so use a type that
+    /// accepts it, such as one with `#[serde(default)]` fields wrapped in `Option`).
+    pub fn init_config<T: serde::de::DeserializeOwned>(&self) -> crate::Result<T> {
+        Ok(T::deserialize(&self.init_config)?)
+    }
+
+    pub fn gauge<T: AsRef<str>>(&mut self, name: &str, value: f64, tags: &[T]) {
+        self.submit(name, MetricType::Gauge, value, tags);
+    }
+
+    pub fn count<T: AsRef<str>>(&mut self, name: &str, value: f64, tags: &[T]) {
+        self.submit(name, MetricType::Count, value, tags);
+    }
+
+    /// A raw, ever-increasing counter; the runner submits the delta from the previous run.
+    pub fn monotonic_count<T: AsRef<str>>(&mut self, name: &str, value: f64, tags: &[T]) {
+        self.submit(name, MetricType::MonotonicCount, value, tags);
+    }
+
+    /// A raw counter; the runner submits its per-second rate since the previous run.
+    pub fn rate<T: AsRef<str>>(&mut self, name: &str, value: f64, tags: &[T]) {
+        self.submit(name, MetricType::Rate, value, tags);
+    }
+
+    pub fn histogram<T: AsRef<str>>(&mut self, name: &str, value: f64, tags: &[T]) {
+        self.submit(name, MetricType::Histogram, value, tags);
+    }
+
+    pub fn distribution<T: AsRef<str>>(&mut self, name: &str, value: f64, tags: &[T]) {
+        self.submit(name, MetricType::Distribution, value, tags);
+    }
+
+    /// Submits a metric with every field under the caller's control (e.g. its hostname).
+    pub fn metric(&mut self, metric: Metric) {
+        self.host.metric(metric);
+    }
+
+    pub fn service_check<T: AsRef<str>>(
+        &mut self,
+        name: &str,
+        status: Status,
+        message: Option<&str>,
+        tags: &[T],
+    ) {
+        self.host.service_check(ServiceCheck {
+            name: name.to_owned(),
+            status,
+            message: message.map(str::to_owned),
+            tags: owned(tags),
+            hostname: None,
+        });
+    }
+
+    pub fn event(&mut self, event: Event) {
+        self.host.event(event);
+    }
+
+    /// Shorthand for an event with the given alert type and everything else defaulted.
+    pub fn simple_event<T: AsRef<str>>(
+        &mut self,
+        title: &str,
+        text: &str,
+        alert_type: AlertType,
+        tags: &[T],
+    ) {
+        let mut event = Event::new(title, text);
+        event.alert_type = alert_type;
+        event.tags = owned(tags);
+        self.host.event(event);
+    }
+
+    pub fn log(&mut self, level: Level, message: &str) {
+        self.host.log(level, message);
+    }
+
+    pub fn debug(&mut self, message: &str) {
+        self.host.log(Level::Debug, message);
+    }
+
+    pub fn info(&mut self, message: &str) {
+        self.host.log(Level::Info, message);
+    }
+
+    pub fn warn(&mut self, message: &str) {
+        self.host.log(Level::Warn, message);
+    }
+
+    /// Sends an HTTP request through the runner, which enforces the instance's egress grant.
+    pub fn http(&mut self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
+        self.host.http(&request)
+    }
+
+    fn submit<T: AsRef<str>>(&mut self, name: &str, kind: MetricType, value: f64, tags: &[T]) {
+        self.host.metric(Metric {
+            name: name.to_owned(),
+            kind,
+            value,
+            tags: owned(tags),
+            hostname: None,
+        });
+    }
+}
+
+fn owned<T: AsRef<str>>(tags: &[T]) -> Vec<String> {
+    tags.iter().map(|tag| tag.as_ref().to_owned()).collect()
+}

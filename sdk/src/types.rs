@@ -1,0 +1,249 @@
+//! The values a check submits and the HTTP capability's request and response.
+
+use std::fmt;
+
+/// What a run returns: `Ok(())`, or the reason it failed.
+pub type Result<T = ()> = std::result::Result<T, Error>;
+
+/// Why a run failed; shown by `runner test-check` and `runner status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error(String);
+
+impl Error {
+    pub fn msg(message: impl fmt::Display) -> Self {
+        Self(message.to_string())
+    }
+
+    pub fn message(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl From<HttpError> for Error {
+    fn from(error: HttpError) -> Self {
+        Self(error.to_string())
+    }
+}
+
+impl From<serde_json::Error> for Error {
+    fn from(error: serde_json::Error) -> Self {
+        Self(format!("invalid configuration: {error}"))
+    }
+}
+
+impl From<String> for Error {
+    fn from(message: String) -> Self {
+        Self(message)
+    }
+}
+
+impl From<&str> for Error {
+    fn from(message: &str) -> Self {
+        Self(message.to_owned())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricType {
+    Gauge,
+    Count,
+    MonotonicCount,
+    Rate,
+    Histogram,
+    Distribution,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metric {
+    pub name: String,
+    pub kind: MetricType,
+    pub value: f64,
+    pub tags: Vec<String>,
+    /// Overrides the runner's hostname; `Some("")` sends none.
+    pub hostname: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Ok,
+    Warning,
+    Critical,
+    Unknown,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceCheck {
+    pub name: String,
+    pub status: Status,
+    pub message: Option<String>,
+    pub tags: Vec<String>,
+    pub hostname: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlertType {
+    Error,
+    Warning,
+    Info,
+    Success,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priority {
+    Normal,
+    Low,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub title: String,
+    pub text: String,
+    pub alert_type: AlertType,
+    pub priority: Priority,
+    pub aggregation_key: Option<String>,
+    pub source_type_name: Option<String>,
+    pub tags: Vec<String>,
+    pub hostname: Option<String>,
+    /// Seconds since the Unix epoch; the submission time when `None`.
+    pub timestamp: Option<i64>,
+}
+
+impl Event {
+    /// An `info` event of normal priority; set the other fields as needed.
+    pub fn new(title: impl Into<String>, text: impl Into<String>) -> Self {
+        Self {
+            title: title.into(),
+            text: text.into(),
+            alert_type: AlertType::Info,
+            priority: Priority::Normal,
+            aggregation_key: None,
+            source_type_name: None,
+            tags: Vec::new(),
+            hostname: None,
+            timestamp: None,
+        }
+    }
+}
+
+/// An HTTP request made by the host on the check's behalf. The instance must be granted the
+/// URL's host (its `url` key, or `allowed_hosts`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpRequest {
+    pub method: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<Vec<u8>>,
+    /// Defaults to 10 s; the runner also bounds it by the run's own deadline.
+    pub timeout_ms: u32,
+    /// Defaults to true. The certificate's expiry is returned either way.
+    pub verify_tls: bool,
+    /// Defaults to true; each hop must be granted too.
+    pub follow_redirects: bool,
+}
+
+impl HttpRequest {
+    pub fn new(method: impl Into<String>, url: impl Into<String>) -> Self {
+        Self {
+            method: method.into(),
+            url: url.into(),
+            headers: Vec::new(),
+            body: None,
+            timeout_ms: 10_000,
+            verify_tls: true,
+            follow_redirects: true,
+        }
+    }
+
+    pub fn get(url: impl Into<String>) -> Self {
+        Self::new("GET", url)
+    }
+
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = Some(body.into());
+        self
+    }
+
+    pub fn timeout_ms(mut self, timeout_ms: u32) -> Self {
+        self.timeout_ms = timeout_ms;
+        self
+    }
+
+    pub fn verify_tls(mut self, verify: bool) -> Self {
+        self.verify_tls = verify;
+        self
+    }
+
+    pub fn follow_redirects(mut self, follow: bool) -> Self {
+        self.follow_redirects = follow;
+        self
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// The body was longer than the runner's cap and was cut.
+    pub body_truncated: bool,
+    /// From sending the request to the end of the body.
+    pub elapsed: std::time::Duration,
+    /// For HTTPS: the peer certificate's `notAfter`, in seconds since the Unix epoch.
+    pub cert_not_after: Option<i64>,
+}
+
+impl HttpResponse {
+    /// The body as text, with invalid UTF-8 replaced.
+    pub fn text(&self) -> std::borrow::Cow<'_, str> {
+        String::from_utf8_lossy(&self.body)
+    }
+
+    /// The first header with this name (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
+}
+
+/// Why an HTTP request got no response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HttpError {
+    /// The instance is not granted this host; the text says which host and how to grant it.
+    Denied(String),
+    Timeout(String),
+    /// Refused, unreachable, or the name did not resolve.
+    Connect(String),
+    Tls(String),
+    InvalidRequest(String),
+    Other(String),
+}
+
+impl fmt::Display for HttpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Denied(m) => write!(f, "denied: {m}"),
+            Self::Timeout(m) => write!(f, "timeout: {m}"),
+            Self::Connect(m) => write!(f, "connection failed: {m}"),
+            Self::Tls(m) => write!(f, "TLS error: {m}"),
+            Self::InvalidRequest(m) => write!(f, "invalid request: {m}"),
+            Self::Other(m) => write!(f, "{m}"),
+        }
+    }
+}
+
+impl std::error::Error for HttpError {}

@@ -1,0 +1,224 @@
+//! The `runner` binary as a user runs it: `test-check` output and exit codes, `run` start-up
+//! and clean stop.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use kennel_tests::http_server::{HttpServer, Reply};
+use kennel_tests::{plugins_dir, runner_bin};
+
+fn confd(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for (name, text) in files {
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    dir
+}
+
+fn runner(args: &[&str], confd: &Path) -> Command {
+    let mut command = Command::new(runner_bin());
+    command
+        .args(args)
+        .arg("--confd")
+        .arg(confd)
+        .arg("--plugins")
+        .arg(plugins_dir())
+        .env("XDG_CACHE_HOME", confd.join(".cache"))
+        .env_remove("RUST_LOG");
+    command
+}
+
+async fn output(mut command: Command) -> Output {
+    tokio::task::spawn_blocking(move || command.output().expect("runner starts"))
+        .await
+        .expect("runner finishes")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_check_prints_what_the_check_emitted_and_exits_zero() {
+    let server = HttpServer::start(|_| Reply::ok("fine")).await;
+    let dir = confd(&[(
+        "http_check.d/conf.yaml",
+        &format!(
+            "instances:\n  - name: local\n    url: {}\n",
+            server.url("/")
+        ),
+    )]);
+    let out = output(runner(&["test-check", "http_check"], dir.path())).await;
+    let stdout = text(&out.stdout);
+    assert!(
+        out.status.success(),
+        "stdout: {stdout}\nstderr: {}",
+        text(&out.stderr)
+    );
+    for expected in [
+        "=== Series ===",
+        "\"metric\": \"network.http.response_time\"",
+        "=== Service Checks ===",
+        "\"check\": \"http.can_connect\"",
+        "instance:local",
+        "Running Checks",
+        "[OK]",
+        "Total Runs: 1",
+        "Metric Samples: Last Run: 3, Total: 3",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in:\n{stdout}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_check_exits_non_zero_when_the_check_fails() {
+    let dir = confd(&[("test_plugin.yaml", "instances:\n  - mode: panic\n")]);
+    let out = output(runner(&["test-check", "test_plugin"], dir.path())).await;
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("[ERROR]"), "{stdout}");
+    assert!(stdout.contains("asked to panic"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_check_without_config_says_where_it_looked() {
+    let dir = confd(&[]);
+    let out = output(runner(&["test-check", "nope"], dir.path())).await;
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr.contains("no configuration found for check `nope`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("nope.d/*.yaml"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_check_reports_a_broken_config_with_file_and_line() {
+    let dir = confd(&[(
+        "test_plugin.d/conf.yaml",
+        "instances:\n  - mode: ok\n    timeout: never\n",
+    )]);
+    let out = output(runner(&["test-check", "test_plugin"], dir.path())).await;
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("test_plugin.d/conf.yaml:3:"), "{stderr}");
+    assert!(stderr.contains("timeout"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_check_rate_shows_rates_and_json_is_machine_readable() {
+    let dir = confd(&[(
+        "test_plugin.yaml",
+        "instances:\n  - mode: count\n    value: 42\n",
+    )]);
+    let out = output(runner(
+        &["test-check", "test_plugin", "--check-rate", "--json"],
+        dir.path(),
+    ))
+    .await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON output");
+    let instance = &json[0];
+    assert_eq!(instance["status"], "OK");
+    let runs = instance["runs"].as_array().expect("runs");
+    assert_eq!(runs.len(), 2);
+    assert_eq!(
+        runs[0]["metrics"].as_array().unwrap().len(),
+        0,
+        "the first run has no previous sample"
+    );
+    let second = runs[1]["metrics"].as_array().unwrap();
+    let rate = second
+        .iter()
+        .find(|m| m["name"] == "test.rate")
+        .expect("a rate after two runs");
+    assert_eq!(rate["type"], "gauge");
+    assert_eq!(rate["value"], 0.0);
+    let count = second
+        .iter()
+        .find(|m| m["name"] == "test.monotonic")
+        .expect("a count after two runs");
+    assert_eq!(count["type"], "count");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_check_runs_a_wasm_file_with_an_instance_config() {
+    let dir = confd(&[("mine.yaml", "instances:\n  - mode: ok\n")]);
+    let wasm = plugins_dir().join("test_plugin.wasm");
+    let mut command = runner(&["test-check"], dir.path());
+    command
+        .arg("--wasm")
+        .arg(&wasm)
+        .arg("--instance-config")
+        .arg(dir.path().join("mine.yaml"));
+    let out = output(command).await;
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("test.ok"), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_refuses_an_unknown_config_key_naming_it() {
+    let dir = confd(&[("kennel.yaml", "hostname: a\ncheck_runner: 4\n")]);
+    let mut command = Command::new(runner_bin());
+    command
+        .args(["run", "--config"])
+        .arg(dir.path().join("kennel.yaml"))
+        .env("XDG_CACHE_HOME", dir.path().join(".cache"));
+    let out = output(command).await;
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains("unknown field `check_runner`"), "{stderr}");
+    assert!(stderr.contains("line 2"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_schedules_checks_and_stops_cleanly_on_sigterm() {
+    let dir = confd(&[
+        (
+            "test_plugin.yaml",
+            "instances:\n  - mode: ok\n    min_collection_interval: 0.5\n",
+        ),
+        ("broken.yaml", "instances: [\n"),
+    ]);
+    let mut command = runner(&["run"], dir.path());
+    command
+        .env("RUST_LOG", "runner=debug")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null());
+    let child = command.spawn().expect("runner starts");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(kill.expect("kill runs").success(), "SIGTERM sent");
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().expect("runner exits"))
+        .await
+        .expect("wait");
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("broken.yaml:2:"),
+        "the broken file is reported: {stderr}"
+    );
+    assert!(
+        stderr.contains("runner started") && stderr.contains("instances=1"),
+        "{stderr}"
+    );
+    let runs = stderr
+        .lines()
+        .filter(|l| l.contains("test_plugin") && l.contains(" run "))
+        .count();
+    assert!(
+        runs >= 3,
+        "expected a run every 0.5 s, saw {runs}:\n{stderr}"
+    );
+    assert!(stderr.contains("stopped"), "{stderr}");
+}

@@ -1,0 +1,9 @@
+//! End-to-end tests: real plugins through the real host, real HTTP servers, the real `runner`
+//! binary. One test binary, so the plugin host and wasmtime are linked once.
+//!
+//! Needs the plugins built first: `make test` does it.
+
+mod cli;
+mod confd;
+mod http_check;
+mod sandbox;

@@ -1,0 +1,213 @@
+//! The sandbox's limits, each tripped by a real misbehaving plugin: every bad run fails alone,
+//! with its own reason, on time, and the runner and its healthy checks carry on.
+
+use std::time::{Duration, Instant};
+
+use kennel_tests::http_server::{HttpServer, Reply};
+use kennel_tests::{host, instance, plugin_config};
+use runner::check::{RunError, RunReport};
+use runner::config::PluginConfig;
+use runner::scheduler::Scheduler;
+use tokio::sync::mpsc;
+
+async fn run_test_plugin(config: PluginConfig, yaml: &str) -> RunReport {
+    let host = host(config);
+    let plugin = host.load("test_plugin").expect("test_plugin loads");
+    let instance = instance("test_plugin", yaml);
+    tokio::task::spawn_blocking(move || host.run(&plugin, &instance))
+        .await
+        .expect("the host survives the run")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn healthy_run_submits_with_instance_tags() {
+    let report = run_test_plugin(
+        plugin_config(),
+        "instances:\n  - mode: ok\n    tags: [team:a]\n    service: svc\n",
+    )
+    .await;
+    assert!(report.is_ok(), "{report:#?}");
+    let metric = &report.metrics[0];
+    assert_eq!(metric.name, "test.ok");
+    assert_eq!(metric.tags, ["mode:ok", "service:svc", "team:a"]);
+    assert_eq!(
+        report.service_checks[0].tags,
+        ["mode:ok", "service:svc", "team:a"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_error_is_reported_and_its_output_kept() {
+    let report = run_test_plugin(plugin_config(), "instances:\n  - mode: fail\n").await;
+    assert_eq!(
+        report.error,
+        Some(RunError::Check("asked to fail".to_owned()))
+    );
+    assert_eq!(
+        report.service_checks.len(),
+        1,
+        "what was submitted before the error is kept"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn panic_is_reported_with_its_message() {
+    let report = run_test_plugin(plugin_config(), "instances:\n  - mode: panic\n").await;
+    let Some(RunError::Crash(message)) = &report.error else {
+        panic!("expected a crash: {report:#?}");
+    };
+    assert!(
+        message.contains("the test plugin was asked to panic"),
+        "{message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn endless_loop_is_interrupted_at_its_deadline() {
+    let report = run_test_plugin(
+        plugin_config(),
+        "instances:\n  - mode: loop\n    timeout: 1\n",
+    )
+    .await;
+    let elapsed = report.duration;
+    let Some(RunError::Deadline(message)) = &report.error else {
+        panic!("expected a deadline: {report:#?}");
+    };
+    assert!(message.contains("1.000 s deadline"), "{message}");
+    assert!(
+        elapsed >= Duration::from_secs(1),
+        "stopped early: {elapsed:?}"
+    );
+    assert!(
+        elapsed <= Duration::from_millis(1100),
+        "stopped late: {elapsed:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unbounded_allocation_stops_at_the_memory_cap() {
+    let config = PluginConfig {
+        memory_limit_mb: 16,
+        ..plugin_config()
+    };
+    let started = Instant::now();
+    let report = run_test_plugin(config, "instances:\n  - mode: alloc\n    timeout: 5\n").await;
+    let Some(RunError::Memory(message)) = &report.error else {
+        panic!("expected the memory cap: {report:#?}");
+    };
+    assert!(message.contains("cap of 16 MiB"), "{message}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn flood_is_stopped_at_the_item_cap() {
+    let config = PluginConfig {
+        max_items_per_run: 500,
+        ..plugin_config()
+    };
+    let report = run_test_plugin(config, "instances:\n  - mode: flood\n").await;
+    let Some(RunError::Flood(message)) = &report.error else {
+        panic!("expected a flood: {report:#?}");
+    };
+    assert!(message.contains("more than 500 items"), "{message}");
+    assert_eq!(report.metrics.len(), 500, "items under the cap are kept");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_to_a_host_not_granted_is_denied_with_how_to_grant_it() {
+    let server = HttpServer::start(|_| Reply::ok("secret")).await;
+    let target = format!("http://127.0.0.1:{}/", server.addr.port());
+    let denied = run_test_plugin(
+        plugin_config(),
+        &format!("instances:\n  - mode: http\n    target: {target}\n"),
+    )
+    .await;
+    let Some(RunError::Check(message)) = &denied.error else {
+        panic!("expected a denial: {denied:#?}");
+    };
+    assert!(
+        message.contains(&format!("may not reach 127.0.0.1:{}", server.addr.port())),
+        "{message}"
+    );
+    assert!(message.contains("allowed_hosts"), "{message}");
+
+    let granted = run_test_plugin(
+        plugin_config(),
+        &format!(
+            "instances:\n  - mode: http\n    target: {target}\n    allowed_hosts: [127.0.0.1]\n"
+        ),
+    )
+    .await;
+    assert!(granted.is_ok(), "{granted:#?}");
+    assert_eq!(granted.metrics[0].value, 200.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn non_finite_values_and_empty_names_are_dropped_with_warnings() {
+    let report = run_test_plugin(plugin_config(), "instances:\n  - mode: bad_values\n").await;
+    assert!(report.is_ok());
+    assert_eq!(report.state(), "WARNING");
+    assert_eq!(report.metrics.len(), 1);
+    assert_eq!(report.warnings.len(), 2, "{:?}", report.warnings);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn misbehaving_checks_do_not_delay_a_healthy_one() {
+    let host = host(PluginConfig {
+        memory_limit_mb: 16,
+        ..plugin_config()
+    });
+    let plugin = host.load("test_plugin").expect("test_plugin loads");
+    let (reports, mut inbox) = mpsc::channel(1024);
+    let mut scheduler = Scheduler::new(host.clone(), 8, reports);
+    let healthy = instance(
+        "test_plugin",
+        "instances:\n  - mode: ok\n    min_collection_interval: 1\n",
+    );
+    let healthy_id = healthy.id.clone();
+    scheduler.schedule(healthy, plugin.clone());
+    for mode in ["panic", "loop", "alloc", "flood"] {
+        let bad = instance(
+            "test_plugin",
+            &format!(
+                "instances:\n  - mode: {mode}\n    min_collection_interval: 1\n    timeout: 1.5\n"
+            ),
+        );
+        scheduler.schedule(bad, plugin.clone());
+    }
+
+    let mut healthy_starts = Vec::new();
+    let mut failures = std::collections::HashSet::new();
+    let until = tokio::time::Instant::now() + Duration::from_millis(5500);
+    while let Ok(Some(report)) = tokio::time::timeout_at(until, inbox.recv()).await {
+        if report.instance_id == healthy_id {
+            assert!(report.is_ok(), "{report:#?}");
+            healthy_starts.push(report.started);
+        } else if let Some(error) = &report.error {
+            failures.insert(std::mem::discriminant(error));
+        }
+    }
+    scheduler.shutdown(Duration::from_secs(3)).await;
+
+    assert_eq!(
+        failures.len(),
+        4,
+        "panic, deadline, memory and flood each failed"
+    );
+    assert!(
+        healthy_starts.len() >= 5,
+        "healthy runs: {}",
+        healthy_starts.len()
+    );
+    for pair in healthy_starts.windows(2) {
+        let gap = pair[1].duration_since(pair[0]).expect("runs in order");
+        assert!(
+            gap > Duration::from_millis(850) && gap < Duration::from_millis(1150),
+            "the healthy check ran {gap:?} after its previous run"
+        );
+    }
+}

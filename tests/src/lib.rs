@@ -1,0 +1,87 @@
+//! Fixtures shared by Kennel's end-to-end tests and benchmarks: where the built plugins and the
+//! `runner` binary are, a plugin host and instances built the way `runner run` builds them, and
+//! real HTTP(S) servers on loopback.
+
+pub mod http_server;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use runner::check::Instance;
+use runner::config::PluginConfig;
+use runner::config::confd;
+use runner::plugin::PluginHost;
+
+/// The repository's root directory.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests crate lives in the repository")
+        .to_owned()
+}
+
+/// Where `make plugins` puts every plugin (`target/plugins`).
+pub fn plugins_dir() -> PathBuf {
+    let dir = repo_root().join("target/plugins");
+    assert!(
+        dir.join("http_check.wasm").exists() && dir.join("test_plugin.wasm").exists(),
+        "plugins are not built: run `make plugins` (or `make test`) first"
+    );
+    dir
+}
+
+/// The `runner` binary of the same profile as the running test.
+pub fn runner_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary has a path");
+    // target/<profile>/deps/<test binary> -> target/<profile>/runner
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test binary is in target/<profile>/deps")
+        .join("runner");
+    assert!(
+        bin.exists(),
+        "{} is not built: run `make test`",
+        bin.display()
+    );
+    bin
+}
+
+/// The plugin settings of a test host: the built plugins, no disk cache, and the given limits.
+pub fn plugin_config() -> PluginConfig {
+    PluginConfig {
+        path: plugins_dir(),
+        cache_path: None,
+        ..PluginConfig::default()
+    }
+}
+
+/// A plugin host as `runner run` builds it, on the current tokio runtime.
+pub fn host(config: PluginConfig) -> Arc<PluginHost> {
+    Arc::new(
+        PluginHost::new(
+            &config,
+            "test-host".to_owned(),
+            8,
+            tokio::runtime::Handle::current(),
+        )
+        .expect("the plugin host starts"),
+    )
+}
+
+/// The instances of a check config given as YAML text, as the conf.d loader resolves them.
+pub fn instances(check: &str, yaml: &str) -> Vec<Instance> {
+    let path = PathBuf::from(format!("conf.d/{check}.d/conf.yaml"));
+    confd::parse_file(check, &path, yaml)
+        .unwrap_or_else(|e| panic!("test config does not parse: {e}"))
+        .expect("test config has instances")
+        .instances(Duration::from_secs(30))
+}
+
+/// The single instance of a check config given as YAML text.
+pub fn instance(check: &str, yaml: &str) -> Instance {
+    let mut all = instances(check, yaml);
+    assert_eq!(all.len(), 1, "expected one instance");
+    all.remove(0)
+}
