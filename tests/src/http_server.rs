@@ -123,7 +123,10 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, respond: Respon
     let text = String::from_utf8_lossy(&head);
     let path = text.split_whitespace().nth(1).unwrap_or("/").to_owned();
     let reply = respond(&path);
-    tokio::time::sleep(reply.delay).await;
+    // Even a zero sleep waits for the timer wheel's next millisecond tick.
+    if !reply.delay.is_zero() {
+        tokio::time::sleep(reply.delay).await;
+    }
     let response = format!(
         "HTTP/1.1 {} Status\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
         reply.status,

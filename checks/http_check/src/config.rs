@@ -37,7 +37,7 @@
 
 use std::time::Duration;
 
-use regex::Regex;
+use regex_lite::Regex;
 use serde_json::{Map, Value};
 
 /// Datadog's default `http_response_status_code`.
