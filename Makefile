@@ -29,7 +29,7 @@ run: all
 	./target/release/runner run --config kennel.yaml
 
 test: all
-	$(CARGO) test --release --workspace
+	$(CARGO) test --release --workspace --all-features
 	CARGO_TARGET_DIR=$(PLUGIN_TARGET_DIR) $(CARGO) test --manifest-path checks/Cargo.toml
 
 bench: all

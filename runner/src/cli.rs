@@ -19,7 +19,8 @@ use crate::check::{Instance, RunReport, Status, unix_seconds};
 use crate::config::RunnerConfig;
 use crate::config::confd::{self, CheckConfig};
 use crate::plugin::PluginHost;
-use crate::scheduler::{self, Scheduler};
+use crate::scheduler::{self, InstanceStats, Scheduler};
+use crate::status::{self, StatusSource};
 
 #[derive(Parser)]
 #[command(
@@ -38,6 +39,18 @@ enum Command {
     Run(RunArgs),
     /// Run one check's instances once and print what they emit.
     TestCheck(TestCheckArgs),
+    /// Show what a running `runner run` is doing: each instance's runs, errors and timings.
+    Status(StatusArgs),
+}
+
+#[derive(Args)]
+struct StatusArgs {
+    /// The running runner's config file, to find its `status_listen`.
+    #[arg(long, short = 'c')]
+    config: Option<PathBuf>,
+    /// Print the JSON the runner returned.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -89,6 +102,7 @@ struct TestCheckArgs {
 /// Parses the command line and runs the command.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    crate::plugin::http::install_crypto_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -102,6 +116,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => runtime.block_on(run(args)).map(|()| ExitCode::SUCCESS),
         Command::TestCheck(args) => runtime.block_on(test_check(args)),
+        Command::Status(args) => runtime.block_on(status(args)),
     };
     match result {
         Ok(code) => code,
@@ -155,7 +170,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let host = plugin_host(&config)?;
 
     // The pipeline input: every run report goes here. Until the aggregator and forwarder take
-    // it, the sink keeps a tally that is logged at shutdown.
+    // it, the sink keeps a tally, logged every SUMMARY_EVERY and at shutdown.
     let (reports, inbox) = mpsc::channel(1024);
     let sink = tokio::spawn(tally(inbox));
 
@@ -168,6 +183,19 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     })?;
     for error in &loaded.errors {
         tracing::error!("invalid check config: {error}");
+    }
+    if let Some(listen) = config.status_listen {
+        let source = StatusSource {
+            hostname: config.resolved_hostname(),
+            confd_path: config.confd_path.display().to_string(),
+            config_errors: loaded.errors.iter().map(ToString::to_string).collect(),
+            stats: scheduler.stats(),
+            started: std::time::Instant::now(),
+        };
+        let bound = status::serve(listen, source)
+            .await
+            .with_context(|| format!("cannot listen on {listen} (`status_listen`)"))?;
+        tracing::info!(address = %bound, "status API listening");
     }
     for check_config in &loaded.configs {
         if check_config.is_template() {
@@ -196,11 +224,25 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How often `runner run` logs its one-line summary of the runs.
+const SUMMARY_EVERY: Duration = Duration::from_secs(60);
+
 async fn tally(mut inbox: mpsc::Receiver<RunReport>) -> (u64, u64) {
-    let (mut runs, mut failed) = (0, 0);
-    while let Some(report) = inbox.recv().await {
-        runs += 1;
-        failed += u64::from(!report.is_ok());
+    let (mut runs, mut failed, mut samples) = (0u64, 0u64, 0u64);
+    let mut summary = tokio::time::interval(SUMMARY_EVERY);
+    summary.tick().await;
+    loop {
+        tokio::select! {
+            report = inbox.recv() => {
+                let Some(report) = report else { break };
+                runs += 1;
+                failed += u64::from(!report.is_ok());
+                samples += report.metrics.len() as u64;
+            }
+            _ = summary.tick() => {
+                tracing::info!(runs, failed, metric_samples = samples, "check runs so far");
+            }
+        }
     }
     (runs, failed)
 }
@@ -465,6 +507,114 @@ fn status_name(status: Status) -> &'static str {
         Status::Warning => "WARNING",
         Status::Critical => "CRITICAL",
         Status::Unknown => "UNKNOWN",
+    }
+}
+
+/// `runner status`: asks the running runner's status API and prints the answer.
+async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let config = match &args.config {
+        Some(path) => RunnerConfig::load(path)?,
+        None => RunnerConfig::default(),
+    };
+    let listen = config
+        .status_listen
+        .context("the status API is off (`status_listen: null`): there is nothing to ask")?;
+    let url = format!("http://{listen}/status");
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()?;
+    let response = client.get(&url).send().await.with_context(|| {
+        format!("no runner answers at {url}: is `runner run` running with this config?")
+    })?;
+    let body = response.error_for_status()?.text().await?;
+    if args.json {
+        println!("{body}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let status: status::Status =
+        serde_json::from_str(&body).context("unexpected answer from the status API")?;
+    print!("{}", status_text(&status));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn status_text(status: &status::Status) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Kennel runner {} on {}, up {:.0} s",
+        status.version, status.hostname, status.uptime_s
+    );
+    let _ = writeln!(out, "conf.d: {}\n", status.confd_path);
+    if !status.config_errors.is_empty() {
+        let _ = writeln!(out, "  Config Errors\n  =============");
+        for error in &status.config_errors {
+            let _ = writeln!(out, "    {error}");
+        }
+        let _ = writeln!(out);
+    }
+    let _ = writeln!(out, "  Running Checks\n  ==============");
+    if status.instances.is_empty() {
+        let _ = writeln!(out, "    (none)");
+    }
+    for stats in &status.instances {
+        let _ = writeln!(
+            out,
+            "\n    {} ({}) [{}]",
+            stats.check,
+            stats.instance_id,
+            instance_state(stats)
+        );
+        let _ = writeln!(out, "      Configuration Source: {}", stats.source);
+        let _ = writeln!(
+            out,
+            "      Total Runs: {}, Errors: {}, Skipped: {}",
+            stats.runs, stats.errors, stats.skipped
+        );
+        let _ = writeln!(
+            out,
+            "      Metric Samples: {}, Service Checks: {}, Events: {}",
+            stats.metric_samples, stats.service_checks, stats.events
+        );
+        let _ = writeln!(
+            out,
+            "      Last Execution Time : {:.3}ms",
+            stats.last_duration_ms
+        );
+        let ago = |t: Option<f64>| match t {
+            Some(t) => format!(
+                "{:.0} s ago",
+                (unix_seconds(std::time::SystemTime::now()) - t).max(0.0)
+            ),
+            None => "Never".to_owned(),
+        };
+        let _ = writeln!(out, "      Last Execution Date : {}", ago(stats.last_run));
+        let _ = writeln!(
+            out,
+            "      Last Successful Execution Date : {}",
+            ago(stats.last_success)
+        );
+        if let Some(error) = &stats.last_error {
+            let _ = writeln!(out, "      Error: {error}");
+        }
+        for warning in &stats.last_warnings {
+            let _ = writeln!(out, "      Warning: {warning}");
+        }
+    }
+    out
+}
+
+fn instance_state(stats: &InstanceStats) -> &'static str {
+    match (
+        &stats.last_error,
+        stats.last_warnings.is_empty(),
+        stats.runs,
+    ) {
+        (_, _, 0) => "PENDING",
+        (Some(_), _, _) => "ERROR",
+        (None, false, _) => "WARNING",
+        (None, true, _) => "OK",
     }
 }
 

@@ -11,3 +11,4 @@ pub mod cli;
 pub mod config;
 pub mod plugin;
 pub mod scheduler;
+pub mod status;

@@ -23,13 +23,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use rand::Rng;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::aggregator::CheckSampler;
-use crate::check::{Instance, RunError, RunReport};
+use crate::check::{Instance, RunError, RunReport, unix_seconds};
 use crate::plugin::{Plugin, PluginHost};
 
 /// Consecutive failures before runs back off.
@@ -38,7 +38,7 @@ pub const BACKOFF_AFTER: u32 = 3;
 pub const MAX_BACKOFF: Duration = Duration::from_secs(600);
 
 /// What the scheduler knows of one instance, for status output.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct InstanceStats {
     pub check: String,
     pub instance_id: String,
@@ -51,14 +51,35 @@ pub struct InstanceStats {
     pub last_duration_ms: f64,
     pub last_error: Option<RunError>,
     pub last_warnings: Vec<String>,
-    pub last_run: Option<SystemTime>,
-    pub last_success: Option<SystemTime>,
+    /// Seconds since the Unix epoch.
+    pub last_run: Option<f64>,
+    /// Seconds since the Unix epoch.
+    pub last_success: Option<f64>,
     pub metric_samples: u64,
     pub service_checks: u64,
     pub events: u64,
 }
 
 type Stats = Arc<Mutex<HashMap<String, InstanceStats>>>;
+
+/// A read-only view of the scheduler's per-instance stats, for status output.
+#[derive(Clone)]
+pub struct StatsView(Stats);
+
+impl StatsView {
+    /// Every scheduled instance's stats, ordered by instance id.
+    pub fn snapshot(&self) -> Vec<InstanceStats> {
+        let mut stats: Vec<_> = self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        stats.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
+        stats
+    }
+}
 
 /// Runs scheduled instances until shut down.
 pub struct Scheduler {
@@ -128,11 +149,9 @@ impl Scheduler {
         self.tasks.keys().map(String::as_str)
     }
 
-    /// A snapshot of every scheduled instance's stats, ordered by instance id.
-    pub fn stats(&self) -> Vec<InstanceStats> {
-        let mut stats: Vec<_> = self.lock_stats().values().cloned().collect();
-        stats.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
-        stats
+    /// A view of every scheduled instance's stats that outlives borrows of the scheduler.
+    pub fn stats(&self) -> StatsView {
+        StatsView(self.stats.clone())
     }
 
     /// Stops scheduling and waits up to `grace` for runs in progress to end.
@@ -261,7 +280,7 @@ impl InstanceTask {
             s.runs += 1;
             s.consecutive_failures = failures;
             s.last_duration_ms = report.duration.as_secs_f64() * 1000.0;
-            s.last_run = Some(report.started);
+            s.last_run = Some(unix_seconds(report.started));
             s.last_warnings = report.warnings.clone();
             s.metric_samples += report.metrics.len() as u64;
             s.service_checks += report.service_checks.len() as u64;
@@ -273,7 +292,7 @@ impl InstanceTask {
                 }
                 None => {
                     s.last_error = None;
-                    s.last_success = Some(report.started);
+                    s.last_success = Some(unix_seconds(report.started));
                 }
             }
         });

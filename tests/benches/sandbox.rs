@@ -55,6 +55,7 @@ fn main() {
     report("http_check against a loopback server, one run", &latencies);
 
     // The floor under that figure: the same request made directly with reqwest, no plugin.
+    runner::plugin::http::install_crypto_provider();
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
         .no_proxy()

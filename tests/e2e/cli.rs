@@ -5,8 +5,8 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use kennel_tests::http_server::{HttpServer, Reply};
-use kennel_tests::{plugins_dir, runner_bin};
+use kennel_tests::http_server::{HttpServer, Reply, closed_port};
+use kennel_tests::{plugins_dir, repo_root, runner_bin};
 
 fn confd(files: &[(&str, &str)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -180,7 +180,8 @@ async fn run_refuses_an_unknown_config_key_naming_it() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn run_schedules_checks_and_stops_cleanly_on_sigterm() {
+async fn run_schedules_checks_reports_status_and_stops_cleanly_on_sigterm() {
+    let port = closed_port();
     let dir = confd(&[
         (
             "test_plugin.yaml",
@@ -188,13 +189,49 @@ async fn run_schedules_checks_and_stops_cleanly_on_sigterm() {
         ),
         ("broken.yaml", "instances: [\n"),
     ]);
+    let elsewhere = tempfile::tempdir().expect("temp dir");
+    let config = elsewhere.path().join("kennel.yaml");
+    std::fs::write(&config, format!("status_listen: 127.0.0.1:{port}\n")).unwrap();
     let mut command = runner(&["run"], dir.path());
     command
+        .arg("--config")
+        .arg(&config)
         .env("RUST_LOG", "runner=debug")
         .stderr(Stdio::piped())
         .stdout(Stdio::null());
     let child = command.spawn().expect("runner starts");
     tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    runner::plugin::http::install_crypto_provider();
+    let health = reqwest::get(format!("http://127.0.0.1:{port}/health"))
+        .await
+        .expect("the status API answers");
+    assert_eq!(health.status(), 200);
+    let health: serde_json::Value =
+        serde_json::from_slice(&health.bytes().await.expect("health body")).expect("JSON health");
+    assert_eq!(health["status"], "ok");
+    assert_eq!(health["instances"], 1);
+    assert_eq!(health["config_errors"], 1);
+
+    let mut status = Command::new(runner_bin());
+    status.arg("status").arg("--config").arg(&config);
+    let shown = output(status).await;
+    let shown_text = text(&shown.stdout);
+    assert!(shown.status.success(), "{}", text(&shown.stderr));
+    for expected in [
+        "Config Errors",
+        "broken.yaml:2:",
+        "Running Checks",
+        "test_plugin (test_plugin:",
+        "[OK]",
+        "Errors: 0",
+    ] {
+        assert!(
+            shown_text.contains(expected),
+            "missing {expected:?} in:\n{shown_text}"
+        );
+    }
+
     let kill = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
@@ -221,4 +258,65 @@ async fn run_schedules_checks_and_stops_cleanly_on_sigterm() {
         "expected a run every 0.5 s, saw {runs}:\n{stderr}"
     );
     assert!(stderr.contains("stopped"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_without_a_running_runner_says_so() {
+    let dir = confd(&[]);
+    let config = dir.path().join("kennel.yaml");
+    std::fs::write(
+        &config,
+        format!("status_listen: 127.0.0.1:{}\n", closed_port()),
+    )
+    .unwrap();
+    let mut command = Command::new(runner_bin());
+    command.arg("status").arg("--config").arg(&config);
+    let out = output(command).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("is `runner run` running"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn default_config_runs_and_its_check_is_ok() {
+    let cache = tempfile::tempdir().expect("temp dir");
+    let mut command = Command::new(runner_bin());
+    command
+        .args(["run", "--config", "kennel.yaml"])
+        .current_dir(repo_root())
+        .env("XDG_CACHE_HOME", cache.path())
+        .env_remove("RUST_LOG")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null());
+    let child = command.spawn().expect("runner starts");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    let mut status = Command::new(runner_bin());
+    status
+        .args(["status", "--config", "kennel.yaml"])
+        .current_dir(repo_root());
+    let shown = output(status).await;
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().expect("runner exits"))
+        .await
+        .expect("wait");
+    let shown_text = text(&shown.stdout);
+    assert!(
+        shown.status.success(),
+        "status: {}\nrunner: {}",
+        text(&shown.stderr),
+        text(&out.stderr)
+    );
+    assert!(
+        shown_text.contains("http_check (http_check:"),
+        "{shown_text}"
+    );
+    assert!(shown_text.contains("[OK]"), "{shown_text}");
+    assert!(!shown_text.contains("Config Errors"), "{shown_text}");
+    assert!(out.status.success(), "{}", text(&out.stderr));
 }

@@ -7,6 +7,7 @@
 
 pub mod confd;
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -25,6 +26,9 @@ pub struct RunnerConfig {
     pub log_level: String,
     /// How many check runs may execute at once. Defaults to 32.
     pub check_runners: usize,
+    /// Where the runner's own API (`/health`, `/status`) listens; `null` turns it off, and
+    /// `runner status` with it. Defaults to `127.0.0.1:5010`.
+    pub status_listen: Option<SocketAddr>,
     /// The plugin host's settings.
     pub plugins: PluginConfig,
 }
@@ -36,6 +40,7 @@ impl Default for RunnerConfig {
             confd_path: PathBuf::from("conf.d"),
             log_level: "info".to_owned(),
             check_runners: default_check_runners(),
+            status_listen: Some(default_status_listen()),
             plugins: PluginConfig::default(),
         }
     }
@@ -43,6 +48,10 @@ impl Default for RunnerConfig {
 
 const fn default_check_runners() -> usize {
     32
+}
+
+const fn default_status_listen() -> SocketAddr {
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 5010)
 }
 
 /// Where plugins come from and what one run may use.

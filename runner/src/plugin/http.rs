@@ -67,6 +67,13 @@ fn split_host_port(entry: &str) -> (&str, Option<u16>) {
     (entry_host.trim_end_matches(']'), None)
 }
 
+/// Makes ring the process's TLS crypto backend, which every reqwest client needs before it is
+/// built (reqwest is linked without a backend of its own). Idempotent.
+pub fn install_crypto_provider() {
+    // Err means a provider is installed already, which is all that is asked.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Makes the requests of every plugin.
 pub struct HttpClient {
     verified: reqwest::Client,
@@ -77,9 +84,7 @@ pub struct HttpClient {
 
 impl HttpClient {
     pub fn new(runtime: Handle, body_limit: usize) -> anyhow::Result<Self> {
-        // reqwest is built without a default crypto backend; ring is the one linked in. A second
-        // call finds it installed already, which is fine.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        install_crypto_provider();
         let build = |verify: bool| {
             reqwest::Client::builder()
                 .user_agent(concat!("Kennel/", env!("CARGO_PKG_VERSION")))

@@ -1,0 +1,129 @@
+//! The runner's own HTTP API, on a loopback address (`status_listen`):
+//! - `GET /health`: `200 {"status":"ok",...}` while the runner runs; what `runner status` and
+//!   external probes (a Docker `HEALTHCHECK`, the default conf.d's own http_check) poll;
+//! - `GET /status`: everything `runner status` prints, as JSON: per-instance run stats and the
+//!   conf.d errors.
+//!
+//! A failing *check* does not make the runner unhealthy: that is the check's own service
+//! check's job. `/health` turns unhealthy only for the runner's own machinery.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+
+use crate::scheduler::{InstanceStats, StatsView};
+
+/// What `/status` returns.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    pub version: String,
+    pub hostname: String,
+    pub uptime_s: f64,
+    pub confd_path: String,
+    /// conf.d files that could not be used, with file and line.
+    pub config_errors: Vec<String>,
+    pub instances: Vec<InstanceStats>,
+}
+
+/// What the status API reads from the rest of the runner.
+pub struct StatusSource {
+    pub hostname: String,
+    pub confd_path: String,
+    pub config_errors: Vec<String>,
+    pub stats: StatsView,
+    pub started: Instant,
+}
+
+impl StatusSource {
+    pub fn status(&self) -> Status {
+        Status {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            hostname: self.hostname.clone(),
+            uptime_s: self.started.elapsed().as_secs_f64(),
+            confd_path: self.confd_path.clone(),
+            config_errors: self.config_errors.clone(),
+            instances: self.stats.snapshot(),
+        }
+    }
+}
+
+/// Binds `listen` (at start-up, so a taken port is an error the user sees at once) and serves
+/// the API until the runtime shuts down.
+pub async fn serve(listen: SocketAddr, source: StatusSource) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(listen).await?;
+    let bound = listener.local_addr()?;
+    let source = Arc::new(source);
+    tokio::spawn(async move {
+        loop {
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    tracing::warn!(%error, "status API: accept failed");
+                    continue;
+                }
+            };
+            let source = source.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request| {
+                    let source = source.clone();
+                    async move { Ok::<_, Infallible>(route(&source, &request)) }
+                });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                if let Err(error) = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(io, service)
+                    .await
+                {
+                    tracing::debug!(%error, "status API: connection ended with an error");
+                }
+            });
+        }
+    });
+    Ok(bound)
+}
+
+fn route(source: &StatusSource, request: &Request<Incoming>) -> Response<Full<Bytes>> {
+    match (request.method(), request.uri().path()) {
+        (&Method::GET, "/health") => {
+            let status = source.status();
+            let failing = status
+                .instances
+                .iter()
+                .filter(|i| i.last_error.is_some())
+                .count();
+            json(
+                StatusCode::OK,
+                &serde_json::json!({
+                    "status": "ok",
+                    "uptime_s": status.uptime_s,
+                    "instances": status.instances.len(),
+                    "failing_instances": failing,
+                    "config_errors": status.config_errors.len(),
+                }),
+            )
+        }
+        (&Method::GET, "/status") => json(StatusCode::OK, &source.status()),
+        _ => json(
+            StatusCode::NOT_FOUND,
+            &serde_json::json!({"error": "not found: try /health or /status"}),
+        ),
+    }
+}
+
+fn json<T: Serialize>(status: StatusCode, body: &T) -> Response<Full<Bytes>> {
+    let body = serde_json::to_vec_pretty(body)
+        .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}").into_bytes());
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
