@@ -218,8 +218,9 @@ impl InstanceTask {
         let phase =
             rand::rng().random_range(Duration::ZERO..interval.max(Duration::from_millis(1)));
         let start = Instant::now();
+        // Runs follow the grid `slot + k × interval`; the first run comes early.
+        let mut slot = start + phase;
         let mut due = start + Duration::from_nanos((phase.as_nanos() % 1_000_000_000) as u64);
-        let mut next_periodic = start + phase;
         let mut failures = 0u32;
         loop {
             tokio::time::sleep_until(due).await;
@@ -237,26 +238,27 @@ impl InstanceTask {
             failures = if report.is_ok() { 0 } else { failures + 1 };
             self.record(&report, failures);
 
-            // The next run: the next slot of the phase-shifted period that is still ahead,
-            // counting the slots that passed while this run was going.
+            // The next slot after this run's start; the slots that passed while it was going
+            // (or waiting for a runner) are skipped, and counted.
             let now = Instant::now();
-            if next_periodic <= due {
-                next_periodic += interval;
+            while slot <= due {
+                slot += interval;
             }
             let mut skipped = 0;
-            while next_periodic <= now {
-                next_periodic += interval;
+            while slot <= now {
+                slot += interval;
                 skipped += 1;
             }
             if skipped > 0 {
                 tracing::warn!(check = %self.instance.check, instance = %self.instance.id, skipped, "run took longer than the interval: skipped runs");
                 self.update(|s| s.skipped += skipped);
             }
-            due = next_periodic;
+            due = slot;
             if failures >= BACKOFF_AFTER {
                 let backoff = interval
                     .saturating_mul(1 << (failures - BACKOFF_AFTER + 1).min(16))
                     .min(MAX_BACKOFF);
+                // Off the grid: the slots a back-off spans are waited out, not skipped.
                 due = due.max(now + backoff);
                 tracing::warn!(check = %self.instance.check, instance = %self.instance.id, failures, backoff_s = backoff.as_secs_f64(), "failing repeatedly: backing off");
             }

@@ -211,3 +211,143 @@ async fn misbehaving_checks_do_not_delay_a_healthy_one() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn plugins_get_no_environment_files_or_sockets() {
+    assert!(
+        std::env::vars().count() > 0,
+        "the runner itself has an environment to leak"
+    );
+    let report = run_test_plugin(plugin_config(), "instances:\n  - mode: ambient\n").await;
+    assert!(report.is_ok(), "{report:#?}");
+    let value = |name: &str| {
+        report
+            .metrics
+            .iter()
+            .find(|m| m.name == name)
+            .map(|m| m.value)
+            .unwrap_or_else(|| panic!("no {name} in {report:#?}"))
+    };
+    assert_eq!(value("test.ambient.env_vars"), 0.0, "no environment");
+    assert_eq!(value("test.ambient.files"), 0.0, "no filesystem");
+    assert_eq!(value("test.ambient.socket"), 0.0, "no sockets");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn repeated_failures_back_off() {
+    let host = host(plugin_config());
+    let plugin = host.load("test_plugin").expect("test_plugin loads");
+    let (reports, mut inbox) = mpsc::channel(64);
+    let mut scheduler = Scheduler::new(host, 4, reports);
+    scheduler.schedule(
+        instance(
+            "test_plugin",
+            "instances:\n  - mode: fail\n    min_collection_interval: 0.2\n",
+        ),
+        plugin,
+    );
+    let mut starts = Vec::new();
+    let until = tokio::time::Instant::now() + Duration::from_millis(2600);
+    while let Ok(Some(report)) = tokio::time::timeout_at(until, inbox.recv()).await {
+        assert!(!report.is_ok());
+        starts.push(report.started);
+    }
+    let stats = scheduler.stats().snapshot();
+    scheduler.shutdown(Duration::from_secs(1)).await;
+
+    let gaps: Vec<Duration> = starts
+        .windows(2)
+        .map(|w| w[1].duration_since(w[0]).expect("in order"))
+        .collect();
+    assert!(gaps.len() >= 4, "runs: {}", starts.len());
+    let near = |gap: Duration, expected: u64| {
+        gap.abs_diff(Duration::from_millis(expected)) < Duration::from_millis(120)
+    };
+    assert!(
+        near(gaps[0], 200) && near(gaps[1], 200),
+        "first failures keep the interval: {gaps:?}"
+    );
+    assert!(
+        near(gaps[2], 400),
+        "the third failure in a row doubles the wait: {gaps:?}"
+    );
+    assert!(
+        near(gaps[3], 800),
+        "and the fourth doubles it again: {gaps:?}"
+    );
+    assert_eq!(stats[0].errors as usize, starts.len());
+    assert_eq!(stats[0].consecutive_failures as usize, starts.len());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_longer_than_its_interval_skips_runs_and_counts_them() {
+    let host = host(plugin_config());
+    let plugin = host.load("test_plugin").expect("test_plugin loads");
+    let (reports, mut inbox) = mpsc::channel(64);
+    let mut scheduler = Scheduler::new(host, 4, reports);
+    scheduler.schedule(
+        instance(
+            "test_plugin",
+            "instances:\n  - mode: loop\n    min_collection_interval: 0.3\n    timeout: 1\n",
+        ),
+        plugin,
+    );
+    let first = tokio::time::timeout(Duration::from_secs(3), inbox.recv())
+        .await
+        .expect("a report within 3 s")
+        .expect("the scheduler runs");
+    assert!(
+        matches!(first.error, Some(RunError::Deadline(_))),
+        "{first:#?}"
+    );
+    let stats = scheduler.stats().snapshot();
+    scheduler.shutdown(Duration::from_secs(2)).await;
+    assert_eq!(stats[0].runs, 1);
+    assert!(
+        (2..=4).contains(&stats[0].skipped),
+        "a 1 s run at a 0.3 s interval skips about 3 runs: {}",
+        stats[0].skipped
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn compiled_plugins_are_cached_on_disk_and_a_damaged_cache_is_recompiled() {
+    let cache = tempfile::tempdir().expect("temp dir");
+    let config = PluginConfig {
+        cache_path: Some(cache.path().to_owned()),
+        ..plugin_config()
+    };
+    let ok = instance("test_plugin", "instances:\n  - mode: ok\n");
+
+    let first = host(config.clone());
+    let plugin = first.load("test_plugin").expect("compiles");
+    let cached: Vec<_> = std::fs::read_dir(cache.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(cached.len(), 1, "{cached:?}");
+    assert!(
+        cached[0].to_string_lossy().contains(&plugin.digest),
+        "keyed by content hash"
+    );
+    drop(first);
+
+    let second = host(config.clone());
+    let plugin = second.load("test_plugin").expect("loads from the cache");
+    let (host2, instance2) = (second.clone(), ok.clone());
+    let report = tokio::task::spawn_blocking(move || host2.run(&plugin, &instance2))
+        .await
+        .unwrap();
+    assert!(report.is_ok(), "{report:#?}");
+    drop(second);
+
+    std::fs::write(&cached[0], b"not a compiled component").unwrap();
+    let third = host(config);
+    let plugin = third
+        .load("test_plugin")
+        .expect("recompiles over a damaged cache file");
+    let report = tokio::task::spawn_blocking(move || third.run(&plugin, &ok))
+        .await
+        .unwrap();
+    assert!(report.is_ok(), "{report:#?}");
+}

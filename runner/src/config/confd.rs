@@ -19,7 +19,6 @@
 //! fails, a file with duplicate or unknown top-level keys is refused: a config whose meaning is
 //! ambiguous should be fixed, not guessed at.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -373,15 +372,6 @@ pub fn instance_id(check: &str, config: &str, init_config: &str) -> String {
     }
     let digest = hash.finalize();
     format!("{check}:{}", hex::encode(&digest[..8]))
-}
-
-/// Instances grouped by check, for messages and status output.
-pub fn by_check(instances: &[Instance]) -> BTreeMap<&str, Vec<&Instance>> {
-    let mut map: BTreeMap<&str, Vec<&Instance>> = BTreeMap::new();
-    for instance in instances {
-        map.entry(&instance.check).or_default().push(instance);
-    }
-    map
 }
 
 #[cfg(test)]

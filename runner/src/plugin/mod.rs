@@ -336,11 +336,17 @@ fn explain(
         ));
     }
     let cause = trap.root_cause().to_string();
+    // A Rust plugin's panic message, without the hint about RUST_BACKTRACE (which a sandboxed
+    // plugin cannot be given).
     let output = stderr.text();
+    let output: Vec<&str> = output
+        .lines()
+        .filter(|line| !line.starts_with("note: run with `RUST_BACKTRACE"))
+        .collect();
     RunError::Crash(if output.is_empty() {
         format!("crashed: {cause}")
     } else {
-        format!("crashed: {cause}; stderr: {output}")
+        format!("crashed: {} ({cause})", output.join(" "))
     })
 }
 

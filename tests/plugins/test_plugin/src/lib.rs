@@ -1,6 +1,6 @@
 //! A check whose behaviour its instance config picks with `mode`, to test the runner's limits.
 
-use kennel_sdk::{Check, Ctx, HttpRequest, Status, export_check};
+use kennel_sdk::{Check, Ctx, HttpRequest, NO_TAGS, Status, export_check};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -34,6 +34,8 @@ enum Mode {
     Count,
     /// Submits a non-finite value and an empty name.
     BadValues,
+    /// Reaches for ambient authority: environment, files, sockets. Reports what it got.
+    Ambient,
 }
 
 pub struct TestPlugin;
@@ -89,6 +91,16 @@ impl Check for TestPlugin {
             Mode::Count => {
                 cx.rate("test.rate", config.value, &["mode:count"]);
                 cx.monotonic_count("test.monotonic", config.value, &["mode:count"]);
+                Ok(())
+            }
+            Mode::Ambient => {
+                let env = std::env::vars().count();
+                let files = std::fs::read_dir("/").is_ok() || std::fs::read("/etc/passwd").is_ok();
+                let socket = std::net::TcpStream::connect("127.0.0.1:22").is_ok();
+                let flag = |ok: bool| if ok { 1.0 } else { 0.0 };
+                cx.gauge("test.ambient.env_vars", env as f64, NO_TAGS);
+                cx.gauge("test.ambient.files", flag(files), NO_TAGS);
+                cx.gauge("test.ambient.socket", flag(socket), NO_TAGS);
                 Ok(())
             }
             Mode::BadValues => {
