@@ -5,13 +5,17 @@
 //! input. They carry no wasmtime or bindgen types, so every other module stays independent of
 //! the plugin contract's generated code.
 
+use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
+use crate::plugin::sql::PgTarget;
+
 /// One configured instance of a check, ready to run.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct Instance {
     /// `<check>:<16 hex digits>`: stable across restarts while the config does not change.
     pub id: String,
@@ -31,6 +35,27 @@ pub struct Instance {
     pub empty_default_hostname: bool,
     /// Hosts the instance may reach over HTTP (see [`crate::plugin::http`]).
     pub allowed_hosts: Vec<String>,
+    /// Directories the instance may read, preopened read-only at the same path.
+    pub allowed_paths: Vec<PathBuf>,
+    /// The PostgreSQL server the instance names, if any (see [`crate::plugin::sql`]); an
+    /// invalid one is reported when the plugin first queries it.
+    pub postgres: Option<Result<PgTarget, String>>,
+}
+
+/// Without `config`, which may hold credentials.
+impl fmt::Debug for Instance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Instance")
+            .field("id", &self.id)
+            .field("source", &self.source)
+            .field("interval", &self.interval)
+            .field("timeout", &self.timeout)
+            .field("tags", &self.tags)
+            .field("allowed_hosts", &self.allowed_hosts)
+            .field("allowed_paths", &self.allowed_paths)
+            .field("postgres", &self.postgres)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]

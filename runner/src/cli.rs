@@ -19,7 +19,7 @@ use crate::check::{Instance, RunReport, Status, unix_seconds};
 use crate::config::RunnerConfig;
 use crate::config::confd::{self, CheckConfig};
 use crate::plugin::PluginHost;
-use crate::scheduler::{self, InstanceStats, Scheduler};
+use crate::scheduler::{InstanceStats, Scheduler};
 use crate::status::{self, StatusSource};
 
 #[derive(Parser)]
@@ -157,7 +157,6 @@ fn plugin_host(config: &RunnerConfig) -> anyhow::Result<Arc<PluginHost>> {
         &config.plugins,
         config.resolved_hostname(),
         config.check_runners,
-        tokio::runtime::Handle::current(),
     )
     .context("cannot start the plugin host")?;
     Ok(Arc::new(host))
@@ -218,7 +217,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     shutdown_signal().await?;
     tracing::info!("stopping");
-    scheduler.shutdown(Duration::from_secs(5)).await;
+    scheduler.shutdown().await;
     let (runs, failed) = sink.await.unwrap_or_default();
     tracing::info!(runs, failed, "stopped");
     Ok(())
@@ -357,8 +356,7 @@ async fn test_check(args: TestCheckArgs) -> anyhow::Result<ExitCode> {
             if run > 0 {
                 tokio::time::sleep(pause).await;
             }
-            let mut report =
-                scheduler::run_blocking(host.clone(), plugin.clone(), instance.clone()).await;
+            let mut report = host.run(&plugin, &instance).await;
             sampler.process(&mut report);
             runs.push(report);
         }

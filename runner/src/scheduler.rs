@@ -11,16 +11,23 @@
 //! instant. Its first run comes within the first second of that offset (`offset mod 1 s`), so a
 //! newly scheduled instance reports quickly.
 //!
-//! Failures back off: after [`BACKOFF_AFTER`] consecutive failed runs, the next run waits
+//! Failures back off: after [`BACKOFF_AFTER`] consecutive sandbox failures, the next run waits
 //! `interval × 2^(failures − BACKOFF_AFTER + 1)`, capped at [`MAX_BACKOFF`], like Envoy's
 //! reload back-off for crashing plugins. One success resets it.
 //!
 //! The pipeline input is a bounded channel; a full channel makes the instance's task wait
-//! (and its next run be skipped and counted) rather than drop a report.
+//! (and runs whose slot passes meanwhile are skipped and counted) rather than drop a report.
+//!
+//! Only sandbox failures (crash, deadline, memory, flood) back off. A check that returns an
+//! error is doing its job (its target is down) and keeps its interval, so recovery shows at
+//! once.
+//!
+//! A run is a future owned by the instance's task: unscheduling the instance, or shutting
+//! down, drops it, which stops the plugin at once and frees its runner.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -85,7 +92,6 @@ impl StatsView {
 pub struct Scheduler {
     host: Arc<PluginHost>,
     permits: Arc<Semaphore>,
-    capacity: u32,
     output: mpsc::Sender<RunReport>,
     stats: Stats,
     tasks: HashMap<String, JoinHandle<()>>,
@@ -94,11 +100,9 @@ pub struct Scheduler {
 impl Scheduler {
     /// A scheduler running at most `concurrency` runs at once, sending every report to `output`.
     pub fn new(host: Arc<PluginHost>, concurrency: usize, output: mpsc::Sender<RunReport>) -> Self {
-        let capacity = u32::try_from(concurrency).unwrap_or(u32::MAX).max(1);
         Self {
             host,
-            permits: Arc::new(Semaphore::new(capacity as usize)),
-            capacity,
+            permits: Arc::new(Semaphore::new(concurrency.max(1))),
             output,
             stats: Arc::default(),
             tasks: HashMap::new(),
@@ -131,9 +135,10 @@ impl Scheduler {
         self.tasks.insert(id, tokio::spawn(task.run()));
     }
 
-    /// Stops running the instance `id`. A run in progress finishes, but its report is dropped.
+    /// Stops running the instance `id`; a run in progress is stopped too.
     pub fn unschedule(&mut self, id: &str) -> bool {
         self.lock_stats().remove(id);
+        self.host.forget(id);
         match self.tasks.remove(id) {
             Some(task) => {
                 task.abort();
@@ -154,19 +159,14 @@ impl Scheduler {
         StatsView(self.stats.clone())
     }
 
-    /// Stops scheduling and waits up to `grace` for runs in progress to end.
-    pub async fn shutdown(mut self, grace: Duration) {
-        for (_, task) in self.tasks.drain() {
+    /// Stops every instance, and any run in progress with it.
+    pub async fn shutdown(mut self) {
+        let tasks: Vec<_> = self.tasks.drain().map(|(_, task)| task).collect();
+        for task in &tasks {
             task.abort();
         }
-        if tokio::time::timeout(grace, self.permits.acquire_many(self.capacity))
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                grace_s = grace.as_secs_f64(),
-                "runs still in progress at shutdown were abandoned"
-            );
+        for task in tasks {
+            let _ = task.await;
         }
     }
 
@@ -175,31 +175,10 @@ impl Scheduler {
     }
 }
 
-/// Runs `instance` once on a blocking thread. A panic inside the host (a bug, never a plugin's
-/// doing: plugin failures are traps) still yields a failed report rather than a lost one.
-pub async fn run_blocking(
-    host: Arc<PluginHost>,
-    plugin: Arc<Plugin>,
-    instance: Arc<Instance>,
-) -> RunReport {
-    let started = SystemTime::now();
-    let for_run = instance.clone();
-    match tokio::task::spawn_blocking(move || host.run(&plugin, &for_run)).await {
-        Ok(report) => report,
-        Err(error) => RunReport {
-            instance_id: instance.id.clone(),
-            check: instance.check.clone(),
-            started,
-            duration: started.elapsed().unwrap_or_default(),
-            metrics: Vec::new(),
-            service_checks: Vec::new(),
-            events: Vec::new(),
-            warnings: Vec::new(),
-            error: Some(RunError::Crash(format!(
-                "the runner failed while running the check: {error}"
-            ))),
-        },
-    }
+/// How many slots of the grid `slot + k × interval` lie in `slot..=until`.
+fn slots_through(slot: Instant, until: Instant, interval: Duration) -> u32 {
+    let span = until.saturating_duration_since(slot).as_nanos();
+    u32::try_from(span / interval.as_nanos().max(1) + 1).unwrap_or(u32::MAX)
 }
 
 struct InstanceTask {
@@ -227,28 +206,30 @@ impl InstanceTask {
             let Ok(permit) = self.permits.clone().acquire_owned().await else {
                 return;
             };
-            let mut report = run_blocking(
-                self.host.clone(),
-                self.plugin.clone(),
-                self.instance.clone(),
-            )
-            .await;
+            let mut report = self.host.run(&self.plugin, &self.instance).await;
             drop(permit);
             self.sampler.process(&mut report);
-            failures = if report.is_ok() { 0 } else { failures + 1 };
+            // Only sandbox failures back off: a check that returns an error (its target is
+            // down) must keep looking, so recovery is seen at the next interval.
+            failures = match &report.error {
+                Some(RunError::Check(_)) | None => 0,
+                Some(_) => failures + 1,
+            };
             self.record(&report, failures);
 
             // The next slot after this run's start; the slots that passed while it was going
             // (or waiting for a runner) are skipped, and counted.
             let now = Instant::now();
-            while slot <= due {
-                slot += interval;
+            if slot <= due {
+                slot += interval * slots_through(slot, due, interval);
             }
-            let mut skipped = 0;
-            while slot <= now {
-                slot += interval;
-                skipped += 1;
-            }
+            let skipped = if slot <= now {
+                let missed = slots_through(slot, now, interval);
+                slot += interval * missed;
+                u64::from(missed)
+            } else {
+                0
+            };
             if skipped > 0 {
                 tracing::warn!(check = %self.instance.check, instance = %self.instance.id, skipped, "run took longer than the interval: skipped runs");
                 self.update(|s| s.skipped += skipped);

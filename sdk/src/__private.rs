@@ -2,8 +2,8 @@
 //! WIT in `wit/`, and the host that forwards [`Ctx`] calls to them. Not a public API.
 
 use crate::types::{
-    AlertType, Event, HttpError, HttpRequest, HttpResponse, Metric, MetricType, Priority,
-    ServiceCheck, Status,
+    AlertType, Event, HttpError, HttpRequest, HttpResponse, Metric, MetricType, Priority, Rows,
+    ServiceCheck, SqlError, Status, Value,
 };
 use crate::{Check, Ctx, Host, Level};
 
@@ -24,7 +24,7 @@ pub use bindings::__kennel_export as export;
 pub use bindings::Guest;
 pub use bindings::kennel::check::types::Context;
 
-use bindings::kennel::check::{emit, http, log, types as wit};
+use bindings::kennel::check::{emit, http, kv, log, sql, types as wit};
 
 /// Runs `C` for one call of the exported `run`.
 pub fn run<C: Check>(context: Context) -> Result<(), String> {
@@ -138,5 +138,53 @@ impl Host for WasmHost {
                 http::Error::Other(m) => HttpError::Other(m),
             }),
         }
+    }
+
+    fn sql(&mut self, statement: &str) -> Result<Rows, SqlError> {
+        match sql::query(statement) {
+            Ok(rows) => Ok(Rows {
+                columns: rows.columns,
+                rows: rows
+                    .rows
+                    .into_iter()
+                    .map(|row| row.into_iter().map(value).collect())
+                    .collect(),
+                truncated: rows.truncated,
+            }),
+            Err(e) => Err(match e {
+                sql::Error::NotGranted(m) => SqlError::NotGranted(m),
+                sql::Error::Connect(m) => SqlError::Connect(m),
+                sql::Error::Query(m) => SqlError::Query(m),
+                sql::Error::Timeout(m) => SqlError::Timeout(m),
+            }),
+        }
+    }
+
+    fn kv_get(&mut self, key: &str) -> Option<String> {
+        kv::get(key)
+    }
+
+    fn kv_set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        kv::set(key, value)
+    }
+
+    fn kv_delete(&mut self, key: &str) {
+        kv::delete(key);
+    }
+
+    fn kv_keys(&mut self) -> Vec<String> {
+        kv::keys()
+    }
+}
+
+fn value(v: sql::Value) -> Value {
+    match v {
+        sql::Value::Null => Value::Null,
+        sql::Value::Boolean(b) => Value::Bool(b),
+        sql::Value::Int(i) => Value::Int(i),
+        sql::Value::Float(f) => Value::Float(f),
+        sql::Value::Numeric(n) => Value::Numeric(n),
+        sql::Value::Text(t) => Value::Text(t),
+        sql::Value::Unsupported(t) => Value::Unsupported(t),
     }
 }

@@ -1,8 +1,8 @@
 //! The handle a run gets on the outside world.
 
 use crate::types::{
-    AlertType, Event, HttpError, HttpRequest, HttpResponse, Metric, MetricType, ServiceCheck,
-    Status,
+    AlertType, Event, HttpError, HttpRequest, HttpResponse, Metric, MetricType, Rows, ServiceCheck,
+    SqlError, Status,
 };
 
 /// No tags: `cx.gauge("x", 1.0, NO_TAGS)`.
@@ -24,6 +24,11 @@ pub trait Host {
     fn event(&mut self, event: Event);
     fn log(&mut self, level: Level, message: &str);
     fn http(&mut self, request: &HttpRequest) -> Result<HttpResponse, HttpError>;
+    fn sql(&mut self, statement: &str) -> Result<Rows, SqlError>;
+    fn kv_get(&mut self, key: &str) -> Option<String>;
+    fn kv_set(&mut self, key: &str, value: &str) -> Result<(), String>;
+    fn kv_delete(&mut self, key: &str);
+    fn kv_keys(&mut self) -> Vec<String>;
 }
 
 /// One run's context: who is running, and the calls that reach the host.
@@ -150,6 +155,32 @@ impl<'h> Ctx<'h> {
     /// Sends an HTTP request through the runner, which enforces the instance's egress grant.
     pub fn http(&mut self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
         self.host.http(&request)
+    }
+
+    /// Runs a SQL statement on the PostgreSQL server the instance names (`host`, `port`,
+    /// `username`, `password`, `dbname`, `ssl`). The runner keeps the connection across runs.
+    pub fn sql(&mut self, statement: &str) -> Result<Rows, SqlError> {
+        self.host.sql(statement)
+    }
+
+    /// A value from the instance's key-value store, kept across runs and restarts.
+    pub fn kv_get(&mut self, key: &str) -> Option<String> {
+        self.host.kv_get(key)
+    }
+
+    /// Stores a value; saved when the run ends (unless it crashes). Fails past the store's
+    /// limits.
+    pub fn kv_set(&mut self, key: &str, value: &str) -> crate::Result {
+        self.host.kv_set(key, value).map_err(crate::Error::msg)
+    }
+
+    pub fn kv_delete(&mut self, key: &str) {
+        self.host.kv_delete(key);
+    }
+
+    /// Every key in the instance's store.
+    pub fn kv_keys(&mut self) -> Vec<String> {
+        self.host.kv_keys()
     }
 
     fn submit<T: AsRef<str>>(&mut self, name: &str, kind: MetricType, value: f64, tags: &[T]) {

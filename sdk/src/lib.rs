@@ -5,7 +5,9 @@
 //! plugins directory and runs in a sandbox, once per configured instance, every
 //! `min_collection_interval`. Everything a check does to the outside world goes through the
 //! [`Ctx`] it is handed: submitting metrics, service checks and events, logging, and the
-//! capabilities its instance is granted (such as [`Ctx::http`]).
+//! capabilities its instance is granted: [`Ctx::http`], [`Ctx::sql`], a key-value store kept
+//! across runs ([`Ctx::kv_get`], [`Ctx::kv_set`]), and reading files with `std::fs` under the
+//! directories of the instance's `allowed_paths`.
 //!
 //! A complete check, built with `cargo build --release --target wasm32-wasip2`:
 //!
@@ -66,7 +68,7 @@ pub mod __private;
 pub use ctx::{Ctx, Host, Level, NO_TAGS};
 pub use types::{
     AlertType, Error, Event, HttpError, HttpRequest, HttpResponse, Metric, MetricType, Priority,
-    Result, ServiceCheck, Status,
+    Result, Rows, ServiceCheck, SqlError, Status, Value,
 };
 
 extern crate self as kennel_sdk;

@@ -19,16 +19,23 @@
 //! assert_eq!(recorded.metric("hello.world").unwrap().value, 1.0);
 //! ```
 
-use crate::types::{Event, HttpError, HttpRequest, HttpResponse, Metric, ServiceCheck};
+use std::collections::BTreeMap;
+
+use crate::types::{
+    Event, HttpError, HttpRequest, HttpResponse, Metric, Rows, ServiceCheck, SqlError,
+};
 use crate::{Check, Ctx, Host, Level};
 
 type HttpHandler = Box<dyn FnMut(&HttpRequest) -> Result<HttpResponse, HttpError>>;
+type SqlHandler = Box<dyn FnMut(&str) -> Result<Rows, SqlError>>;
 
 /// Builds and runs one check invocation natively.
 pub struct Harness {
     check_name: String,
     init_config: serde_json::Value,
     http: HttpHandler,
+    sql: SqlHandler,
+    kv: BTreeMap<String, String>,
 }
 
 impl Default for Harness {
@@ -38,7 +45,8 @@ impl Default for Harness {
 }
 
 impl Harness {
-    /// A harness whose HTTP requests all fail with `Denied`, until [`Harness::on_http`].
+    /// A harness whose HTTP requests and SQL queries all fail as not granted, until
+    /// [`Harness::on_http`] and [`Harness::on_sql`], and whose key-value store starts empty.
     pub fn new() -> Self {
         Self {
             check_name: "test".to_owned(),
@@ -49,7 +57,25 @@ impl Harness {
                     request.url
                 )))
             }),
+            sql: Box::new(|_| {
+                Err(SqlError::NotGranted(
+                    "the test harness has no SQL handler".to_owned(),
+                ))
+            }),
+            kv: BTreeMap::new(),
         }
+    }
+
+    /// Answers the check's SQL queries.
+    pub fn on_sql(mut self, handler: impl FnMut(&str) -> Result<Rows, SqlError> + 'static) -> Self {
+        self.sql = Box::new(handler);
+        self
+    }
+
+    /// The key-value store as the run finds it (e.g. [`Recorded::kv`] of a previous run).
+    pub fn kv(mut self, store: BTreeMap<String, String>) -> Self {
+        self.kv = store;
+        self
     }
 
     pub fn check_name(mut self, name: &str) -> Self {
@@ -81,8 +107,11 @@ impl Harness {
                 events: Vec::new(),
                 logs: Vec::new(),
                 http_requests: Vec::new(),
+                sql_queries: Vec::new(),
+                kv: self.kv,
             },
             http: self.http,
+            sql: self.sql,
         };
         let result = match serde_json::from_value::<C::Config>(instance) {
             Ok(config) => {
@@ -109,6 +138,9 @@ pub struct Recorded {
     pub events: Vec<Event>,
     pub logs: Vec<(Level, String)>,
     pub http_requests: Vec<HttpRequest>,
+    pub sql_queries: Vec<String>,
+    /// The key-value store as the run left it.
+    pub kv: BTreeMap<String, String>,
 }
 
 impl Recorded {
@@ -126,6 +158,7 @@ impl Recorded {
 struct RecordingHost {
     recorded: Recorded,
     http: HttpHandler,
+    sql: SqlHandler,
 }
 
 impl Host for RecordingHost {
@@ -148,5 +181,27 @@ impl Host for RecordingHost {
     fn http(&mut self, request: &HttpRequest) -> Result<HttpResponse, HttpError> {
         self.recorded.http_requests.push(request.clone());
         (self.http)(request)
+    }
+
+    fn sql(&mut self, statement: &str) -> Result<Rows, SqlError> {
+        self.recorded.sql_queries.push(statement.to_owned());
+        (self.sql)(statement)
+    }
+
+    fn kv_get(&mut self, key: &str) -> Option<String> {
+        self.recorded.kv.get(key).cloned()
+    }
+
+    fn kv_set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        self.recorded.kv.insert(key.to_owned(), value.to_owned());
+        Ok(())
+    }
+
+    fn kv_delete(&mut self, key: &str) {
+        self.recorded.kv.remove(key);
+    }
+
+    fn kv_keys(&mut self) -> Vec<String> {
+        self.recorded.kv.keys().cloned().collect()
     }
 }

@@ -247,3 +247,83 @@ impl fmt::Display for HttpError {
 }
 
 impl std::error::Error for HttpError {}
+
+/// One value of a SQL result row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    /// A NUMERIC, exactly, as decimal text.
+    Numeric(String),
+    Text(String),
+    /// A column type the runner does not decode; the text names it. Cast it in the query.
+    Unsupported(String),
+}
+
+impl Value {
+    /// The value as a metric value: numbers, numerics and booleans (1/0), and text that parses
+    /// as a number. `None` for NULL and anything else.
+    pub fn as_f64(&self) -> Option<f64> {
+        match self {
+            Self::Bool(b) => Some(if *b { 1.0 } else { 0.0 }),
+            Self::Int(i) => Some(*i as f64),
+            Self::Float(f) => Some(*f),
+            Self::Numeric(text) | Self::Text(text) => text.trim().parse().ok(),
+            Self::Null | Self::Unsupported(_) => None,
+        }
+    }
+
+    /// The value as a tag value: text as is, numbers and booleans printed. `None` for NULL and
+    /// unsupported types.
+    pub fn as_tag_value(&self) -> Option<String> {
+        match self {
+            Self::Bool(b) => Some(b.to_string()),
+            Self::Int(i) => Some(i.to_string()),
+            Self::Float(f) => Some(f.to_string()),
+            Self::Numeric(text) | Self::Text(text) => Some(text.clone()),
+            Self::Null | Self::Unsupported(_) => None,
+        }
+    }
+}
+
+/// The result of a SQL query.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Rows {
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<Value>>,
+    /// More rows came back than the runner's cap; the rest were dropped.
+    pub truncated: bool,
+}
+
+/// Why a SQL query got no result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SqlError {
+    /// The instance names no server.
+    NotGranted(String),
+    /// No connection could be made.
+    Connect(String),
+    /// The server refused the statement.
+    Query(String),
+    Timeout(String),
+}
+
+impl fmt::Display for SqlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotGranted(m) => write!(f, "not granted: {m}"),
+            Self::Connect(m) => write!(f, "connection failed: {m}"),
+            Self::Query(m) => write!(f, "query failed: {m}"),
+            Self::Timeout(m) => write!(f, "timeout: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for SqlError {}
+
+impl From<SqlError> for Error {
+    fn from(error: SqlError) -> Self {
+        Self(error.to_string())
+    }
+}

@@ -31,7 +31,7 @@ fn main() {
 
     let plugin = host.load("test_plugin").expect("test_plugin loads");
     let trivial = instance("test_plugin", "instances:\n  - mode: ok\n");
-    let latencies = measure(&host, &plugin, &trivial, RUNS);
+    let latencies = measure(&runtime, &host, &plugin, &trivial, RUNS);
     report(
         "trivial check, one run (instantiate + call + teardown)",
         &latencies,
@@ -51,7 +51,7 @@ fn main() {
             server.url("/")
         ),
     );
-    let latencies = measure(&host, &http, &check, HTTP_RUNS);
+    let latencies = measure(&runtime, &host, &http, &check, HTTP_RUNS);
     report("http_check against a loopback server, one run", &latencies);
 
     // The floor under that figure: the same request made directly with reqwest, no plugin.
@@ -74,45 +74,61 @@ fn main() {
     report("the same request with reqwest alone, no plugin", &latencies);
 }
 
-fn measure(host: &PluginHost, plugin: &Plugin, instance: &Instance, runs: usize) -> Vec<Duration> {
-    for _ in 0..WARMUP.min(runs) {
-        assert!(host.run(plugin, instance).is_ok());
-    }
-    (0..runs)
-        .map(|_| {
+fn measure(
+    runtime: &tokio::runtime::Runtime,
+    host: &PluginHost,
+    plugin: &Plugin,
+    instance: &Instance,
+    runs: usize,
+) -> Vec<Duration> {
+    runtime.block_on(async {
+        for _ in 0..WARMUP.min(runs) {
+            assert!(host.run(plugin, instance).await.is_ok());
+        }
+        let mut latencies = Vec::with_capacity(runs);
+        for _ in 0..runs {
             let started = Instant::now();
-            let report = host.run(plugin, instance);
-            let elapsed = started.elapsed();
+            let report = host.run(plugin, instance).await;
+            latencies.push(started.elapsed());
             assert!(report.is_ok(), "{:?}", report.error);
-            elapsed
-        })
-        .collect()
+        }
+        latencies
+    })
 }
 
+/// Runs per second with `threads` runtime threads each running one run after another.
 fn throughput(
     host: &Arc<PluginHost>,
     plugin: &Arc<Plugin>,
     instance: &Instance,
     threads: usize,
 ) -> f64 {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+        .expect("runtime");
     let started = Instant::now();
-    let handles: Vec<_> = (0..threads)
-        .map(|_| {
-            let (host, plugin, instance) = (host.clone(), plugin.clone(), instance.clone());
-            std::thread::spawn(move || {
-                let mut runs = 0u64;
-                while started.elapsed() < THROUGHPUT_WINDOW {
-                    assert!(host.run(&plugin, &instance).is_ok());
-                    runs += 1;
-                }
-                runs
+    let runs: u64 = runtime.block_on(async {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                let (host, plugin, instance) = (host.clone(), plugin.clone(), instance.clone());
+                tokio::spawn(async move {
+                    let mut runs = 0u64;
+                    while started.elapsed() < THROUGHPUT_WINDOW {
+                        assert!(host.run(&plugin, &instance).await.is_ok());
+                        runs += 1;
+                    }
+                    runs
+                })
             })
-        })
-        .collect();
-    let runs: u64 = handles
-        .into_iter()
-        .map(|h| h.join().expect("bench thread"))
-        .sum();
+            .collect();
+        let mut total = 0;
+        for worker in workers {
+            total += worker.await.expect("bench worker");
+        }
+        total
+    });
     runs as f64 / started.elapsed().as_secs_f64()
 }
 

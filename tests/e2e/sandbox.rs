@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use kennel_tests::http_server::{HttpServer, Reply};
 use kennel_tests::{host, instance, plugin_config};
-use runner::check::{RunError, RunReport};
+use runner::check::{Instance, RunError, RunReport};
 use runner::config::PluginConfig;
 use runner::scheduler::Scheduler;
 use tokio::sync::mpsc;
@@ -14,9 +14,7 @@ async fn run_test_plugin(config: PluginConfig, yaml: &str) -> RunReport {
     let host = host(config);
     let plugin = host.load("test_plugin").expect("test_plugin loads");
     let instance = instance("test_plugin", yaml);
-    tokio::task::spawn_blocking(move || host.run(&plugin, &instance))
-        .await
-        .expect("the host survives the run")
+    host.run(&plugin, &instance).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -114,7 +112,10 @@ async fn flood_is_stopped_at_the_item_cap() {
         panic!("expected a flood: {report:#?}");
     };
     assert!(message.contains("more than 500 items"), "{message}");
-    assert_eq!(report.metrics.len(), 500, "items under the cap are kept");
+    assert!(
+        report.metrics.is_empty(),
+        "a stopped run's output is dropped"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -191,7 +192,7 @@ async fn misbehaving_checks_do_not_delay_a_healthy_one() {
             failures.insert(std::mem::discriminant(error));
         }
     }
-    scheduler.shutdown(Duration::from_secs(3)).await;
+    scheduler.shutdown().await;
 
     assert_eq!(
         failures.len(),
@@ -234,7 +235,7 @@ async fn plugins_get_no_environment_files_or_sockets() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn repeated_failures_back_off() {
+async fn repeated_crashes_back_off_but_check_errors_do_not() {
     let host = host(plugin_config());
     let plugin = host.load("test_plugin").expect("test_plugin loads");
     let (reports, mut inbox) = mpsc::channel(64);
@@ -242,7 +243,7 @@ async fn repeated_failures_back_off() {
     scheduler.schedule(
         instance(
             "test_plugin",
-            "instances:\n  - mode: fail\n    min_collection_interval: 0.2\n",
+            "instances:\n  - mode: panic\n    min_collection_interval: 0.2\n",
         ),
         plugin,
     );
@@ -253,7 +254,7 @@ async fn repeated_failures_back_off() {
         starts.push(report.started);
     }
     let stats = scheduler.stats().snapshot();
-    scheduler.shutdown(Duration::from_secs(1)).await;
+    scheduler.shutdown().await;
 
     let gaps: Vec<Duration> = starts
         .windows(2)
@@ -277,6 +278,29 @@ async fn repeated_failures_back_off() {
     );
     assert_eq!(stats[0].errors as usize, starts.len());
     assert_eq!(stats[0].consecutive_failures as usize, starts.len());
+
+    // A check that returns an error (its target is down) keeps its interval.
+    let failing_host = kennel_tests::host(plugin_config());
+    let plugin = failing_host.load("test_plugin").expect("test_plugin loads");
+    let (reports, mut inbox) = mpsc::channel(64);
+    let mut scheduler = Scheduler::new(failing_host, 4, reports);
+    scheduler.schedule(
+        instance(
+            "test_plugin",
+            "instances:\n  - mode: fail\n    min_collection_interval: 0.2\n",
+        ),
+        plugin,
+    );
+    let mut runs = 0;
+    let until = tokio::time::Instant::now() + Duration::from_millis(1500);
+    while let Ok(Some(_)) = tokio::time::timeout_at(until, inbox.recv()).await {
+        runs += 1;
+    }
+    scheduler.shutdown().await;
+    assert!(
+        runs >= 6,
+        "a failing check ran only {runs} times in 1.5 s at a 0.2 s interval"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -301,7 +325,7 @@ async fn a_run_longer_than_its_interval_skips_runs_and_counts_them() {
         "{first:#?}"
     );
     let stats = scheduler.stats().snapshot();
-    scheduler.shutdown(Duration::from_secs(2)).await;
+    scheduler.shutdown().await;
     assert_eq!(stats[0].runs, 1);
     assert!(
         (2..=4).contains(&stats[0].skipped),
@@ -335,9 +359,7 @@ async fn compiled_plugins_are_cached_on_disk_and_a_damaged_cache_is_recompiled()
     let second = host(config.clone());
     let plugin = second.load("test_plugin").expect("loads from the cache");
     let (host2, instance2) = (second.clone(), ok.clone());
-    let report = tokio::task::spawn_blocking(move || host2.run(&plugin, &instance2))
-        .await
-        .unwrap();
+    let report = host2.run(&plugin, &instance2).await;
     assert!(report.is_ok(), "{report:#?}");
     drop(second);
 
@@ -346,8 +368,121 @@ async fn compiled_plugins_are_cached_on_disk_and_a_damaged_cache_is_recompiled()
     let plugin = third
         .load("test_plugin")
         .expect("recompiles over a damaged cache file");
-    let report = tokio::task::spawn_blocking(move || third.run(&plugin, &ok))
-        .await
-        .unwrap();
+    let report = third.run(&plugin, &ok).await;
     assert!(report.is_ok(), "{report:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_asleep_in_a_host_call_is_stopped_at_its_deadline() {
+    let report = run_test_plugin(
+        plugin_config(),
+        "instances:\n  - mode: sleep\n    timeout: 0.5\n",
+    )
+    .await;
+    let Some(RunError::Deadline(message)) = &report.error else {
+        panic!("expected a deadline: {report:#?}");
+    };
+    assert!(message.contains("0.500 s deadline"), "{message}");
+    assert!(
+        report.duration >= Duration::from_millis(500)
+            && report.duration <= Duration::from_millis(650),
+        "stopped after {:?}",
+        report.duration
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn key_value_store_survives_restarts_and_ignores_crashed_runs() {
+    let state = tempfile::tempdir().expect("temp dir");
+    let config = PluginConfig {
+        state_path: Some(state.path().to_owned()),
+        ..plugin_config()
+    };
+    let counting = instance("test_plugin", "instances:\n  - mode: remember\n");
+    let crashing = Instance {
+        config: counting
+            .config
+            .replace("\"mode\"", "\"crash\":true,\"mode\""),
+        ..counting.clone()
+    };
+    let runs = |report: &RunReport| report.metrics.first().map(|m| m.value);
+
+    let first = host(config.clone());
+    let plugin = first.load("test_plugin").expect("loads");
+    assert_eq!(runs(&first.run(&plugin, &counting).await), Some(1.0));
+    assert_eq!(runs(&first.run(&plugin, &counting).await), Some(2.0));
+    drop(first);
+
+    let restarted = host(config);
+    let plugin = restarted.load("test_plugin").expect("loads");
+    assert_eq!(
+        runs(&restarted.run(&plugin, &counting).await),
+        Some(3.0),
+        "kept across a restart"
+    );
+    let crashed = restarted.run(&plugin, &crashing).await;
+    assert!(
+        matches!(crashed.error, Some(RunError::Crash(_))),
+        "{crashed:#?}"
+    );
+    assert_eq!(
+        runs(&restarted.run(&plugin, &counting).await),
+        Some(4.0),
+        "the crashed run's update was not saved"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn files_are_readable_only_under_allowed_paths() {
+    let granted = tempfile::tempdir().expect("temp dir");
+    let report_file = granted.path().join("report.json");
+    std::fs::write(&report_file, b"{\"ok\":true}").unwrap();
+    let elsewhere = tempfile::tempdir().expect("temp dir");
+    let secret = elsewhere.path().join("secret");
+    std::fs::write(&secret, b"hunter2").unwrap();
+    std::os::unix::fs::symlink(&secret, granted.path().join("link")).unwrap();
+    let allowed = granted.path().display();
+
+    let read = |file: String| {
+        format!(
+            "instances:\n  - mode: read\n    file: '{file}'\n    allowed_paths: ['{allowed}']\n"
+        )
+    };
+    let ok = run_test_plugin(plugin_config(), &read(report_file.display().to_string())).await;
+    assert!(ok.is_ok(), "{ok:#?}");
+    assert_eq!(ok.metrics[0].value, 11.0);
+
+    for outside in [
+        secret.display().to_string(),
+        format!(
+            "{allowed}/../{}",
+            secret.strip_prefix(std::env::temp_dir()).unwrap().display()
+        ),
+        format!("{allowed}/link"),
+        "/etc/passwd".to_owned(),
+    ] {
+        let denied = run_test_plugin(plugin_config(), &read(outside.clone())).await;
+        assert!(
+            matches!(denied.error, Some(RunError::Check(_))),
+            "{outside} was readable: {denied:#?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_built_against_the_first_contract_still_runs() {
+    // test_plugin as built against kennel:check@0.1.0, before `sql` and `kv` existed.
+    let old = kennel_tests::repo_root().join("tests/fixtures/test_plugin-0.1.0.wasm");
+    let host = host(plugin_config());
+    let plugin = host
+        .load_file("test_plugin", &old)
+        .expect("an 0.1.0 plugin loads");
+    let report = host
+        .run(
+            &plugin,
+            &instance("test_plugin", "instances:\n  - mode: ok\n"),
+        )
+        .await;
+    assert!(report.is_ok(), "{report:#?}");
+    assert_eq!(report.metrics[0].name, "test.ok");
 }

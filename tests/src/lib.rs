@@ -48,26 +48,20 @@ pub fn runner_bin() -> PathBuf {
     bin
 }
 
-/// The plugin settings of a test host: the built plugins, no disk cache, and the given limits.
+/// The plugin settings of a test host: the built plugins, no disk cache, and key-value stores
+/// in memory.
 pub fn plugin_config() -> PluginConfig {
     PluginConfig {
         path: plugins_dir(),
         cache_path: None,
+        state_path: None,
         ..PluginConfig::default()
     }
 }
 
-/// A plugin host as `runner run` builds it, on the current tokio runtime.
+/// A plugin host as `runner run` builds it.
 pub fn host(config: PluginConfig) -> Arc<PluginHost> {
-    Arc::new(
-        PluginHost::new(
-            &config,
-            "test-host".to_owned(),
-            8,
-            tokio::runtime::Handle::current(),
-        )
-        .expect("the plugin host starts"),
-    )
+    Arc::new(PluginHost::new(&config, "test-host".to_owned(), 8).expect("the plugin host starts"))
 }
 
 /// The instances of a check config given as YAML text, as the conf.d loader resolves them.

@@ -11,8 +11,10 @@
 //! Each file holds `init_config`, `instances` and optionally `ad_identifiers` (a template,
 //! scheduled per container by autodiscovery rather than directly). The instance reserved keys
 //! are checked here, with the file and line of any error: `min_collection_interval` (seconds,
-//! default 15), `tags`, `service`, `timeout` (the run's deadline), `empty_default_hostname` and
-//! `allowed_hosts` (egress grants). Everything else in an instance belongs to the check.
+//! default 15), `tags`, `service`, `timeout` (the run's deadline), `empty_default_hostname`,
+//! `allowed_hosts` (HTTP egress grants) and `allowed_paths` (directories readable by the
+//! plugin). Everything else in an instance belongs to the check; the `sql` capability reads
+//! the Datadog-style server keys (`host`, `port`, ...) from it.
 //!
 //! A bad file is one [`ConfdError`] naming the file and line; it never stops the other files
 //! from loading. Unlike the Datadog Agent, which re-parses a file leniently when strict parsing
@@ -29,9 +31,12 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::check::Instance;
+use crate::plugin::sql::PgTarget;
 
 /// The Datadog Agent's default check interval.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(15);
+/// The shortest interval accepted, in seconds.
+pub const MIN_INTERVAL_SECS: f64 = 0.1;
 
 /// One configuration file, parsed and checked.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,15 +51,58 @@ pub struct CheckConfig {
     init_service: Option<String>,
 }
 
-/// The instance keys the runner itself acts on.
+/// The instance keys the runner itself acts on. Their values are checked while parsing, so an
+/// error carries the line of the bad value.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 pub struct ReservedKeys {
+    #[serde(default, deserialize_with = "interval_seconds")]
     pub min_collection_interval: Option<f64>,
     pub tags: Option<Vec<String>>,
     pub service: Option<String>,
+    #[serde(default, deserialize_with = "timeout_seconds")]
     pub timeout: Option<f64>,
     pub empty_default_hostname: Option<bool>,
     pub allowed_hosts: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "absolute_paths")]
+    pub allowed_paths: Option<Vec<PathBuf>>,
+}
+
+/// A value past its range is reported at the line of the instance that holds it.
+fn seconds_in<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+    key: &str,
+    range: std::ops::RangeInclusive<f64>,
+) -> Result<Option<f64>, D::Error> {
+    let seconds = Option::<f64>::deserialize(deserializer)?;
+    match seconds {
+        Some(s) if !range.contains(&s) => Err(serde::de::Error::custom(format!(
+            "`{key}: {s}` is out of range: give seconds between {} and {}",
+            range.start(),
+            range.end()
+        ))),
+        _ => Ok(seconds),
+    }
+}
+
+fn interval_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    seconds_in(d, "min_collection_interval", MIN_INTERVAL_SECS..=86_400.0)
+}
+
+fn timeout_seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    seconds_in(d, "timeout", 0.001..=3600.0)
+}
+
+fn absolute_paths<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Vec<PathBuf>>, D::Error> {
+    let paths = Option::<Vec<PathBuf>>::deserialize(d)?;
+    if let Some(path) = paths.iter().flatten().find(|p| !p.is_absolute()) {
+        return Err(serde::de::Error::custom(format!(
+            "allowed_paths: `{}` is not an absolute path",
+            path.display()
+        )));
+    }
+    Ok(paths)
 }
 
 /// A configuration file that could not be used, and why.
@@ -270,9 +318,7 @@ pub fn parse_file(check: &str, path: &Path, text: &str) -> Result<Option<CheckCo
                 )));
             }
         };
-        let keys = keys.unwrap_or_default();
-        validate_reserved(&keys).map_err(|m| error(format!("instances[{index}].{m}")))?;
-        instances.push((raw, keys));
+        instances.push((raw, keys.unwrap_or_default()));
     }
 
     let init_config = whole.get("init_config").cloned().unwrap_or(Value::Null);
@@ -284,24 +330,6 @@ pub fn parse_file(check: &str, path: &Path, text: &str) -> Result<Option<CheckCo
         ad_identifiers,
         init_service: shape.init_config.and_then(|i| i.service),
     }))
-}
-
-fn validate_reserved(keys: &ReservedKeys) -> Result<(), String> {
-    if let Some(interval) = keys.min_collection_interval
-        && !(interval > 0.0 && interval <= 86_400.0)
-    {
-        return Err(format!(
-            "min_collection_interval: {interval} is out of range: give seconds between 0 and 86400"
-        ));
-    }
-    if let Some(timeout) = keys.timeout
-        && !(timeout > 0.0 && timeout <= 3600.0)
-    {
-        return Err(format!(
-            "timeout: {timeout} is out of range: give seconds between 0 and 3600"
-        ));
-    }
-    Ok(())
 }
 
 impl CheckConfig {
@@ -340,24 +368,28 @@ impl CheckConfig {
                     tags,
                     empty_default_hostname: keys.empty_default_hostname.unwrap_or(false),
                     allowed_hosts: allowed_hosts(raw, keys),
+                    allowed_paths: keys.allowed_paths.clone().unwrap_or_default(),
+                    postgres: PgTarget::from_instance(raw).transpose(),
                 }
             })
             .collect()
     }
 }
 
-/// The hosts an instance may reach: its `allowed_hosts`, and the host of its `url`, since a
-/// check's `url` key (http_check and most HTTP-based integrations) names the one place it is
-/// meant to go. Requiring users to repeat it would break every existing Datadog config.
+/// The hosts an instance may reach: its `allowed_hosts`, and the host and port of its `url`,
+/// since a check's `url` key (http_check and most HTTP-based integrations) names the one place
+/// it is meant to go, and requiring users to repeat it would break every existing Datadog
+/// config. Only that port: other services on the same host need `allowed_hosts`.
 fn allowed_hosts(raw: &Value, keys: &ReservedKeys) -> Vec<String> {
     let mut hosts = keys.allowed_hosts.clone().unwrap_or_default();
-    if let Some(host) = raw
+    let url = raw
         .get("url")
         .and_then(Value::as_str)
-        .and_then(|u| url::Url::parse(u).ok())
-        .and_then(|u| u.host_str().map(str::to_owned))
+        .and_then(|u| url::Url::parse(u).ok());
+    if let Some(url) = url
+        && let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default())
     {
-        hosts.push(host);
+        hosts.push(format!("{host}:{port}"));
     }
     hosts
 }
@@ -398,7 +430,7 @@ mod tests {
         assert_eq!(instances[0].interval, DEFAULT_INTERVAL);
         assert_eq!(instances[0].timeout, Duration::from_secs(30));
         assert_eq!(instances[0].tags, ["a:1", "b:2", "service:web"]);
-        assert_eq!(instances[0].allowed_hosts, ["localhost"]);
+        assert_eq!(instances[0].allowed_hosts, ["localhost:8080"]);
         assert_eq!(instances[1].interval, Duration::from_secs(30));
         assert_eq!(instances[1].timeout, Duration::from_secs(2));
         assert_eq!(instances[1].tags, ["service:api"]);
@@ -432,6 +464,21 @@ mod tests {
             .unwrap_err();
         assert_eq!(error.line, Some(3), "{error}");
         assert!(error.message.contains("min_collection_interval"), "{error}");
+    }
+
+    #[test]
+    fn out_of_range_reserved_key_names_key_and_line() {
+        let error = parse("instances:\n  - url: http://a/\n    timeout: 0\n").unwrap_err();
+        assert_eq!(error.line, Some(2), "the instance's line: {error}");
+        assert!(
+            error.message.contains("`timeout: 0` is out of range"),
+            "{error}"
+        );
+        let error = parse("instances:\n  - {}\n  - min_collection_interval: 0.01\n").unwrap_err();
+        assert_eq!(error.line, Some(3), "{error}");
+        assert!(error.message.contains("min_collection_interval"), "{error}");
+        let error = parse("instances:\n  - allowed_paths: [reports]\n").unwrap_err();
+        assert!(error.message.contains("not an absolute path"), "{error}");
     }
 
     #[test]

@@ -73,6 +73,12 @@ pub struct PluginConfig {
     pub max_items_per_run: u32,
     /// The most of an HTTP response body handed to a plugin, in KiB. Defaults to 1024.
     pub http_body_limit_kb: u64,
+    /// The most rows one SQL query hands a plugin; the rest are dropped and the result is
+    /// marked truncated. Defaults to 10000.
+    pub sql_row_limit: usize,
+    /// Where each instance's key-value store is kept across restarts; `null` keeps it in memory
+    /// only. Defaults to `$XDG_STATE_HOME/kennel` (or `~/.local/state/kennel`).
+    pub state_path: Option<PathBuf>,
 }
 
 impl Default for PluginConfig {
@@ -84,6 +90,8 @@ impl Default for PluginConfig {
             default_timeout: default_timeout_secs(),
             max_items_per_run: default_max_items_per_run(),
             http_body_limit_kb: default_http_body_limit_kb(),
+            sql_row_limit: default_sql_row_limit(),
+            state_path: default_state_path(),
         }
     }
 }
@@ -102,6 +110,19 @@ const fn default_max_items_per_run() -> u32 {
 
 const fn default_http_body_limit_kb() -> u64 {
     1024
+}
+
+const fn default_sql_row_limit() -> usize {
+    10_000
+}
+
+fn default_state_path() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local/state"))
+        })?;
+    Some(base.join("kennel"))
 }
 
 fn default_cache_path() -> Option<PathBuf> {
@@ -180,6 +201,12 @@ impl RunnerConfig {
         }
         if !(self.plugins.default_timeout > 0.0 && self.plugins.default_timeout <= 3600.0) {
             return Err("`plugins.default_timeout` must be between 0 and 3600 seconds".to_owned());
+        }
+        if !(1..=65_536).contains(&self.plugins.http_body_limit_kb) {
+            return Err("`plugins.http_body_limit_kb` must be between 1 and 65536".to_owned());
+        }
+        if self.plugins.sql_row_limit == 0 {
+            return Err("`plugins.sql_row_limit` must be at least 1".to_owned());
         }
         if self.plugins.max_items_per_run == 0 {
             return Err("`plugins.max_items_per_run` must be at least 1".to_owned());

@@ -6,13 +6,15 @@
 //! wasmtime version and every compilation setting), so an upgraded runner never loads a stale
 //! artifact; wasmtime also refuses incompatible artifacts itself, which then just recompile.
 //!
-//! Loading an artifact is `unsafe` in wasmtime because a crafted file could run arbitrary code:
-//! the cache directory is created private to the runner's user (mode 0700) and only ever holds
-//! files this module wrote, renamed into place whole.
+//! Loading an artifact is `unsafe` in wasmtime because a crafted file could run arbitrary code.
+//! So the cache is trusted only as far as the filesystem makes it private: the directory must
+//! belong to the runner's user and be writable by nobody else, and so must each artifact, or it
+//! is not loaded (and the directory is not used at all). Artifacts are written to a fresh
+//! temporary file and renamed into place whole, so concurrent loads never publish a torn one.
 
 use std::hash::{Hash, Hasher};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use wasmtime::Engine;
@@ -52,13 +54,20 @@ impl ComponentCache {
             return Component::new(engine, wasm);
         };
         let path = dir.join(format!("{digest}-{}.cwasm", self.engine_key));
-        if path.exists() {
-            // SAFETY: the file was written by `store` below from `Engine::precompile_component`
-            // output, in a directory only this user can write (see the module docs).
-            match unsafe { Component::deserialize_file(engine, &path) } {
-                Ok(component) => return Ok(component),
+        if private_to_us(&path) {
+            // Read, not mapped: a mapped artifact that something truncates underneath would
+            // crash the runner with SIGBUS.
+            match std::fs::read(&path) {
+                // SAFETY: the file is private to the runner's user and was written by `store`
+                // below from `Engine::precompile_component` output (see the module docs).
+                Ok(bytes) => match unsafe { Component::deserialize(engine, &bytes) } {
+                    Ok(component) => return Ok(component),
+                    Err(error) => {
+                        tracing::debug!(path = %path.display(), %error, "recompiling: cached plugin unusable");
+                    }
+                },
                 Err(error) => {
-                    tracing::debug!(path = %path.display(), %error, "recompiling: cached plugin unusable");
+                    tracing::debug!(path = %path.display(), %error, "recompiling: cached plugin unreadable");
                 }
             }
         }
@@ -76,20 +85,39 @@ fn prepare_dir(dir: &Path) -> std::io::Result<()> {
         .recursive(true)
         .mode(0o700)
         .create(dir)?;
-    let mode = std::fs::metadata(dir)?.permissions().mode();
-    if mode & 0o022 != 0 {
+    let meta = std::fs::symlink_metadata(dir)?;
+    if !meta.is_dir() {
+        return Err(std::io::Error::other("it is not a directory"));
+    }
+    if meta.uid() != rustix::process::geteuid().as_raw() {
+        return Err(std::io::Error::other(format!(
+            "it belongs to user {}, not to the runner's",
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o022 != 0 {
         return Err(std::io::Error::other(format!(
             "it is writable by other users (mode {:o})",
-            mode & 0o777
+            meta.mode() & 0o777
         )));
     }
     Ok(())
 }
 
+/// A regular file (not a link) of the runner's user that no one else may write.
+fn private_to_us(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|meta| {
+        meta.is_file()
+            && meta.uid() == rustix::process::geteuid().as_raw()
+            && meta.mode() & 0o022 == 0
+    })
+}
+
 fn store(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut file = std::fs::File::create(&tmp)?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut file = tempfile::NamedTempFile::new_in(dir)?;
     file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
+    file.as_file().sync_all()?;
+    file.persist(path).map_err(|e| e.error)?;
+    Ok(())
 }

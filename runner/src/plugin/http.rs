@@ -13,14 +13,17 @@
 //!   even when verification is off, which is how expiry of self-signed certificates is watched.
 //! - A request never outlives its run: its timeout is cut to the time left before the run's
 //!   deadline, less a small reserve so the plugin can still report the failure.
-//! - Plugin calls are synchronous: they run on a blocking thread and wait here on the tokio
-//!   runtime the client belongs to.
+//! - Headers that steer the connection (`Host`, `Connection`, `Proxy-*`, `Transfer-Encoding`,
+//!   `Content-Length`) are refused: a plugin granted a reverse proxy must not pick the virtual
+//!   host behind it. On a redirect to another origin, credentials (`Authorization`, `Cookie`,
+//!   `Proxy-Authorization`) are dropped, and a redirect from https to http is refused.
 
 use std::time::{Duration, Instant};
 
 use reqwest::Method;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, LOCATION};
-use tokio::runtime::Handle;
+use reqwest::header::{
+    AUTHORIZATION, COOKIE, HeaderMap, HeaderName, HeaderValue, LOCATION, PROXY_AUTHORIZATION,
+};
 
 use super::bindings::kennel::check::http::{Error, Request, Response};
 
@@ -74,16 +77,18 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// Kept back from the run's deadline so the plugin can still report a timed-out request.
+const DEADLINE_RESERVE: Duration = Duration::from_millis(50);
+
 /// Makes the requests of every plugin.
 pub struct HttpClient {
     verified: reqwest::Client,
     unverified: reqwest::Client,
-    runtime: Handle,
     body_limit: usize,
 }
 
 impl HttpClient {
-    pub fn new(runtime: Handle, body_limit: usize) -> anyhow::Result<Self> {
+    pub fn new(body_limit: usize) -> anyhow::Result<Self> {
         install_crypto_provider();
         let build = |verify: bool| {
             reqwest::Client::builder()
@@ -98,22 +103,25 @@ impl HttpClient {
         Ok(Self {
             verified: build(true)?,
             unverified: build(false)?,
-            runtime,
             body_limit,
         })
     }
 
     /// Sends `request` for the instance holding `grant`, finishing before `deadline`.
-    pub fn send(
+    pub async fn send(
         &self,
         grant: &Grant,
         request: Request,
         deadline: Instant,
     ) -> Result<Response, Error> {
-        let reserve = Duration::from_millis(50);
+        if request.timeout_ms == 0 {
+            return Err(Error::InvalidRequest(
+                "the timeout must be at least 1 ms".to_owned(),
+            ));
+        }
         let left = deadline
             .saturating_duration_since(Instant::now())
-            .saturating_sub(reserve);
+            .saturating_sub(DEADLINE_RESERVE);
         let asked = Duration::from_millis(u64::from(request.timeout_ms));
         let timeout = asked.min(left);
         if timeout.is_zero() {
@@ -122,11 +130,7 @@ impl HttpClient {
             ));
         }
         let started = Instant::now();
-        let exchange = self.exchange(grant, request, timeout);
-        let outcome = self
-            .runtime
-            .block_on(async { tokio::time::timeout(timeout, exchange).await });
-        match outcome {
+        match tokio::time::timeout(timeout, self.exchange(grant, request, timeout)).await {
             Ok(result) => result.map(|mut response| {
                 response.elapsed_ns = started.elapsed().as_nanos().try_into().unwrap_or(u64::MAX);
                 response
@@ -148,7 +152,7 @@ impl HttpClient {
             .map_err(|_| Error::InvalidRequest(format!("invalid method `{}`", request.method)))?;
         let mut url = reqwest::Url::parse(&request.url)
             .map_err(|e| Error::InvalidRequest(format!("invalid URL `{}`: {e}", request.url)))?;
-        let headers = header_map(&request.headers)?;
+        let mut headers = header_map(&request.headers)?;
         let mut body = request.body;
         let client = if request.verify_tls {
             &self.verified
@@ -174,9 +178,20 @@ impl HttpClient {
                 let location = location
                     .to_str()
                     .map_err(|_| Error::Other("redirect with a non-text Location".to_owned()))?;
-                url = url.join(location).map_err(|e| {
+                let next = url.join(location).map_err(|e| {
                     Error::Other(format!("redirect to invalid URL `{location}`: {e}"))
                 })?;
+                if url.scheme() == "https" && next.scheme() == "http" {
+                    return Err(Error::Other(format!(
+                        "refused a redirect from https to http ({next})"
+                    )));
+                }
+                if next.origin() != url.origin() {
+                    for credential in [AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION] {
+                        headers.remove(credential);
+                    }
+                }
+                url = next;
                 // 301/302/303 turn into a GET without a body, as every browser does.
                 if matches!(status.as_u16(), 301..=303) && method != Method::HEAD {
                     method = Method::GET;
@@ -250,6 +265,16 @@ fn check_grant(grant: &Grant, url: &reqwest::Url) -> Result<(), Error> {
 fn header_map(headers: &[(String, String)]) -> Result<HeaderMap, Error> {
     let mut map = HeaderMap::with_capacity(headers.len());
     for (name, value) in headers {
+        let lower = name.to_ascii_lowercase();
+        if matches!(
+            lower.as_str(),
+            "host" | "connection" | "transfer-encoding" | "content-length" | "te" | "upgrade"
+        ) || lower.starts_with("proxy-")
+        {
+            return Err(Error::InvalidRequest(format!(
+                "header `{name}` is set by the runner, not by checks"
+            )));
+        }
         let name = HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| Error::InvalidRequest(format!("invalid header name `{name}`")))?;
         let value = HeaderValue::from_str(value)
@@ -317,6 +342,23 @@ mod tests {
         assert!(g.allows("[::1]", 8080));
         assert!(!g.allows("[::1]", 8081));
         assert!(g.allows("127.0.0.1", 1));
+    }
+
+    #[test]
+    fn connection_steering_headers_are_refused() {
+        for name in [
+            "Host",
+            "connection",
+            "Proxy-Authorization",
+            "Content-Length",
+        ] {
+            let headers = [(name.to_owned(), "x".to_owned())];
+            assert!(
+                matches!(header_map(&headers), Err(Error::InvalidRequest(_))),
+                "{name} accepted"
+            );
+        }
+        assert!(header_map(&[("Authorization".into(), "Bearer x".into())]).is_ok());
     }
 
     #[test]

@@ -6,25 +6,35 @@
 //! That costs a few tens of microseconds per run and buys perfect isolation: no state leaks from
 //! one run to the next, memory never creeps up, and a trap poisons nothing that outlives it.
 //! Stateful maths (rates, monotonic counters) lives in the host instead (see
-//! [`crate::aggregator::CheckSampler`]).
+//! [`crate::aggregator::CheckSampler`]), and so does anything a check must remember (the `kv`
+//! capability).
+//!
+//! Runs are async: [`PluginHost::run`] is a future that the scheduler awaits on the tokio
+//! runtime, and the I/O capabilities (`http`, `sql`) are async host functions, so thousands of
+//! instances share the runtime's few threads and nothing blocks a thread while a check waits
+//! on the network. Wasm code yields to the runtime at every epoch tick, so a busy plugin cannot
+//! hold a worker thread for more than a tick at a time either.
 //!
 //! Limits, per run:
-//! - a deadline (instance `timeout`, else `plugins.default_timeout`), enforced by epoch
-//!   interruption with one 10 ms ticker thread: a looping plugin traps within a tick of it;
-//! - a cap on linear memory (`plugins.memory_limit_mb`), enforced by a `ResourceLimiter`;
-//! - a cap on submitted items (`plugins.max_items_per_run`): past it the run traps at once;
-//! - no ambient authority: the WASI context has no environment, arguments, stdin, network or
-//!   files; stdout is discarded and stderr is kept only to explain a crash.
+//! - a deadline (instance `timeout`, else `plugins.default_timeout`): wasm code is interrupted
+//!   at the first epoch tick (10 ms) past it, and a run blocked in a host call (a WASI sleep, a
+//!   slow capability) is dropped [`HOST_CALL_GRACE`] after it;
+//! - a cap on the linear memory of the whole component (`plugins.memory_limit_mb`);
+//! - caps on what a run submits, and on each field (see [`imports`]);
+//! - no ambient authority: the WASI context has no environment, arguments, stdin or network,
+//!   and sees only the directories of the instance's `allowed_paths`, read-only; stdout is
+//!   discarded and stderr is kept only to explain a crash.
 //!
-//! A trap (panic, deadline, memory cap, flood, malformed values at the ABI) fails that run alone,
-//! with the reason in its [`RunReport`]; the host and every other run carry on. Runs are
-//! synchronous: call [`PluginHost::run`] from a blocking thread (`spawn_blocking`), where the
-//! `http` capability can wait on the tokio runtime. Async wasmtime bindings would let thousands
-//! of runs share a few threads, but they cost a fiber stack per run and a slower call path; with
-//! runs bounded by `check_runners`, blocking threads are the simpler and faster design.
+//! A trap (panic, deadline, memory cap, flood, malformed values at the ABI) fails that run
+//! alone, with the reason in its [`RunReport`]; the host and every other run carry on. A trapped
+//! run's output and key-value changes are dropped: they are the half-done work of a crashed
+//! program. A run that *returns* an error keeps both.
 
 mod cache;
 pub mod http;
+mod imports;
+pub mod kv;
+pub mod sql;
 mod stderr;
 
 use std::collections::HashMap;
@@ -36,33 +46,47 @@ use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap,
+    UpdateDeadline,
+};
+use wasmtime_wasi::WasiCtxBuilder;
 
-use crate::check::{self, Instance, MetricSample, RunError, RunReport};
+use crate::check::{self, Instance, RunError, RunReport};
 use crate::config::PluginConfig;
 use cache::ComponentCache;
 use http::{Grant, HttpClient};
+use imports::{MemoryLimiter, RunCtx, RunState};
+use kv::{KvStores, RunStore};
+use sql::SqlConnections;
 use stderr::StderrCapture;
 
 pub(crate) mod bindings {
     wasmtime::component::bindgen!({
         world: "check",
         path: "../wit",
-        imports: { default: trappable },
+        imports: {
+            "kennel:check/http.send": async | trappable,
+            "kennel:check/sql.query": async | trappable,
+            default: trappable,
+        },
+        exports: { default: async },
     });
 }
 
-use bindings::kennel::check::{emit, http as wit_http, log as wit_log, types as wit};
+use bindings::kennel::check::types as wit;
 
-/// How often the epoch advances: the granularity of run deadlines.
+/// How often the epoch advances: the granularity of deadlines and of yielding to the runtime.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// How long past its deadline a run blocked in a host call is given before it is dropped.
+pub const HOST_CALL_GRACE: Duration = Duration::from_millis(100);
 /// Kept of a plugin's stderr to explain a crash.
 const STDERR_CAP: usize = 8 * 1024;
-/// Longest log line taken from a plugin.
-const MAX_LOG_LINE: usize = 4 * 1024;
-/// Longest metric name accepted (Datadog's limit).
-const MAX_NAME_LEN: usize = 200;
+/// Core instances, memories and tables one component may have: a Rust `wasm32-wasip2` check
+/// has a handful; these leave room for components from other toolchains.
+const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 32;
+const MAX_MEMORIES_PER_COMPONENT: u32 = 2;
+const MAX_TABLES_PER_COMPONENT: u32 = 8;
 
 /// A plugin could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -88,8 +112,7 @@ pub struct Plugin {
     pre: bindings::CheckPre<RunState>,
 }
 
-/// The process's plugin host. Cheap to share behind an `Arc`; `run` may be called from many
-/// threads at once.
+/// The process's plugin host. Share it behind an `Arc`; runs may go on concurrently.
 pub struct PluginHost {
     engine: Engine,
     linker: Linker<RunState>,
@@ -97,6 +120,8 @@ pub struct PluginHost {
     plugins_dir: PathBuf,
     loaded: Mutex<HashMap<String, Arc<Plugin>>>,
     http: Arc<HttpClient>,
+    sql: Arc<SqlConnections>,
+    kv: KvStores,
     hostname: String,
     memory_limit: usize,
     max_items: u32,
@@ -104,29 +129,29 @@ pub struct PluginHost {
 }
 
 impl PluginHost {
-    /// Builds the engine for up to `concurrency` simultaneous runs. `runtime` is where the
-    /// `http` capability does its I/O.
+    /// Builds the engine for up to `concurrency` simultaneous runs.
     pub fn new(
         config: &PluginConfig,
         hostname: String,
         concurrency: usize,
-        runtime: tokio::runtime::Handle,
     ) -> anyhow::Result<Self> {
         let memory_limit = usize::try_from(config.memory_limit_mb)? << 20;
         let engine = build_engine(memory_limit, concurrency)?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(to_anyhow)?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(to_anyhow)?;
         bindings::Check::add_to_linker::<RunState, HasSelf<RunState>>(&mut linker, |s| s)
             .map_err(to_anyhow)?;
         let body_limit = usize::try_from(config.http_body_limit_kb)? << 10;
         Ok(Self {
             cache: ComponentCache::new(&engine, config.cache_path.clone()),
-            _ticker: EpochTicker::start(engine.clone()),
+            _ticker: EpochTicker::start(engine.clone())?,
             engine,
             linker,
             plugins_dir: config.path.clone(),
             loaded: Mutex::new(HashMap::new()),
-            http: Arc::new(HttpClient::new(runtime, body_limit)?),
+            http: Arc::new(HttpClient::new(body_limit)?),
+            sql: Arc::new(SqlConnections::new(config.sql_row_limit)),
+            kv: KvStores::new(config.state_path.clone()),
             hostname,
             memory_limit,
             max_items: config.max_items_per_run,
@@ -177,55 +202,24 @@ impl PluginHost {
         Ok(plugin)
     }
 
+    /// Lets go of what the host keeps for an instance that is no longer scheduled (its
+    /// database connection). Its key-value store stays on disk.
+    pub fn forget(&self, instance_id: &str) {
+        self.sql.forget(instance_id);
+    }
+
     fn lock_loaded(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Plugin>>> {
         self.loaded.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Runs `plugin` once for `instance`, in a fresh sandbox. Blocks until the run ends; call it
-    /// from a blocking thread.
-    pub fn run(&self, plugin: &Plugin, instance: &Instance) -> RunReport {
+    /// Runs `plugin` once for `instance`, in a fresh sandbox. Dropping the future stops the run
+    /// at once.
+    pub async fn run(&self, plugin: &Plugin, instance: &Instance) -> RunReport {
         let started = SystemTime::now();
         let clock = Instant::now();
+        let deadline = clock + instance.timeout;
         let stderr = StderrCapture::new(STDERR_CAP);
-        let mut wasi = WasiCtxBuilder::new();
-        wasi.stderr(stderr.clone());
-        let default_host = if instance.empty_default_hostname {
-            String::new()
-        } else {
-            self.hostname.clone()
-        };
-        let state = RunState {
-            wasi: wasi.build(),
-            table: ResourceTable::new(),
-            limiter: MemoryLimiter {
-                cap: self.memory_limit,
-                denied: None,
-            },
-            run: RunCtx {
-                check: instance.check.clone(),
-                instance_id: instance.id.clone(),
-                instance_tags: instance.tags.clone(),
-                default_host,
-                timestamp: check::unix_seconds(started),
-                items: 0,
-                max_items: self.max_items,
-                flooded: false,
-                metrics: Vec::new(),
-                service_checks: Vec::new(),
-                events: Vec::new(),
-                warnings: Vec::new(),
-                http: self.http.clone(),
-                grant: Grant {
-                    who: format!("{} instance {}", instance.check, instance.id),
-                    hosts: instance.allowed_hosts.clone(),
-                },
-                deadline: clock + instance.timeout,
-            },
-        };
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|state| &mut state.limiter);
-        store.set_epoch_deadline(deadline_ticks(instance.timeout));
-        store.epoch_deadline_trap();
+        let mut store = self.store(instance, started, deadline, &stderr);
 
         let context = wit::Context {
             check_name: instance.check.clone(),
@@ -234,24 +228,41 @@ impl PluginHost {
             instance: instance.config.clone(),
             tags: instance.tags.clone(),
         };
-        let outcome = plugin
-            .pre
-            .instantiate(&mut store)
-            .and_then(|check| check.call_run(&mut store, &context));
-        let duration = clock.elapsed();
-        let state = store.into_data();
-        let error = match outcome {
-            Ok(Ok(())) => None,
-            Ok(Err(message)) => Some(RunError::Check(message)),
-            Err(trap) => Some(explain(&trap, &state, instance, &stderr)),
+        let call = async {
+            let check = plugin.pre.instantiate_async(&mut store).await?;
+            check.call_run(&mut store, &context).await
         };
+        let outcome = tokio::time::timeout(instance.timeout + HOST_CALL_GRACE, call).await;
+        let duration = clock.elapsed();
+        let mut state = store.into_data();
+        let error = match outcome {
+            Ok(Ok(Ok(()))) => None,
+            Ok(Ok(Err(message))) => Some(RunError::Check(message)),
+            Ok(Err(trap)) => Some(explain(&trap, &state, instance, &stderr)),
+            Err(_) => Some(RunError::Deadline(format!(
+                "did not finish within its {:.3} s deadline (instance `timeout`) and was stopped while waiting in a host call",
+                instance.timeout.as_secs_f64()
+            ))),
+        };
+        let warnings = state.run.take_warnings();
         let RunCtx {
-            metrics,
-            service_checks,
-            events,
-            warnings,
+            mut metrics,
+            mut service_checks,
+            mut events,
+            kv,
             ..
         } = state.run;
+        if matches!(error, None | Some(RunError::Check(_))) {
+            if kv.changed {
+                self.kv.save(&instance.id, kv.store);
+            }
+        } else {
+            // A crashed run's output and bookkeeping are both suspect, and keeping one without
+            // the other would break exactly-once processing: drop both.
+            metrics.clear();
+            service_checks.clear();
+            events.clear();
+        }
         RunReport {
             instance_id: instance.id.clone(),
             check: instance.check.clone(),
@@ -264,6 +275,79 @@ impl PluginHost {
             error,
         }
     }
+
+    /// A fresh Store for one run: its WASI context, limits and capabilities.
+    fn store(
+        &self,
+        instance: &Instance,
+        started: SystemTime,
+        deadline: Instant,
+        stderr: &StderrCapture,
+    ) -> Store<RunState> {
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stderr(stderr.clone());
+        let mut warnings = Vec::new();
+        for path in &instance.allowed_paths {
+            let guest = path.to_string_lossy();
+            if let Err(error) = wasi.preopened_dir(path, &*guest, wasmtime_wasi::FsPerms::ReadOnly)
+            {
+                warnings.push(format!(
+                    "allowed path {} cannot be opened: {error:#}",
+                    path.display()
+                ));
+            }
+        }
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(imports::MAX_HANDLES);
+        let state = RunState {
+            wasi: wasi.build(),
+            table,
+            limiter: MemoryLimiter::new(self.memory_limit),
+            run: RunCtx {
+                check: instance.check.clone(),
+                instance_id: instance.id.clone(),
+                instance_tags: instance.tags.clone(),
+                default_host: if instance.empty_default_hostname {
+                    String::new()
+                } else {
+                    self.hostname.clone()
+                },
+                timestamp: check::unix_seconds(started),
+                items: 0,
+                max_items: self.max_items,
+                bytes: 0,
+                flooded: None,
+                metrics: Vec::new(),
+                service_checks: Vec::new(),
+                events: Vec::new(),
+                warnings,
+                dropped_warnings: 0,
+                http: self.http.clone(),
+                grant: Grant {
+                    who: format!("{} instance {}", instance.check, instance.id),
+                    hosts: instance.allowed_hosts.clone(),
+                },
+                deadline,
+                sql: self.sql.clone(),
+                postgres: instance.postgres.clone(),
+                kv: RunStore::new(&self.kv.load(&instance.id)),
+            },
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|state| &mut state.limiter);
+        store.set_hostcall_fuel(imports::HOSTCALL_BYTES);
+        // At every tick: interrupt the run once past its deadline, else yield to the runtime so
+        // a busy plugin shares its thread.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            Ok(if Instant::now() >= deadline {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Yield(1)
+            })
+        });
+        store
+    }
 }
 
 fn build_engine(memory_limit: usize, concurrency: usize) -> anyhow::Result<Engine> {
@@ -274,15 +358,16 @@ fn build_engine(memory_limit: usize, concurrency: usize) -> anyhow::Result<Engin
     let slots = u32::try_from(concurrency.saturating_add(4))?;
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(slots)
-        .total_core_instances(slots.saturating_mul(16))
-        .total_memories(slots.saturating_mul(4))
-        .total_tables(slots.saturating_mul(8))
-        .max_core_instances_per_component(32)
-        .max_memories_per_component(4)
-        .max_tables_per_component(8)
+        .total_core_instances(slots.saturating_mul(MAX_CORE_INSTANCES_PER_COMPONENT))
+        .total_memories(slots.saturating_mul(MAX_MEMORIES_PER_COMPONENT))
+        .total_tables(slots.saturating_mul(MAX_TABLES_PER_COMPONENT))
+        .total_stacks(slots)
+        .max_core_instances_per_component(MAX_CORE_INSTANCES_PER_COMPONENT)
+        .max_memories_per_component(MAX_MEMORIES_PER_COMPONENT)
+        .max_tables_per_component(MAX_TABLES_PER_COMPONENT)
         .max_memory_size(memory_limit)
         // Reset memory with memset rather than madvise, in batches: per-run madvise made two
-        // threads slower than one on this kind of machine.
+        // threads slower than one on a 2-core machine.
         .linear_memory_keep_resident(2 << 20)
         .table_keep_resident(64 << 10)
         .decommit_batch_size(32);
@@ -304,11 +389,6 @@ fn to_anyhow(error: wasmtime::Error) -> anyhow::Error {
     anyhow::anyhow!("{error:#}")
 }
 
-fn deadline_ticks(timeout: Duration) -> u64 {
-    let ticks = timeout.as_nanos().div_ceil(EPOCH_TICK.as_nanos());
-    u64::try_from(ticks).unwrap_or(u64::MAX / 2).max(1)
-}
-
 /// Why a run trapped, in the words a user needs.
 fn explain(
     trap: &wasmtime::Error,
@@ -316,11 +396,8 @@ fn explain(
     instance: &Instance,
     stderr: &StderrCapture,
 ) -> RunError {
-    if state.run.flooded {
-        return RunError::Flood(format!(
-            "submitted more than {} items in one run (metrics, service checks, events and log lines count; runner `plugins.max_items_per_run`); the run was stopped",
-            state.run.max_items
-        ));
+    if let Some(reason) = &state.run.flooded {
+        return RunError::Flood(format!("{reason}; the run was stopped"));
     }
     if let Some(desired) = state.limiter.denied {
         return RunError::Memory(format!(
@@ -357,7 +434,7 @@ struct EpochTicker {
 }
 
 impl EpochTicker {
-    fn start(engine: Engine) -> Self {
+    fn start(engine: Engine) -> anyhow::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
@@ -368,8 +445,11 @@ impl EpochTicker {
                     engine.increment_epoch();
                 }
             })
-            .ok();
-        Self { stop, thread }
+            .map_err(|e| anyhow::anyhow!("cannot start the deadline ticker thread: {e}"))?;
+        Ok(Self {
+            stop,
+            thread: Some(thread),
+        })
     }
 }
 
@@ -379,231 +459,5 @@ impl Drop for EpochTicker {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
-    }
-}
-
-/// Everything one run's Store holds.
-struct RunState {
-    wasi: WasiCtx,
-    table: ResourceTable,
-    limiter: MemoryLimiter,
-    run: RunCtx,
-}
-
-impl WasiView for RunState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
-
-struct MemoryLimiter {
-    cap: usize,
-    /// The size a refused growth asked for.
-    denied: Option<usize>,
-}
-
-impl wasmtime::ResourceLimiter for MemoryLimiter {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        if desired > self.cap {
-            self.denied = Some(desired);
-            return Ok(false);
-        }
-        Ok(true)
-    }
-
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        Ok(desired <= 1_000_000)
-    }
-}
-
-/// What the host functions of one run need, and what they collected.
-struct RunCtx {
-    check: String,
-    instance_id: String,
-    instance_tags: Vec<String>,
-    default_host: String,
-    timestamp: f64,
-    items: u32,
-    max_items: u32,
-    flooded: bool,
-    metrics: Vec<MetricSample>,
-    service_checks: Vec<check::ServiceCheck>,
-    events: Vec<check::Event>,
-    warnings: Vec<String>,
-    http: Arc<HttpClient>,
-    grant: Grant,
-    deadline: Instant,
-}
-
-impl RunCtx {
-    /// Counts one submitted item; past the cap the run traps.
-    fn admit(&mut self) -> wasmtime::Result<()> {
-        self.items += 1;
-        if self.items > self.max_items {
-            self.flooded = true;
-            return Err(wasmtime::Error::msg("per-run item cap exceeded"));
-        }
-        Ok(())
-    }
-
-    fn tags(&self, own: Vec<String>) -> Vec<String> {
-        let mut tags = own;
-        tags.extend(self.instance_tags.iter().cloned());
-        tags.sort_unstable();
-        tags.dedup();
-        tags
-    }
-
-    fn host(&self, own: Option<String>) -> String {
-        own.unwrap_or_else(|| self.default_host.clone())
-    }
-
-    fn warn(&mut self, warning: String) {
-        tracing::warn!(check = %self.check, instance = %self.instance_id, "{warning}");
-        self.warnings.push(warning);
-    }
-}
-
-impl wit::Host for RunState {}
-
-impl emit::Host for RunState {
-    fn submit_metric(&mut self, m: wit::Metric) -> wasmtime::Result<()> {
-        let run = &mut self.run;
-        run.admit()?;
-        if m.name.is_empty() || m.name.len() > MAX_NAME_LEN {
-            run.warn(format!(
-                "dropped a metric with an invalid name `{}`: names are 1 to {MAX_NAME_LEN} characters",
-                m.name
-            ));
-            return Ok(());
-        }
-        if !m.value.is_finite() {
-            run.warn(format!(
-                "dropped metric `{}`: its value {} is not a finite number",
-                m.name, m.value
-            ));
-            return Ok(());
-        }
-        let sample = MetricSample {
-            kind: match m.kind {
-                wit::MetricType::Gauge => check::MetricType::Gauge,
-                wit::MetricType::Count => check::MetricType::Count,
-                wit::MetricType::MonotonicCount => check::MetricType::MonotonicCount,
-                wit::MetricType::Rate => check::MetricType::Rate,
-                wit::MetricType::Histogram => check::MetricType::Histogram,
-                wit::MetricType::Distribution => check::MetricType::Distribution,
-            },
-            name: m.name,
-            value: m.value,
-            tags: run.tags(m.tags),
-            host: run.host(m.hostname),
-            timestamp: run.timestamp,
-        };
-        run.metrics.push(sample);
-        Ok(())
-    }
-
-    fn submit_service_check(&mut self, sc: wit::ServiceCheck) -> wasmtime::Result<()> {
-        let run = &mut self.run;
-        run.admit()?;
-        let service_check = check::ServiceCheck {
-            status: match sc.status {
-                wit::ServiceCheckStatus::Ok => check::Status::Ok,
-                wit::ServiceCheckStatus::Warning => check::Status::Warning,
-                wit::ServiceCheckStatus::Critical => check::Status::Critical,
-                wit::ServiceCheckStatus::Unknown => check::Status::Unknown,
-            },
-            name: sc.name,
-            message: sc.message.unwrap_or_default(),
-            tags: run.tags(sc.tags),
-            host: run.host(sc.hostname),
-            timestamp: run.timestamp,
-        };
-        run.service_checks.push(service_check);
-        Ok(())
-    }
-
-    fn submit_event(&mut self, e: wit::Event) -> wasmtime::Result<()> {
-        let run = &mut self.run;
-        run.admit()?;
-        let event = check::Event {
-            title: e.title,
-            text: e.text,
-            alert_type: match e.alert_type {
-                wit::AlertType::Error => check::AlertType::Error,
-                wit::AlertType::Warning => check::AlertType::Warning,
-                wit::AlertType::Info => check::AlertType::Info,
-                wit::AlertType::Success => check::AlertType::Success,
-            },
-            priority: match e.priority {
-                wit::EventPriority::Normal => check::Priority::Normal,
-                wit::EventPriority::Low => check::Priority::Low,
-            },
-            aggregation_key: e.aggregation_key,
-            source_type_name: e.source_type_name,
-            tags: run.tags(e.tags),
-            host: run.host(e.hostname),
-            timestamp: e.timestamp.unwrap_or(run.timestamp as i64),
-        };
-        run.events.push(event);
-        Ok(())
-    }
-}
-
-impl wit_log::Host for RunState {
-    fn log(&mut self, level: wit_log::Level, message: String) -> wasmtime::Result<()> {
-        let run = &mut self.run;
-        run.admit()?;
-        let mut message = message;
-        if message.len() > MAX_LOG_LINE {
-            let mut end = MAX_LOG_LINE;
-            while !message.is_char_boundary(end) {
-                end -= 1;
-            }
-            message.truncate(end);
-            message.push_str("...");
-        }
-        let (check, instance) = (&run.check, &run.instance_id);
-        match level {
-            wit_log::Level::Trace => {
-                tracing::trace!(check = %check, instance = %instance, "{message}")
-            }
-            wit_log::Level::Debug => {
-                tracing::debug!(check = %check, instance = %instance, "{message}")
-            }
-            wit_log::Level::Info => {
-                tracing::info!(check = %check, instance = %instance, "{message}")
-            }
-            wit_log::Level::Warn => {
-                tracing::warn!(check = %check, instance = %instance, "{message}")
-            }
-            wit_log::Level::Error => {
-                tracing::error!(check = %check, instance = %instance, "{message}")
-            }
-        }
-        Ok(())
-    }
-}
-
-impl wit_http::Host for RunState {
-    fn send(
-        &mut self,
-        request: wit_http::Request,
-    ) -> wasmtime::Result<Result<wit_http::Response, wit_http::Error>> {
-        let run = &self.run;
-        Ok(run.http.send(&run.grant, request, run.deadline))
     }
 }

@@ -12,6 +12,15 @@ pub struct Config {
     /// For `count`: the value submitted as a rate and a monotonic count.
     #[serde(default)]
     value: f64,
+    /// For `remember`: panic after updating the store.
+    #[serde(default)]
+    crash: bool,
+    /// For `sql`: the statement to run.
+    #[serde(default)]
+    statement: String,
+    /// For `read`: the file to read.
+    #[serde(default)]
+    file: String,
 }
 
 #[derive(Deserialize)]
@@ -34,8 +43,17 @@ enum Mode {
     Count,
     /// Submits a non-finite value and an empty name.
     BadValues,
-    /// Reaches for ambient authority: environment, files, sockets. Reports what it got.
+    /// Reaches for ambient authority: environment, files, a socket to `target` (host:port).
+    /// Reports what it got.
     Ambient,
+    /// Sleeps for an hour inside a WASI call.
+    Sleep,
+    /// Counts its runs in the key-value store and submits the count.
+    Remember,
+    /// Runs `statement` and submits the first column of each row as `test.sql.value`.
+    Sql,
+    /// Reads `file` and submits its length as `test.file.bytes`.
+    Read,
 }
 
 pub struct TestPlugin;
@@ -96,11 +114,42 @@ impl Check for TestPlugin {
             Mode::Ambient => {
                 let env = std::env::vars().count();
                 let files = std::fs::read_dir("/").is_ok() || std::fs::read("/etc/passwd").is_ok();
-                let socket = std::net::TcpStream::connect("127.0.0.1:22").is_ok();
+                let socket = std::net::TcpStream::connect(config.target.as_str()).is_ok();
                 let flag = |ok: bool| if ok { 1.0 } else { 0.0 };
                 cx.gauge("test.ambient.env_vars", env as f64, NO_TAGS);
                 cx.gauge("test.ambient.files", flag(files), NO_TAGS);
                 cx.gauge("test.ambient.socket", flag(socket), NO_TAGS);
+                Ok(())
+            }
+            Mode::Sleep => {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+                Ok(())
+            }
+            Mode::Remember => {
+                let count = cx
+                    .kv_get("runs")
+                    .and_then(|runs| runs.parse::<u64>().ok())
+                    .unwrap_or(0)
+                    + 1;
+                cx.kv_set("runs", &count.to_string())?;
+                cx.gauge("test.runs", count as f64, NO_TAGS);
+                if config.crash {
+                    panic!("crashing after counting run {count}");
+                }
+                Ok(())
+            }
+            Mode::Sql => {
+                let rows = cx.sql(&config.statement)?;
+                for row in &rows.rows {
+                    let value = row.first().and_then(|v| v.as_f64()).unwrap_or(f64::NAN);
+                    cx.gauge("test.sql.value", value, NO_TAGS);
+                }
+                Ok(())
+            }
+            Mode::Read => {
+                let bytes = std::fs::read(&config.file)
+                    .map_err(|e| format!("cannot read {}: {e}", config.file))?;
+                cx.gauge("test.file.bytes", bytes.len() as f64, NO_TAGS);
                 Ok(())
             }
             Mode::BadValues => {

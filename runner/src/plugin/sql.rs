@@ -1,0 +1,612 @@
+//! The `sql` capability: queries against the one PostgreSQL server an instance names.
+//!
+//! The server comes from the instance's own Datadog-style keys (`host`, `port`, `username`,
+//! `password`, `dbname`, `ssl`, `query_timeout`), never from the plugin, which only sends SQL
+//! text: a plugin can reach no server but its instance's. An instance without `host` has no
+//! `sql` capability at all.
+//!
+//! Design decisions:
+//! - One connection per instance, kept across runs (a connection costs a TCP handshake, a
+//!   startup exchange and authentication, several times a query's cost) and re-made on the next
+//!   query after it breaks. Runs of one instance never overlap, so the per-instance lock is
+//!   uncontended.
+//! - Statements are prepared once per connection and reused: checks run the same few queries
+//!   every interval, and a cached statement saves a round trip per query.
+//! - Results are decoded from the binary protocol into typed values (booleans, integers,
+//!   floats, exact NUMERIC text, text). Other column types come back as `unsupported` with the
+//!   type's name, so the plugin can say which cast to add, rather than as a guess.
+//! - A query never outlives its run: its timeout is the instance's `query_timeout` (ms) cut to
+//!   the run's deadline. On timeout the server is asked to cancel the query and the connection
+//!   is re-made on the next query.
+//! - The password appears in no message: targets print as `postgres://user@host:port/db`.
+//!
+//! TLS (`ssl`): `disable`/`false` (the default), and `allow`/`prefer` (which libpq would try
+//! TLS for; here they connect in clear) use no TLS; `require`/`true` encrypts without verifying
+//! the server (libpq's meaning); `verify-ca`/`verify-full` verify the chain and the name against
+//! the system's roots.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::Value as Json;
+use tokio_postgres::types::{FromSql, Type};
+use tokio_postgres::{Client, Statement};
+
+use super::bindings::kennel::check::sql::{Error, Rows, Value};
+
+/// Kept back from the run's deadline so the plugin can still report a timed-out query.
+const DEADLINE_RESERVE: Duration = Duration::from_millis(50);
+/// Prepared statements kept per connection before the cache is cleared.
+const MAX_STATEMENTS: usize = 256;
+/// Longest wait for a connection, within the run's deadline.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SslMode {
+    Disable,
+    Require,
+    VerifyFull,
+}
+
+/// The server an instance names.
+#[derive(Clone, PartialEq)]
+pub struct PgTarget {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    password: Option<String>,
+    pub dbname: String,
+    pub ssl: SslMode,
+    /// The instance's `query_timeout`, when set.
+    pub query_timeout: Option<Duration>,
+}
+
+impl fmt::Debug for PgTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{self} (ssl: {:?})", self.ssl)
+    }
+}
+
+impl fmt::Display for PgTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "postgres://{}@{}:{}/{}",
+            self.user, self.host, self.port, self.dbname
+        )
+    }
+}
+
+impl PgTarget {
+    /// The server named by an instance's config; `Ok(None)` when it names none (no `host`).
+    pub fn from_instance(config: &Json) -> Result<Option<Self>, String> {
+        let Some(host) = config.get("host") else {
+            return Ok(None);
+        };
+        let host = host
+            .as_str()
+            .filter(|h| !h.is_empty())
+            .ok_or("`host` must be a host name, an address, or a socket directory")?
+            .to_owned();
+        let port = match config.get("port") {
+            None | Some(Json::Null) => 5432,
+            Some(Json::Number(n)) => n
+                .as_u64()
+                .and_then(|p| u16::try_from(p).ok())
+                .ok_or("`port` must be a port number")?,
+            Some(Json::String(s)) => s.parse().map_err(|_| "`port` must be a port number")?,
+            Some(_) => return Err("`port` must be a port number".to_owned()),
+        };
+        let text = |key: &str| -> Result<Option<String>, String> {
+            match config.get(key) {
+                None | Some(Json::Null) => Ok(None),
+                Some(Json::String(s)) => Ok(Some(s.clone())),
+                Some(Json::Number(n)) => Ok(Some(n.to_string())),
+                Some(_) => Err(format!("`{key}` must be text")),
+            }
+        };
+        let user = match text("username")? {
+            Some(user) => user,
+            None => text("user")?.unwrap_or_else(|| "datadog".to_owned()),
+        };
+        let ssl = match config.get("ssl") {
+            None | Some(Json::Null) | Some(Json::Bool(false)) => SslMode::Disable,
+            Some(Json::Bool(true)) => SslMode::Require,
+            Some(Json::String(mode)) => match mode.to_ascii_lowercase().as_str() {
+                "disable" | "allow" | "prefer" | "false" => SslMode::Disable,
+                "require" | "true" => SslMode::Require,
+                "verify-ca" | "verify-full" => SslMode::VerifyFull,
+                other => {
+                    return Err(format!(
+                        "`ssl: {other}` is not a mode: use disable, require, verify-ca or verify-full"
+                    ));
+                }
+            },
+            Some(_) => return Err("`ssl` must be true, false or a mode name".to_owned()),
+        };
+        let query_timeout = match config.get("query_timeout") {
+            None | Some(Json::Null) => None,
+            Some(value) => Some(
+                value
+                    .as_f64()
+                    .filter(|ms| *ms > 0.0)
+                    .map(|ms| Duration::from_secs_f64(ms / 1000.0))
+                    .ok_or("`query_timeout` must be a positive number of milliseconds")?,
+            ),
+        };
+        Ok(Some(Self {
+            host,
+            port,
+            user,
+            password: text("password")?,
+            dbname: text("dbname")?.unwrap_or_else(|| "postgres".to_owned()),
+            ssl,
+            query_timeout,
+        }))
+    }
+
+    fn config(&self, timeout: Duration) -> tokio_postgres::Config {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host(&self.host)
+            .port(self.port)
+            .user(&self.user)
+            .dbname(&self.dbname)
+            .application_name("kennel")
+            .connect_timeout(timeout);
+        if let Some(password) = &self.password {
+            config.password(password);
+        }
+        config
+    }
+}
+
+struct Connection {
+    client: Client,
+    /// The target it was made for: a reloaded config with another server gets a new one.
+    target: PgTarget,
+    statements: HashMap<String, Statement>,
+}
+
+type Slot = Arc<tokio::sync::Mutex<Option<Connection>>>;
+
+/// Every instance's connection.
+pub struct SqlConnections {
+    row_limit: usize,
+    slots: Mutex<HashMap<String, Slot>>,
+}
+
+impl SqlConnections {
+    pub fn new(row_limit: usize) -> Self {
+        Self {
+            row_limit,
+            slots: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Closes the connection of an instance that is gone.
+    pub fn forget(&self, instance_id: &str) {
+        self.lock().remove(instance_id);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
+        self.slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `statement` for `instance_id` on `target`, finishing before `deadline`.
+    pub async fn query(
+        &self,
+        instance_id: &str,
+        target: &PgTarget,
+        statement: &str,
+        deadline: Instant,
+    ) -> Result<Rows, Error> {
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .saturating_sub(DEADLINE_RESERVE);
+        let timeout = target.query_timeout.map_or(left, |t| t.min(left));
+        if timeout.is_zero() {
+            return Err(Error::Timeout(
+                "the run's deadline leaves no time for this query".to_owned(),
+            ));
+        }
+        let slot = self
+            .lock()
+            .entry(instance_id.to_owned())
+            .or_default()
+            .clone();
+        {
+            let mut connection = slot.lock().await;
+            match tokio::time::timeout(
+                timeout,
+                self.query_on(&mut connection, target, statement, timeout),
+            )
+            .await
+            {
+                Ok(result) => result,
+                Err(_) => {
+                    if let Some(open) = connection.take() {
+                        let cancel = open.client.cancel_token();
+                        tokio::spawn(async move {
+                            let _ = cancel.cancel_query(tokio_postgres::NoTls).await;
+                        });
+                    }
+                    Err(Error::Timeout(format!(
+                        "no answer from {target} within {} ms",
+                        timeout.as_millis()
+                    )))
+                }
+            }
+        }
+    }
+
+    async fn query_on(
+        &self,
+        connection: &mut Option<Connection>,
+        target: &PgTarget,
+        statement: &str,
+        timeout: Duration,
+    ) -> Result<Rows, Error> {
+        let reusable = connection
+            .as_ref()
+            .is_some_and(|c| !c.client.is_closed() && c.target == *target);
+        if !reusable {
+            *connection = Some(connect(target, timeout.min(CONNECT_TIMEOUT)).await?);
+        }
+        let Some(open) = connection.as_mut() else {
+            return Err(Error::Connect(format!("no connection to {target}")));
+        };
+        let outcome = run_statement(open, statement, self.row_limit).await;
+        if let Err(error) = &outcome
+            && error.as_db_error().is_none()
+        {
+            // The wire broke, not the statement: connect afresh next time.
+            *connection = None;
+        }
+        outcome.map_err(|error| describe(target, &error))
+    }
+}
+
+async fn connect(target: &PgTarget, timeout: Duration) -> Result<Connection, Error> {
+    let config = target.config(timeout);
+    let failed =
+        |error: tokio_postgres::Error| Error::Connect(format!("{target}: {}", chain(&error)));
+    let client = match target.ssl {
+        SslMode::Disable => {
+            let (client, connection) = config
+                .connect(tokio_postgres::NoTls)
+                .await
+                .map_err(failed)?;
+            tokio::spawn(drive(connection));
+            client
+        }
+        SslMode::Require | SslMode::VerifyFull => {
+            let tls = tls_connector(target.ssl)
+                .map_err(|e| Error::Connect(format!("{target}: TLS setup: {e}")))?;
+            let (client, connection) = config.connect(tls).await.map_err(failed)?;
+            tokio::spawn(drive(connection));
+            client
+        }
+    };
+    tracing::debug!(target = %target, "connected to PostgreSQL");
+    Ok(Connection {
+        client,
+        target: target.clone(),
+        statements: HashMap::new(),
+    })
+}
+
+async fn drive<S, T>(connection: tokio_postgres::Connection<S, T>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    if let Err(error) = connection.await {
+        tracing::debug!(%error, "PostgreSQL connection closed");
+    }
+}
+
+fn tls_connector(mode: SslMode) -> Result<tokio_postgres_rustls::MakeRustlsConnect, rustls::Error> {
+    super::http::install_crypto_provider();
+    let config = match mode {
+        SslMode::VerifyFull => {
+            use rustls_platform_verifier::ConfigVerifierExt;
+            rustls::ClientConfig::with_platform_verifier()?
+        }
+        _ => rustls::ClientConfig::builder()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyServer::new()))
+            .with_no_client_auth(),
+    };
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
+async fn run_statement(
+    connection: &mut Connection,
+    statement: &str,
+    row_limit: usize,
+) -> Result<Rows, tokio_postgres::Error> {
+    let prepared = match connection.statements.get(statement) {
+        Some(prepared) => prepared.clone(),
+        None => {
+            let prepared = connection.client.prepare(statement).await?;
+            if connection.statements.len() >= MAX_STATEMENTS {
+                connection.statements.clear();
+            }
+            connection
+                .statements
+                .insert(statement.to_owned(), prepared.clone());
+            prepared
+        }
+    };
+    let columns: Vec<String> = prepared
+        .columns()
+        .iter()
+        .map(|c| c.name().to_owned())
+        .collect();
+    let stream = connection
+        .client
+        .query_raw(
+            &prepared,
+            std::iter::empty::<&(dyn tokio_postgres::types::ToSql + Sync)>(),
+        )
+        .await?;
+    let mut stream = std::pin::pin!(stream);
+    let mut rows = Vec::new();
+    let mut truncated = false;
+    while let Some(row) = stream.next().await {
+        let row = row?;
+        if rows.len() == row_limit {
+            truncated = true;
+            break;
+        }
+        rows.push(decode_row(&row));
+    }
+    Ok(Rows {
+        columns,
+        rows,
+        truncated,
+    })
+}
+
+fn decode_row(row: &tokio_postgres::Row) -> Vec<Value> {
+    row.columns()
+        .iter()
+        .enumerate()
+        .map(|(index, column)| decode(row, index, column.type_()))
+        .collect()
+}
+
+fn decode(row: &tokio_postgres::Row, index: usize, ty: &Type) -> Value {
+    fn get<'a, T: FromSql<'a>>(
+        row: &'a tokio_postgres::Row,
+        index: usize,
+    ) -> Result<Option<T>, String> {
+        row.try_get::<_, Option<T>>(index)
+            .map_err(|e| e.to_string())
+    }
+    let decoded = match *ty {
+        Type::BOOL => get::<bool>(row, index).map(|v| v.map(Value::Boolean)),
+        Type::INT2 => get::<i16>(row, index).map(|v| v.map(|i| Value::Int(i.into()))),
+        Type::INT4 => get::<i32>(row, index).map(|v| v.map(|i| Value::Int(i.into()))),
+        Type::INT8 => get::<i64>(row, index).map(|v| v.map(Value::Int)),
+        Type::OID => get::<u32>(row, index).map(|v| v.map(|i| Value::Int(i.into()))),
+        Type::FLOAT4 => get::<f32>(row, index).map(|v| v.map(|f| Value::Float(f.into()))),
+        Type::FLOAT8 => get::<f64>(row, index).map(|v| v.map(Value::Float)),
+        Type::NUMERIC => get::<NumericText>(row, index).map(|v| v.map(|n| Value::Numeric(n.0))),
+        Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN => {
+            get::<String>(row, index).map(|v| v.map(Value::Text))
+        }
+        _ => return Value::Unsupported(ty.name().to_owned()),
+    };
+    match decoded {
+        Ok(Some(value)) => value,
+        Ok(None) => Value::Null,
+        Err(error) => Value::Unsupported(format!("{} ({error})", ty.name())),
+    }
+}
+
+/// A NUMERIC in its exact decimal text, decoded from the binary format: a header of four
+/// 16-bit fields (digit count, weight of the first digit in powers of 10000, sign, display
+/// scale) followed by base-10000 digits.
+struct NumericText(String);
+
+impl<'a> FromSql<'a> for NumericText {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        numeric_text(raw)
+            .map(Self)
+            .ok_or_else(|| "malformed NUMERIC value".into())
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::NUMERIC
+    }
+}
+
+fn numeric_text(raw: &[u8]) -> Option<String> {
+    use std::fmt::Write;
+    let field = |i: usize| -> Option<i16> {
+        Some(i16::from_be_bytes([*raw.get(2 * i)?, *raw.get(2 * i + 1)?]))
+    };
+    let ndigits = usize::try_from(field(0)?).ok()?;
+    let weight = i32::from(field(1)?);
+    let sign = field(2)? as u16;
+    let scale = usize::try_from(field(3)?).ok()?;
+    let digits: Vec<i16> = (0..ndigits).map(|i| field(4 + i)).collect::<Option<_>>()?;
+    let digit = |position: i32| -> i16 {
+        usize::try_from(position)
+            .ok()
+            .and_then(|p| digits.get(p).copied())
+            .unwrap_or(0)
+    };
+    let mut text = match sign {
+        0x0000 => String::new(),
+        0x4000 => "-".to_owned(),
+        0xC000 => return Some("NaN".to_owned()),
+        0xD000 => return Some("Infinity".to_owned()),
+        0xF000 => return Some("-Infinity".to_owned()),
+        _ => return None,
+    };
+    if weight < 0 {
+        text.push('0');
+    } else {
+        for position in 0..=weight {
+            if position == 0 {
+                write!(text, "{}", digit(position)).ok()?;
+            } else {
+                write!(text, "{:04}", digit(position)).ok()?;
+            }
+        }
+    }
+    if scale > 0 {
+        let mut fraction = String::with_capacity(scale + 4);
+        let mut position = weight + 1;
+        while fraction.len() < scale {
+            write!(fraction, "{:04}", digit(position)).ok()?;
+            position += 1;
+        }
+        fraction.truncate(scale);
+        text.push('.');
+        text.push_str(&fraction);
+    }
+    Some(text)
+}
+
+fn describe(target: &PgTarget, error: &tokio_postgres::Error) -> Error {
+    match error.as_db_error() {
+        Some(db) => Error::Query(format!("{} (SQLSTATE {})", db.message(), db.code().code())),
+        None => Error::Connect(format!("{target}: {}", chain(error))),
+    }
+}
+
+/// An error and its causes as one line.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// `ssl: require`: encrypt, but accept any server certificate, as libpq's `require` does.
+#[derive(Debug)]
+struct AnyServer(Arc<rustls::crypto::CryptoProvider>);
+
+impl AnyServer {
+    fn new() -> Self {
+        Self(Arc::new(rustls::crypto::ring::default_provider()))
+    }
+}
+
+impl rustls::client::danger::ServerCertVerifier for AnyServer {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn numeric(ndigits: i16, weight: i16, sign: u16, scale: i16, digits: &[i16]) -> Vec<u8> {
+        let mut raw = Vec::new();
+        for field in [ndigits, weight, sign as i16, scale] {
+            raw.extend_from_slice(&field.to_be_bytes());
+        }
+        for d in digits {
+            raw.extend_from_slice(&d.to_be_bytes());
+        }
+        raw
+    }
+
+    #[test]
+    fn numeric_text_decodes_the_binary_format() {
+        assert_eq!(
+            numeric_text(&numeric(2, 0, 0, 2, &[12, 3400])).unwrap(),
+            "12.34"
+        );
+        assert_eq!(
+            numeric_text(&numeric(2, 1, 0, 0, &[1, 2345])).unwrap(),
+            "12345"
+        );
+        assert_eq!(
+            numeric_text(&numeric(1, 2, 0x4000, 0, &[7])).unwrap(),
+            "-700000000"
+        );
+        assert_eq!(
+            numeric_text(&numeric(1, -1, 0, 3, &[500])).unwrap(),
+            "0.050"
+        );
+        assert_eq!(numeric_text(&numeric(0, 0, 0, 0, &[])).unwrap(), "0");
+        assert_eq!(numeric_text(&numeric(0, 0, 0xC000, 0, &[])).unwrap(), "NaN");
+        assert_eq!(numeric_text(&[0, 1]), None, "truncated header");
+    }
+
+    #[test]
+    fn target_comes_from_the_instance_and_hides_the_password() {
+        let config = serde_json::json!({
+            "host": "db.local", "port": "6432", "username": "kennel", "password": "hunter2",
+            "dbname": "app", "ssl": "require", "query_timeout": 500
+        });
+        let target = PgTarget::from_instance(&config).unwrap().unwrap();
+        assert_eq!(target.to_string(), "postgres://kennel@db.local:6432/app");
+        assert_eq!(target.ssl, SslMode::Require);
+        assert_eq!(target.query_timeout, Some(Duration::from_millis(500)));
+        assert!(!format!("{target:?}").contains("hunter2"));
+        assert_eq!(
+            PgTarget::from_instance(&serde_json::json!({"url": "x"})).unwrap(),
+            None
+        );
+        let error =
+            PgTarget::from_instance(&serde_json::json!({"host": "h", "ssl": "maybe"})).unwrap_err();
+        assert!(error.contains("ssl: maybe"), "{error}");
+    }
+}
