@@ -148,6 +148,8 @@ impl<'h> Ctx<'h> {
         self.host.log(Level::Info, message);
     }
 
+    /// A warning: logged, and kept with the run, which `runner status` and `test-check` then
+    /// show as WARNING (like `self.warning()` in a Datadog check).
     pub fn warn(&mut self, message: &str) {
         self.host.log(Level::Warn, message);
     }

@@ -3,7 +3,10 @@
 //!
 //! Needs the plugins built first: `make test` does it.
 
+mod chef;
 mod cli;
 mod confd;
 mod http_check;
+mod postgres;
 mod sandbox;
+mod sql;

@@ -3,6 +3,7 @@
 //! real HTTP(S) servers on loopback.
 
 pub mod http_server;
+pub mod postgres;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
