@@ -361,9 +361,9 @@ impl wit_log::Host for RunState {
             wit_log::Level::Info => {
                 tracing::info!(check = %check, instance = %instance, "{message}")
             }
-            wit_log::Level::Warn => {
-                tracing::warn!(check = %check, instance = %instance, "{message}")
-            }
+            // A check's warning is also the run's, as `self.warning()` is in a Datadog check:
+            // it shows in `runner status` and `test-check`, and marks the instance WARNING.
+            wit_log::Level::Warn => run.warn(message),
             wit_log::Level::Error => {
                 tracing::error!(check = %check, instance = %instance, "{message}")
             }
