@@ -162,9 +162,6 @@ pub enum RunError {
     /// The plugin crashed (a panic, an abort, or any other trap).
     #[error("{0}")]
     Crash(String),
-    /// The plugin could not be loaded or instantiated.
-    #[error("{0}")]
-    Load(String),
 }
 
 /// The outcome of one run of one instance.

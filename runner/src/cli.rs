@@ -5,7 +5,7 @@
 //! plugin cannot be loaded: unlike the Datadog Agent's `check` command (which exits 0 on a
 //! failed check), its exit code can gate a deployment.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -180,14 +180,31 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             config.confd_path.display()
         )
     })?;
+    let mut problems: Vec<String> = Vec::new();
     for error in &loaded.errors {
-        tracing::error!("invalid check config: {error}");
+        tracing::error!(check = %error.check, "invalid check config: {error}");
+        problems.push(error.to_string());
     }
+    let mut ready = Vec::new();
+    for check_config in &loaded.configs {
+        if check_config.is_template() {
+            tracing::info!(check = %check_config.check, path = %check_config.path.display(), "template for autodiscovery: not scheduled on its own");
+            continue;
+        }
+        match host.load(&check_config.check) {
+            Ok(plugin) => ready.push((check_config, plugin)),
+            Err(error) => {
+                tracing::error!(check = %check_config.check, "{error}");
+                problems.push(format!("{}: {error}", check_config.path.display()));
+            }
+        }
+    }
+    // The status API comes up before the first run, which may be a check of it.
     if let Some(listen) = config.status_listen {
         let source = StatusSource {
             hostname: config.resolved_hostname(),
             confd_path: config.confd_path.display().to_string(),
-            config_errors: loaded.errors.iter().map(ToString::to_string).collect(),
+            config_errors: problems,
             stats: scheduler.stats(),
             started: std::time::Instant::now(),
         };
@@ -196,18 +213,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {listen} (`status_listen`)"))?;
         tracing::info!(address = %bound, "status API listening");
     }
-    for check_config in &loaded.configs {
-        if check_config.is_template() {
-            tracing::info!(check = %check_config.check, path = %check_config.path.display(), "template for autodiscovery: not scheduled on its own");
-            continue;
-        }
-        let plugin = match host.load(&check_config.check) {
-            Ok(plugin) => plugin,
-            Err(error) => {
-                tracing::error!(check = %check_config.check, "{error}");
-                continue;
-            }
-        };
+    for (check_config, plugin) in ready {
         for instance in check_config.instances(config.plugins.default_timeout()) {
             scheduler.schedule(instance, plugin.clone());
         }
@@ -279,7 +285,7 @@ fn test_instances(
             let errors: Vec<String> = loaded
                 .errors
                 .iter()
-                .filter(|e| is_config_of(&e.path, name, &config.confd_path))
+                .filter(|e| e.check == name)
                 .map(ToString::to_string)
                 .collect();
             if !errors.is_empty() {
@@ -300,24 +306,6 @@ fn test_instances(
         );
     }
     Ok(instances)
-}
-
-fn is_config_of(path: &Path, check: &str, confd: &Path) -> bool {
-    let Ok(relative) = path.strip_prefix(confd) else {
-        return false;
-    };
-    let first = relative
-        .components()
-        .next()
-        .map(|c| c.as_os_str().to_string_lossy().into_owned());
-    match first {
-        Some(first) if first == format!("{check}.d") => true,
-        Some(first) => first
-            .trim_end_matches(".default")
-            .rsplit_once('.')
-            .is_some_and(|(stem, _)| stem == check),
-        None => false,
-    }
 }
 
 /// `runner test-check`.

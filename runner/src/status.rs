@@ -5,7 +5,8 @@
 //!   conf.d errors.
 //!
 //! A failing *check* does not make the runner unhealthy: that is the check's own service
-//! check's job. `/health` turns unhealthy only for the runner's own machinery.
+//! check's job. `/health` answers `ok` while the runner runs; its own components (the forwarder
+//! to come) will report their health here.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -27,7 +28,8 @@ pub struct Status {
     pub hostname: String,
     pub uptime_s: f64,
     pub confd_path: String,
-    /// conf.d files that could not be used, with file and line.
+    /// conf.d files that could not be used, with file and line, and checks whose plugin could
+    /// not be loaded.
     pub config_errors: Vec<String>,
     pub instances: Vec<InstanceStats>,
 }
@@ -65,7 +67,9 @@ pub async fn serve(listen: SocketAddr, source: StatusSource) -> std::io::Result<
             let stream = match listener.accept().await {
                 Ok((stream, _)) => stream,
                 Err(error) => {
+                    // Out of file descriptors, typically: wait rather than spin.
                     tracing::warn!(%error, "status API: accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                     continue;
                 }
             };

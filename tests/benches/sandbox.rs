@@ -3,7 +3,9 @@
 //!   as mean / p50 / p99 over many runs on one thread;
 //! - runs per second on 1 and 2 threads;
 //! - one http_check run against a real HTTP server on loopback, mean / p50 / p99, and the same
-//!   request made with reqwest alone, which is the floor under it.
+//!   request made with reqwest alone, which is the floor under it;
+//! - one postgres check run (its default metrics and the connection_state custom metric)
+//!   against a throwaway PostgreSQL server, on the connection the runner keeps.
 //!
 //! `make bench` (or `cargo bench -p kennel-tests`) after `make plugins`.
 
@@ -11,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kennel_tests::http_server::{HttpServer, Reply};
+use kennel_tests::postgres::Postgres;
 use kennel_tests::{host, instance, plugin_config};
 use runner::check::Instance;
 use runner::plugin::{Plugin, PluginHost};
@@ -72,7 +75,37 @@ fn main() {
         })
         .collect();
     report("the same request with reqwest alone, no plugin", &latencies);
+
+    // The postgres check with the connection_state custom metric, on its kept connection.
+    let postgres = Postgres::start();
+    let check = instance(
+        "postgres",
+        &format!(
+            "instances:\n  -\n{}{CONNECTION_STATE}",
+            postgres.instance_keys("app")
+        ),
+    );
+    let plugin = host.load("postgres").expect("postgres loads");
+    let latencies = measure(&runtime, &host, &plugin, &check, HTTP_RUNS);
+    report(
+        "postgres check with the connection_state custom_metrics, kept connection",
+        &latencies,
+    );
 }
+
+const CONNECTION_STATE: &str = r#"
+    custom_metrics:
+      - descriptors:
+          - [datname, database]
+          - [application_name, application_name]
+          - [state, state]
+        metrics:
+          COUNT(state): [postgresql.connection_state, GAUGE]
+        query: >
+          SELECT datname, application_name, state, %s FROM pg_stat_activity
+          GROUP BY datname, application_name, state HAVING COUNT(state) > 0;
+        relation: false
+"#;
 
 fn measure(
     runtime: &tokio::runtime::Runtime,

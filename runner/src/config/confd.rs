@@ -108,6 +108,8 @@ fn absolute_paths<'de, D: serde::Deserializer<'de>>(
 /// A configuration file that could not be used, and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfdError {
+    /// The check the file configures.
+    pub check: String,
     pub path: PathBuf,
     /// 1-based, when the problem has a place in the file.
     pub line: Option<usize>,
@@ -190,7 +192,7 @@ pub fn load_dir(dir: &Path) -> std::io::Result<Loaded> {
                 Ok(files) => {
                     for file in files {
                         let file_name = file.file_name().to_string_lossy().into_owned();
-                        if let Some(kind) = classify(&file_name, true) {
+                        if let Some(kind) = classify(&file_name) {
                             candidates.push((check.to_owned(), file.path(), kind));
                         }
                     }
@@ -199,7 +201,7 @@ pub fn load_dir(dir: &Path) -> std::io::Result<Loaded> {
                     tracing::warn!(path = %path.display(), %error, "cannot read config directory")
                 }
             }
-        } else if let Some(kind) = classify(&name, false) {
+        } else if let Some(kind) = classify(&name) {
             let stem = name.trim_end_matches(".default");
             let check = stem.rsplit_once('.').map_or(stem, |(check, _)| check);
             candidates.push((check.to_owned(), path, kind));
@@ -222,6 +224,7 @@ pub fn load_dir(dir: &Path) -> std::io::Result<Loaded> {
             Ok(text) => text,
             Err(error) => {
                 loaded.errors.push(ConfdError {
+                    check,
                     path,
                     line: None,
                     message: format!("cannot read: {error}"),
@@ -244,7 +247,7 @@ enum FileKind {
     Default,
 }
 
-fn classify(name: &str, in_check_dir: bool) -> Option<FileKind> {
+fn classify(name: &str) -> Option<FileKind> {
     let (base, kind) = match name.strip_suffix(".default") {
         Some(base) => (base, FileKind::Default),
         None => (name, FileKind::Config),
@@ -252,8 +255,8 @@ fn classify(name: &str, in_check_dir: bool) -> Option<FileKind> {
     let is_yaml = base.ends_with(".yaml") || base.ends_with(".yml");
     let is_jmx_list = base == "metrics.yaml" || base == "metrics.yml";
     // `metrics.yaml` is a JMX metric list, never a config on its own; at the top level it would
-    // otherwise name a check called `metrics`.
-    (is_yaml && !is_jmx_list && (in_check_dir || !base.starts_with('.'))).then_some(kind)
+    // otherwise name a check called `metrics`. Hidden files are editors' and tools' leftovers.
+    (is_yaml && !is_jmx_list && !base.starts_with('.')).then_some(kind)
 }
 
 fn sorted_entries(dir: &Path) -> std::io::Result<Vec<std::fs::DirEntry>> {
@@ -277,6 +280,7 @@ pub fn parse_file(check: &str, path: &Path, text: &str) -> Result<Option<CheckCo
             message = message.replacen(&at, "", 1);
         }
         ConfdError {
+            check: check.to_owned(),
             path: path.to_owned(),
             line,
             message,
@@ -285,6 +289,7 @@ pub fn parse_file(check: &str, path: &Path, text: &str) -> Result<Option<CheckCo
     let shape: FileShape = serde_norway::from_str(text).map_err(yaml_error)?;
     let whole: Value = serde_norway::from_str(text).map_err(yaml_error)?;
     let error = |message: String| ConfdError {
+        check: check.to_owned(),
         path: path.to_owned(),
         line: Some(1),
         message,
