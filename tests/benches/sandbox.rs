@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kennel_tests::http_server::{HttpServer, Reply};
-use kennel_tests::postgres::Postgres;
+use kennel_tests::postgres::{CONNECTION_STATE, Postgres};
 use kennel_tests::{host, instance, plugin_config};
 use runner::check::Instance;
 use runner::plugin::{Plugin, PluginHost};
@@ -92,20 +92,6 @@ fn main() {
         &latencies,
     );
 }
-
-const CONNECTION_STATE: &str = r#"
-    custom_metrics:
-      - descriptors:
-          - [datname, database]
-          - [application_name, application_name]
-          - [state, state]
-        metrics:
-          COUNT(state): [postgresql.connection_state, GAUGE]
-        query: >
-          SELECT datname, application_name, state, %s FROM pg_stat_activity
-          GROUP BY datname, application_name, state HAVING COUNT(state) > 0;
-        relation: false
-"#;
 
 fn measure(
     runtime: &tokio::runtime::Runtime,

@@ -3,25 +3,11 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use kennel_tests::postgres::Postgres;
+use kennel_tests::postgres::{CONNECTION_STATE, Postgres};
 use kennel_tests::{host, instance, plugin_config};
 use runner::aggregator::CheckSampler;
 use runner::check::{MetricType, RunError, RunReport, Status};
 use runner::plugin::PluginHost;
-
-const CONNECTION_STATE: &str = r#"
-    custom_metrics:
-      - descriptors:
-          - [datname, database]
-          - [application_name, application_name]
-          - [state, state]
-        metrics:
-          COUNT(state): [postgresql.connection_state, GAUGE]
-        query: >
-          SELECT datname, application_name, state, %s FROM pg_stat_activity
-          GROUP BY datname, application_name, state HAVING COUNT(state) > 0;
-        relation: false
-"#;
 
 async fn run(host: &PluginHost, yaml: &str) -> RunReport {
     let plugin = host.load("postgres").expect("postgres loads");
@@ -115,7 +101,17 @@ async fn connection_state_custom_metric_counts_connections_by_application_and_st
 async fn connection_metrics_and_rates_over_two_runs() {
     let postgres = Postgres::start();
     let host = host(plugin_config());
-    let yaml = config(&postgres, "");
+    let yaml = config(
+        &postgres,
+        r#"
+    custom_queries:
+      - metric_prefix: app
+        query: SELECT xact_commit FROM pg_stat_database WHERE datname = 'app'
+        columns:
+          - name: commits
+            type: monotonic_count
+"#,
+    );
     let mut sampler = CheckSampler::new();
 
     let mut first = run(&host, &yaml).await;
@@ -169,6 +165,22 @@ async fn connection_metrics_and_rates_over_two_runs() {
     assert!(
         (50.0..60.0).contains(&commits.round()),
         "the writer's 50 commits (and the check's own few): {rate}/s over {elapsed} s"
+    );
+    assert_eq!(
+        metric(&first, "app.commits", "app"),
+        None,
+        "a monotonic count needs two runs"
+    );
+    let (kind, delta) = second
+        .metrics
+        .iter()
+        .find(|m| m.name == "app.commits")
+        .map(|m| (m.kind, m.value))
+        .expect("a monotonic count after two runs");
+    assert_eq!(kind, MetricType::Count);
+    assert!(
+        (50.0..60.0).contains(&delta),
+        "the commits between the runs: {delta}"
     );
 }
 

@@ -7,8 +7,28 @@ use kennel_tests::http_server::{HttpServer, Reply};
 use kennel_tests::{host, instance, plugin_config};
 use runner::check::{Instance, RunError, RunReport};
 use runner::config::PluginConfig;
-use runner::scheduler::Scheduler;
+use runner::scheduler::{InstanceStats, Scheduler};
 use tokio::sync::mpsc;
+
+/// Schedules one test_plugin instance and collects its reports for `window`.
+async fn schedule_and_collect(
+    yaml: &str,
+    window: Duration,
+) -> (Vec<RunReport>, Vec<InstanceStats>) {
+    let host = host(plugin_config());
+    let plugin = host.load("test_plugin").expect("test_plugin loads");
+    let (reports, mut inbox) = mpsc::channel(64);
+    let mut scheduler = Scheduler::new(host, 4, reports);
+    scheduler.schedule(instance("test_plugin", yaml), plugin);
+    let mut collected = Vec::new();
+    let until = tokio::time::Instant::now() + window;
+    while let Ok(Some(report)) = tokio::time::timeout_at(until, inbox.recv()).await {
+        collected.push(report);
+    }
+    let stats = scheduler.stats().snapshot();
+    scheduler.shutdown().await;
+    (collected, stats)
+}
 
 async fn run_test_plugin(config: PluginConfig, yaml: &str) -> RunReport {
     let host = host(config);
@@ -236,25 +256,13 @@ async fn plugins_get_no_environment_files_or_sockets() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn repeated_crashes_back_off_but_check_errors_do_not() {
-    let host = host(plugin_config());
-    let plugin = host.load("test_plugin").expect("test_plugin loads");
-    let (reports, mut inbox) = mpsc::channel(64);
-    let mut scheduler = Scheduler::new(host, 4, reports);
-    scheduler.schedule(
-        instance(
-            "test_plugin",
-            "instances:\n  - mode: panic\n    min_collection_interval: 0.2\n",
-        ),
-        plugin,
-    );
-    let mut starts = Vec::new();
-    let until = tokio::time::Instant::now() + Duration::from_millis(2600);
-    while let Ok(Some(report)) = tokio::time::timeout_at(until, inbox.recv()).await {
-        assert!(!report.is_ok());
-        starts.push(report.started);
-    }
-    let stats = scheduler.stats().snapshot();
-    scheduler.shutdown().await;
+    let (reports, stats) = schedule_and_collect(
+        "instances:\n  - mode: panic\n    min_collection_interval: 0.2\n",
+        Duration::from_millis(2600),
+    )
+    .await;
+    assert!(reports.iter().all(|r| !r.is_ok()));
+    let starts: Vec<_> = reports.iter().map(|r| r.started).collect();
 
     let gaps: Vec<Duration> = starts
         .windows(2)
@@ -280,23 +288,12 @@ async fn repeated_crashes_back_off_but_check_errors_do_not() {
     assert_eq!(stats[0].consecutive_failures as usize, starts.len());
 
     // A check that returns an error (its target is down) keeps its interval.
-    let failing_host = kennel_tests::host(plugin_config());
-    let plugin = failing_host.load("test_plugin").expect("test_plugin loads");
-    let (reports, mut inbox) = mpsc::channel(64);
-    let mut scheduler = Scheduler::new(failing_host, 4, reports);
-    scheduler.schedule(
-        instance(
-            "test_plugin",
-            "instances:\n  - mode: fail\n    min_collection_interval: 0.2\n",
-        ),
-        plugin,
-    );
-    let mut runs = 0;
-    let until = tokio::time::Instant::now() + Duration::from_millis(1500);
-    while let Ok(Some(_)) = tokio::time::timeout_at(until, inbox.recv()).await {
-        runs += 1;
-    }
-    scheduler.shutdown().await;
+    let (reports, _) = schedule_and_collect(
+        "instances:\n  - mode: fail\n    min_collection_interval: 0.2\n",
+        Duration::from_millis(1500),
+    )
+    .await;
+    let runs = reports.len();
     assert!(
         runs >= 6,
         "a failing check ran only {runs} times in 1.5 s at a 0.2 s interval"

@@ -14,6 +14,22 @@ pub const USER: &str = "kennel";
 /// Its password.
 pub const PASSWORD: &str = "kennel-test-secret";
 
+/// The Datadog docs' `custom_metrics` example: connections by database, application and
+/// state, as instance YAML.
+pub const CONNECTION_STATE: &str = r#"
+    custom_metrics:
+      - descriptors:
+          - [datname, database]
+          - [application_name, application_name]
+          - [state, state]
+        metrics:
+          COUNT(state): [postgresql.connection_state, GAUGE]
+        query: >
+          SELECT datname, application_name, state, %s FROM pg_stat_activity
+          GROUP BY datname, application_name, state HAVING COUNT(state) > 0;
+        relation: false
+"#;
+
 /// A running cluster.
 pub struct Postgres {
     pub port: u16,
@@ -147,7 +163,8 @@ impl Postgres {
         )
     }
 
-    fn pg(&self, program: &str, args: &[&str]) -> String {
+    /// One of the server's programs, run as the cluster's owner.
+    fn command(&self, program: &str) -> Command {
         let program = self.bin.join(program);
         let mut command = if self.run_as_postgres {
             let mut command = Command::new("runuser");
@@ -156,15 +173,19 @@ impl Postgres {
         } else {
             Command::new(&program)
         };
-        let output = command
+        command.current_dir(&self.dir);
+        command
+    }
+
+    fn pg(&self, program: &str, args: &[&str]) -> String {
+        let output = self
+            .command(program)
             .args(args)
-            .current_dir(&self.dir)
             .output()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
+            .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
         assert!(
             output.status.success(),
-            "{} {args:?} failed: {}{}",
-            program.display(),
+            "{program} {args:?} failed: {}{}",
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         );
@@ -175,15 +196,8 @@ impl Postgres {
 impl Drop for Postgres {
     fn drop(&mut self) {
         let data = self.data();
-        let program = self.bin.join("pg_ctl");
-        let mut command = if self.run_as_postgres {
-            let mut command = Command::new("runuser");
-            command.args(["-u", "postgres", "--"]).arg(&program);
-            command
-        } else {
-            Command::new(&program)
-        };
-        let _ = command
+        let _ = self
+            .command("pg_ctl")
             .args(["-D", &data, "-m", "immediate", "stop"])
             .output();
         let _ = std::fs::remove_dir_all(&self.dir);
