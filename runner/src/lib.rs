@@ -9,6 +9,7 @@ pub mod aggregator;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod dogstatsd;
 pub mod plugin;
 pub mod scheduler;
 pub mod status;

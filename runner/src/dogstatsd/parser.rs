@@ -1,0 +1,1 @@
+//! The DogStatsD wire format.
