@@ -6,6 +6,7 @@
 mod chef;
 mod cli;
 mod confd;
+mod dogstatsd;
 mod http_check;
 mod postgres;
 mod sandbox;

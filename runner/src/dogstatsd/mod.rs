@@ -1,3 +1,5 @@
 //! DogStatsD: the listeners, the wire-format parser and origin detection.
 
+pub mod listener;
+pub mod origin;
 pub mod parser;
