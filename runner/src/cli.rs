@@ -14,10 +14,14 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use tokio::sync::mpsc;
 
-use crate::aggregator::CheckSampler;
+use crate::aggregator::service::{self, AggregatorHandle, Input};
+use crate::aggregator::telemetry::Telemetry;
+use crate::aggregator::{Aggregator, CheckSampler};
 use crate::check::{Instance, RunReport, Status, unix_seconds};
 use crate::config::RunnerConfig;
 use crate::config::confd::{self, CheckConfig};
+use crate::dogstatsd::listener::{ListenerStats, Listeners, Sink};
+use crate::openmetrics::SharedStore;
 use crate::plugin::PluginHost;
 use crate::scheduler::{InstanceStats, Scheduler};
 use crate::status::{self, StatusSource};
@@ -168,10 +172,59 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging(&config.log_level);
     let host = plugin_host(&config)?;
 
-    // The pipeline input: every run report goes here. Until the aggregator and forwarder take
-    // it, the sink keeps a tally, logged every SUMMARY_EVERY and at shutdown.
+    // The aggregator: one thread, fed by the DogStatsD listeners and the check runs, flushing
+    // into the OpenMetrics page and a summary in the log.
+    let telemetry = Arc::new(Telemetry::new());
+    let aggregator = Aggregator::with_telemetry(config.aggregator.clone(), telemetry.clone())
+        .context("invalid `aggregator` settings")?;
+    let store = SharedStore::default();
+    let page = store.clone();
+    let outputs: Vec<service::Output> = vec![
+        Box::new(move |flush| {
+            page.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .update(flush, std::time::Instant::now())
+        }),
+        Box::new(FlushSummary::default().into_output()),
+    ];
+    let (aggregator, aggregator_thread) = service::start(
+        aggregator,
+        config.resolved_hostname(),
+        config.dogstatsd_origin_detection_client,
+        outputs,
+    )
+    .context("cannot start the aggregator")?;
+    let listeners = {
+        let into = aggregator.clone();
+        let sink: Sink = Arc::new(move |batch| into.send(Input::Datagrams(batch)));
+        Listeners::start(
+            &config.dogstatsd(),
+            sink,
+            Arc::new(ListenerStats::new(&telemetry)),
+        )?
+    };
+    if let Some(addr) = listeners.udp_addr {
+        tracing::info!(address = %addr, "DogStatsD listening on UDP");
+    }
+    for path in [&config.dogstatsd_socket, &config.dogstatsd_stream_socket]
+        .into_iter()
+        .flatten()
+    {
+        tracing::info!(path = %path.display(), "DogStatsD listening on a Unix socket");
+    }
+    if config.dogstatsd_socket.is_some() {
+        warn_on_small_datagram_queue();
+    }
+    if let Some(listen) = config.openmetrics_listen {
+        let bound = status::serve_metrics(listen, store)
+            .await
+            .with_context(|| format!("cannot listen on {listen} (`openmetrics_listen`)"))?;
+        tracing::info!(address = %bound, "OpenMetrics endpoint at /metrics");
+    }
+
+    // The pipeline input for check results: every run report goes to the aggregator.
     let (reports, inbox) = mpsc::channel(1024);
-    let sink = tokio::spawn(tally(inbox));
+    let sink = tokio::spawn(forward_reports(inbox, aggregator));
 
     let mut scheduler = Scheduler::new(host.clone(), config.check_runners, reports);
     let loaded = confd::load_dir(&config.confd_path).with_context(|| {
@@ -224,32 +277,86 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     shutdown_signal().await?;
     tracing::info!("stopping");
     scheduler.shutdown().await;
+    drop(listeners);
     let (runs, failed) = sink.await.unwrap_or_default();
+    // The last handle went with the sink and the listeners: the aggregator flushes and ends.
+    let _ = tokio::task::spawn_blocking(move || aggregator_thread.join()).await;
     tracing::info!(runs, failed, "stopped");
     Ok(())
 }
 
-/// How often `runner run` logs its one-line summary of the runs.
+/// Clients send to the Unix datagram socket without blocking, and the kernel queues only
+/// `net.unix.max_dgram_qlen` datagrams per socket (10 by default): past that, a burst is dropped
+/// by the clients before the runner sees it. The setting is the host's, so say so rather than
+/// change it.
+fn warn_on_small_datagram_queue() {
+    let qlen = std::fs::read_to_string("/proc/sys/net/unix/max_dgram_qlen")
+        .ok()
+        .and_then(|q| q.trim().parse::<u32>().ok());
+    if let Some(qlen) = qlen
+        && qlen < 512
+    {
+        tracing::warn!(
+            qlen,
+            "net.unix.max_dgram_qlen is small: DogStatsD clients will drop bursts; raise it with `sysctl -w net.unix.max_dgram_qlen=1024`"
+        );
+    }
+}
+
+/// How often `runner run` logs its one-line summary.
 const SUMMARY_EVERY: Duration = Duration::from_secs(60);
 
-async fn tally(mut inbox: mpsc::Receiver<RunReport>) -> (u64, u64) {
-    let (mut runs, mut failed, mut samples) = (0u64, 0u64, 0u64);
-    let mut summary = tokio::time::interval(SUMMARY_EVERY);
-    summary.tick().await;
-    loop {
-        tokio::select! {
-            report = inbox.recv() => {
-                let Some(report) = report else { break };
-                runs += 1;
-                failed += u64::from(!report.is_ok());
-                samples += report.metrics.len() as u64;
-            }
-            _ = summary.tick() => {
-                tracing::info!(runs, failed, metric_samples = samples, "check runs so far");
-            }
+/// Hands every run report to the aggregator; returns how many runs there were, and failed.
+async fn forward_reports(
+    mut inbox: mpsc::Receiver<RunReport>,
+    aggregator: AggregatorHandle,
+) -> (u64, u64) {
+    let (mut runs, mut failed) = (0u64, 0u64);
+    while let Some(report) = inbox.recv().await {
+        runs += 1;
+        failed += u64::from(!report.is_ok());
+        // The aggregator's queue is bounded: when it is full this waits, and so, in turn, do
+        // the checks, rather than a report being dropped.
+        if !tokio::task::block_in_place(|| aggregator.send(Input::Report(report))) {
+            break;
         }
     }
     (runs, failed)
+}
+
+/// Adds up flushes and logs them every [`SUMMARY_EVERY`] in one line.
+#[derive(Default)]
+struct FlushSummary {
+    series: usize,
+    sketches: usize,
+    service_checks: usize,
+    events: usize,
+    since: Option<std::time::Instant>,
+}
+
+impl FlushSummary {
+    fn into_output(mut self) -> impl FnMut(&crate::aggregator::Flush) + Send {
+        move |flush| {
+            self.series += flush.series.len();
+            self.sketches += flush.sketches.len();
+            self.service_checks += flush.service_checks.len();
+            self.events += flush.events.len();
+            let since = *self.since.get_or_insert_with(std::time::Instant::now);
+            if since.elapsed() >= SUMMARY_EVERY {
+                tracing::info!(
+                    series = self.series,
+                    sketches = self.sketches,
+                    service_checks = self.service_checks,
+                    events = self.events,
+                    "flushed in the last minute"
+                );
+                self = Self {
+                    since: Some(std::time::Instant::now()),
+                    ..Self::default()
+                };
+            }
+        }
+    }
 }
 
 async fn shutdown_signal() -> anyhow::Result<()> {

@@ -10,6 +10,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod dogstatsd;
+pub mod openmetrics;
 pub mod plugin;
 pub mod scheduler;
 pub mod status;

@@ -1,4 +1,5 @@
-//! The runner's own HTTP API, on a loopback address (`status_listen`):
+//! The runner's own HTTP endpoints: the OpenMetrics page (`openmetrics_listen`, see
+//! [`crate::openmetrics`]) and the status API, on a loopback address (`status_listen`):
 //! - `GET /health`: `200 {"status":"ok",...}` while the runner runs; what `runner status` and
 //!   external probes (a Docker `HEALTHCHECK`, the default conf.d's own http_check) poll;
 //! - `GET /status`: everything `runner status` prints, as JSON: per-instance run stats and the
@@ -19,6 +20,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
+use crate::openmetrics::SharedStore;
 use crate::scheduler::{InstanceStats, StatsView};
 
 /// What `/status` returns.
@@ -59,32 +61,66 @@ impl StatusSource {
 /// Binds `listen` (at start-up, so a taken port is an error the user sees at once) and serves
 /// the API until the runtime shuts down.
 pub async fn serve(listen: SocketAddr, source: StatusSource) -> std::io::Result<SocketAddr> {
+    let source = Arc::new(source);
+    serve_http(listen, Arc::new(move |request| route(&source, request))).await
+}
+
+/// Binds `listen` and serves the OpenMetrics page at `/metrics`.
+pub async fn serve_metrics(listen: SocketAddr, store: SharedStore) -> std::io::Result<SocketAddr> {
+    serve_http(
+        listen,
+        Arc::new(move |request: &Request<Incoming>| {
+            match (request.method(), request.uri().path()) {
+                (&Method::GET, "/metrics") => {
+                    let page = store.lock().unwrap_or_else(|p| p.into_inner()).render();
+                    let mut response = Response::new(Full::new(Bytes::from(page)));
+                    response.headers_mut().insert(
+                        hyper::header::CONTENT_TYPE,
+                        hyper::header::HeaderValue::from_static(
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        ),
+                    );
+                    response
+                }
+                _ => json(
+                    StatusCode::NOT_FOUND,
+                    &serde_json::json!({"error": "not found: try /metrics"}),
+                ),
+            }
+        }),
+    )
+    .await
+}
+
+type Handler = Arc<dyn Fn(&Request<Incoming>) -> Response<Full<Bytes>> + Send + Sync>;
+
+/// A small HTTP/1 server for the runner's own endpoints.
+async fn serve_http(listen: SocketAddr, handler: Handler) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(listen).await?;
     let bound = listener.local_addr()?;
-    let source = Arc::new(source);
     tokio::spawn(async move {
         loop {
             let stream = match listener.accept().await {
                 Ok((stream, _)) => stream,
                 Err(error) => {
                     // Out of file descriptors, typically: wait rather than spin.
-                    tracing::warn!(%error, "status API: accept failed");
+                    tracing::warn!(%error, address = %bound, "HTTP endpoint: accept failed");
                     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                     continue;
                 }
             };
-            let source = source.clone();
+            let handler = handler.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |request| {
-                    let source = source.clone();
-                    async move { Ok::<_, Infallible>(route(&source, &request)) }
+                    let handler = handler.clone();
+                    async move { Ok::<_, Infallible>(handler(&request)) }
                 });
                 let io = hyper_util::rt::TokioIo::new(stream);
                 if let Err(error) = hyper::server::conn::http1::Builder::new()
                     .serve_connection(io, service)
                     .await
                 {
-                    tracing::debug!(%error, "status API: connection ended with an error");
+                    tracing::debug!(%error, "HTTP endpoint: connection ended with an error");
                 }
             });
         }

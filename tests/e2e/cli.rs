@@ -191,7 +191,11 @@ async fn run_schedules_checks_reports_status_and_stops_cleanly_on_sigterm() {
     ]);
     let elsewhere = tempfile::tempdir().expect("temp dir");
     let config = elsewhere.path().join("kennel.yaml");
-    std::fs::write(&config, format!("status_listen: 127.0.0.1:{port}\n")).unwrap();
+    std::fs::write(
+        &config,
+        format!("status_listen: 127.0.0.1:{port}\ndogstatsd_port: 0\nopenmetrics_listen: null\n"),
+    )
+    .unwrap();
     let mut command = runner(&["run"], dir.path());
     command
         .arg("--config")
@@ -319,4 +323,75 @@ async fn default_config_runs_and_its_check_is_ok() {
     assert!(shown_text.contains("[OK]"), "{shown_text}");
     assert!(!shown_text.contains("Config Errors"), "{shown_text}");
     assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_serves_dogstatsd_and_check_metrics_on_a_valid_prometheus_page() {
+    let dir = confd(&[(
+        "test_plugin.yaml",
+        "instances:\n  - mode: ok\n    min_collection_interval: 0.5\n",
+    )]);
+    let elsewhere = tempfile::tempdir().expect("temp dir");
+    let socket = elsewhere.path().join("dsd.socket");
+    let (status_port, metrics_port) = (closed_port(), closed_port());
+    let config = elsewhere.path().join("kennel.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "status_listen: 127.0.0.1:{status_port}\nopenmetrics_listen: 127.0.0.1:{metrics_port}\n\
+             dogstatsd_socket: {}\ndogstatsd_port: 0\naggregator:\n  bucket_size_seconds: 1\n",
+            socket.display()
+        ),
+    )
+    .unwrap();
+    let mut command = runner(&["run"], dir.path());
+    command
+        .arg("--config")
+        .arg(&config)
+        .stderr(Stdio::null())
+        .stdout(Stdio::null());
+    let mut child = command.spawn().expect("runner starts");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let sent = Command::new("python3")
+        .arg("-c")
+        .arg(format!(
+            "import socket\ns = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n\
+             s.sendto(b'shop.orders:3|c|#env:prod\\nshop.basket.size:4|g', '{}')",
+            socket.display()
+        ))
+        .status()
+        .expect("python3 runs");
+    assert!(sent.success());
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    runner::plugin::http::install_crypto_provider();
+    let page = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .await
+        .expect("the OpenMetrics endpoint answers")
+        .text()
+        .await
+        .expect("a page");
+    let _ = child.kill();
+    let _ = child.wait();
+    for expected in [
+        "shop_orders_total{env=\"prod\"} 3",
+        "shop_basket_size 4",
+        "test_ok{host=\"",
+        "kennel_dogstatsd_datagrams_total{transport=\"uds\"} 1",
+    ] {
+        assert!(page.contains(expected), "missing {expected:?} in:\n{page}");
+    }
+    let file = elsewhere.path().join("metrics.txt");
+    std::fs::write(&file, &page).unwrap();
+    let promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&file).unwrap())
+        .output()
+        .expect("promtool runs (Debian's `prometheus`; .ci/run installs it)");
+    assert!(
+        promtool.status.success(),
+        "promtool: {}{}",
+        text(&promtool.stdout),
+        text(&promtool.stderr)
+    );
 }

@@ -26,8 +26,14 @@ fn start(config: &ListenerConfig) -> (Listeners, Received) {
         }
         true
     });
-    let listeners = Listeners::start(config, sink, Arc::new(ListenerStats::default()))
-        .expect("listeners start");
+    let listeners = Listeners::start(
+        config,
+        sink,
+        Arc::new(ListenerStats::new(
+            &runner::aggregator::telemetry::Telemetry::new(),
+        )),
+    )
+    .expect("listeners start");
     (listeners, received)
 }
 
@@ -184,9 +190,15 @@ fn a_stale_socket_is_replaced_and_anything_else_is_refused() {
     std::fs::write(&occupied, "data").unwrap();
     config.socket = Some(occupied);
     let sink = Arc::new(|_: Batch| true);
-    let error = Listeners::start(&config, sink, Arc::new(ListenerStats::default()))
-        .err()
-        .expect("refused");
+    let error = Listeners::start(
+        &config,
+        sink,
+        Arc::new(ListenerStats::new(
+            &runner::aggregator::telemetry::Telemetry::new(),
+        )),
+    )
+    .err()
+    .expect("refused");
     let message = error.to_string();
     assert!(
         message.contains("`dogstatsd_socket`") && message.contains("not a socket"),

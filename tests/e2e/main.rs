@@ -8,6 +8,7 @@ mod cli;
 mod confd;
 mod dogstatsd;
 mod http_check;
+mod pipeline;
 mod postgres;
 mod sandbox;
 mod sql;

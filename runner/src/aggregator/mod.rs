@@ -1,9 +1,37 @@
-//! Aggregation: the maths between what checks submit and the series that leave the runner.
+//! Aggregation: the maths between what checks and DogStatsD clients submit and the series that
+//! leave the runner.
 //!
-//! For now this holds the check sampler, which turns the raw counters checks submit as `rate`
-//! and `monotonic_count` into per-second rates and deltas. The shared bucket aggregator (for
-//! DogStatsD and checks alike) will live beside it.
+//! Two stages, as in the Datadog Agent:
+//! - [`CheckSampler`] turns the raw counters checks submit as `rate` and `monotonic_count` into
+//!   per-second rates and deltas, per check instance;
+//! - [`Aggregator`] (in `time_sampler`) is the one shared aggregator: it buckets DogStatsD
+//!   samples and check results by context and time, and its [`Aggregator::flush`] hands the
+//!   closed buckets to the forwarder and the OpenMetrics endpoint as plain data ([`Flush`]).
+//!
+//! Inside it: `context` resolves a sample's name, tags and host to a context without
+//! allocating; `metric` holds each type's per-bucket state and flush maths; `sketch` is the
+//! Agent's DDSketch for distributions; `telemetry` is the table of the runner's own `kennel.*`
+//! metrics, which flow out through the same flush; `config` is [`AggregatorConfig`].
 
 mod check_sampler;
+mod config;
+mod context;
+mod flush;
+mod metric;
+pub mod service;
+mod sketch;
+pub mod telemetry;
+mod time_sampler;
+
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod throughput;
 
 pub use check_sampler::CheckSampler;
+pub use config::{AggregatorConfig, ConfigError, HistogramAggregate};
+pub use context::{ContextId, Tags};
+pub use flush::{Flush, Point, Series, SeriesKind, SketchPoint, SketchSeries};
+pub use sketch::{Bin, Sketch};
+pub use telemetry::{Counter, Gauge, InternalKind, InternalMetric, Telemetry, TelemetryValue};
+pub use time_sampler::{Aggregator, Sample, Value};

@@ -31,6 +31,33 @@ pub struct RunnerConfig {
     pub status_listen: Option<SocketAddr>,
     /// The plugin host's settings.
     pub plugins: PluginConfig,
+    /// The DogStatsD Unix datagram socket; `null` turns it off. Defaults to `null`.
+    pub dogstatsd_socket: Option<PathBuf>,
+    /// The DogStatsD Unix stream socket (4-byte little-endian length-prefixed frames); `null`
+    /// turns it off. Defaults to `null`.
+    pub dogstatsd_stream_socket: Option<PathBuf>,
+    /// The DogStatsD UDP port; 0 turns UDP off. Defaults to 8125.
+    pub dogstatsd_port: u16,
+    /// Listen for UDP on every interface rather than loopback only. Defaults to false.
+    pub dogstatsd_non_local_traffic: bool,
+    /// Tag what arrives on the Unix sockets with the sending container, from the kernel's
+    /// credentials. Defaults to true.
+    pub dogstatsd_origin_detection: bool,
+    /// The largest datagram or stream frame, in bytes. Defaults to 8192.
+    pub dogstatsd_buffer_size: usize,
+    /// The sockets' receive buffer, in bytes; 0 keeps the system's. Defaults to 4194304.
+    pub dogstatsd_so_rcvbuf: usize,
+    /// Over UDP, where the kernel cannot say who sent a datagram, trust a client's `|c:`
+    /// container id. (Over the Unix sockets the kernel's answer always wins.) Defaults to true.
+    pub dogstatsd_origin_detection_client: bool,
+    /// Where the host's procfs is: `/host/proc` when the runner runs in a container with the
+    /// host's mounted there. Defaults to `/host/proc` if it exists, else `/proc`.
+    pub procfs_root: PathBuf,
+    /// Where Prometheus can scrape the aggregated series (`/metrics`); `null` turns it off.
+    /// Defaults to `127.0.0.1:9125`.
+    pub openmetrics_listen: Option<SocketAddr>,
+    /// How samples are bucketed, flushed and forgotten (see [`crate::aggregator::AggregatorConfig`]).
+    pub aggregator: crate::aggregator::AggregatorConfig,
 }
 
 impl Default for RunnerConfig {
@@ -42,12 +69,47 @@ impl Default for RunnerConfig {
             check_runners: default_check_runners(),
             status_listen: Some(default_status_listen()),
             plugins: PluginConfig::default(),
+            dogstatsd_socket: None,
+            dogstatsd_stream_socket: None,
+            dogstatsd_port: default_dogstatsd_port(),
+            dogstatsd_non_local_traffic: false,
+            dogstatsd_origin_detection: true,
+            dogstatsd_buffer_size: default_dogstatsd_buffer_size(),
+            dogstatsd_so_rcvbuf: default_dogstatsd_so_rcvbuf(),
+            dogstatsd_origin_detection_client: true,
+            procfs_root: default_procfs_root(),
+            openmetrics_listen: Some(SocketAddr::new(
+                std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+                9125,
+            )),
+            aggregator: crate::aggregator::AggregatorConfig::default(),
         }
     }
 }
 
 const fn default_check_runners() -> usize {
     32
+}
+
+const fn default_dogstatsd_port() -> u16 {
+    8125
+}
+
+const fn default_dogstatsd_buffer_size() -> usize {
+    8192
+}
+
+const fn default_dogstatsd_so_rcvbuf() -> usize {
+    4 << 20
+}
+
+fn default_procfs_root() -> PathBuf {
+    let host = PathBuf::from("/host/proc");
+    if host.join("1").exists() {
+        host
+    } else {
+        PathBuf::from("/proc")
+    }
 }
 
 const fn default_status_listen() -> SocketAddr {
@@ -156,6 +218,25 @@ pub enum ConfigError {
 }
 
 impl RunnerConfig {
+    /// The DogStatsD listeners' settings.
+    pub fn dogstatsd(&self) -> crate::dogstatsd::listener::ListenerConfig {
+        let host = if self.dogstatsd_non_local_traffic {
+            std::net::Ipv4Addr::UNSPECIFIED
+        } else {
+            std::net::Ipv4Addr::LOCALHOST
+        };
+        crate::dogstatsd::listener::ListenerConfig {
+            socket: self.dogstatsd_socket.clone(),
+            stream_socket: self.dogstatsd_stream_socket.clone(),
+            udp: (self.dogstatsd_port != 0)
+                .then(|| SocketAddr::new(host.into(), self.dogstatsd_port)),
+            origin_detection: self.dogstatsd_origin_detection,
+            buffer_size: self.dogstatsd_buffer_size,
+            so_rcvbuf: self.dogstatsd_so_rcvbuf,
+            procfs: self.procfs_root.clone(),
+        }
+    }
+
     /// Reads and validates the runner's config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -193,6 +274,12 @@ impl RunnerConfig {
     }
 
     fn validate(&self) -> Result<(), String> {
+        self.aggregator
+            .validate()
+            .map_err(|e| format!("`aggregator`: {e}"))?;
+        if !(512..=(1 << 20)).contains(&self.dogstatsd_buffer_size) {
+            return Err("`dogstatsd_buffer_size` must be between 512 and 1048576 bytes".to_owned());
+        }
         if self.check_runners == 0 {
             return Err("`check_runners` must be at least 1".to_owned());
         }

@@ -31,7 +31,7 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -39,6 +39,7 @@ use std::time::{Duration, Instant};
 use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
 
 use super::origin::{Origin, OriginResolver};
+use crate::aggregator::telemetry::{Counter, InternalMetric, Telemetry};
 
 /// Datagrams handed on together, at most.
 pub const BATCH_PACKETS: usize = 64;
@@ -136,24 +137,44 @@ pub struct ListenerConfig {
     pub procfs: PathBuf,
 }
 
-/// Counters the listeners keep, read by the runner's own telemetry.
-#[derive(Debug, Default)]
+/// The listeners' counters, in the runner's own telemetry (`kennel.dogstatsd.*`).
+#[derive(Debug, Clone)]
 pub struct ListenerStats {
-    pub datagrams: [AtomicU64; 3],
-    pub bytes: [AtomicU64; 3],
-    pub read_errors: [AtomicU64; 3],
-    pub origin_errors: AtomicU64,
+    datagrams: [Counter; 3],
+    bytes: [Counter; 3],
+    read_errors: [Counter; 3],
+    origin_errors: Counter,
 }
 
 impl ListenerStats {
+    pub fn new(telemetry: &Telemetry) -> Self {
+        let per_transport = |metric| {
+            [
+                Transport::Udp,
+                Transport::UnixDatagram,
+                Transport::UnixStream,
+            ]
+            .map(|t| telemetry.counter(metric, Some(t.as_str())))
+        };
+        Self {
+            datagrams: per_transport(InternalMetric::DogstatsdDatagrams),
+            bytes: per_transport(InternalMetric::DogstatsdBytes),
+            read_errors: per_transport(InternalMetric::DogstatsdReadErrors),
+            origin_errors: telemetry.counter(
+                InternalMetric::DogstatsdOriginDetectionErrors,
+                Some("unresolved"),
+            ),
+        }
+    }
+
     fn count(&self, transport: Transport, bytes: usize) {
         let i = transport as usize;
-        self.datagrams[i].fetch_add(1, Ordering::Relaxed);
-        self.bytes[i].fetch_add(bytes as u64, Ordering::Relaxed);
+        self.datagrams[i].increment(1);
+        self.bytes[i].increment(bytes as u64);
     }
 
     fn read_error(&self, transport: Transport) {
-        self.read_errors[transport as usize].fetch_add(1, Ordering::Relaxed);
+        self.read_errors[transport as usize].increment(1);
     }
 }
 
@@ -194,6 +215,7 @@ impl Listeners {
                 socket,
                 origin_detection: config.origin_detection,
                 resolver: resolver.clone(),
+                origin_errors: stats.origin_errors.clone(),
             };
             listeners.spawn(
                 "kennel-dsd-uds",
@@ -306,6 +328,7 @@ struct UnixDatagramReceiver {
     socket: UnixDatagram,
     origin_detection: bool,
     resolver: Arc<Mutex<OriginResolver>>,
+    origin_errors: Counter,
 }
 
 impl Receiver for UnixDatagramReceiver {
@@ -342,18 +365,19 @@ impl Receiver for UnixDatagramReceiver {
             _ => None,
         });
         let origin = match (self.origin_detection, pid) {
-            (true, Some(pid)) => resolve(&self.resolver, pid),
+            (true, Some(pid)) => resolve(&self.resolver, pid, &self.origin_errors),
             _ => Origin::Unknown,
         };
         Ok(Some((received.bytes.min(buffer.len()), origin)))
     }
 }
 
-fn resolve(resolver: &Mutex<OriginResolver>, pid: u32) -> Origin {
+fn resolve(resolver: &Mutex<OriginResolver>, pid: u32, errors: &Counter) -> Origin {
     let mut resolver = resolver.lock().unwrap_or_else(|p| p.into_inner());
     match resolver.resolve(pid, Instant::now()) {
         Ok(origin) => origin,
         Err(error) => {
+            errors.increment(1);
             tracing::debug!(pid, %error, "DogStatsD origin detection failed");
             Origin::Unknown
         }
@@ -416,9 +440,11 @@ impl StreamAcceptor {
                 self.config.origin_detection,
                 rustix::net::sockopt::socket_peercred(&stream),
             ) {
-                (true, Ok(ucred)) => {
-                    resolve(&self.resolver, ucred.pid.as_raw_nonzero().get() as u32)
-                }
+                (true, Ok(ucred)) => resolve(
+                    &self.resolver,
+                    ucred.pid.as_raw_nonzero().get() as u32,
+                    &self.stats.origin_errors,
+                ),
                 _ => Origin::Unknown,
             };
             let (sink, stats, stop) = (self.sink.clone(), self.stats.clone(), self.stop.clone());

@@ -1,0 +1,107 @@
+//! What a flush hands out: plain data for the forwarder (Datadog intake) and the OpenMetrics
+//! endpoint alike.
+//!
+//! The shapes follow the intake's: a [`Series`] is a v2 series (name, tags, host, type,
+//! interval, points); a [`SketchSeries`] is a sketch-payload entry whose points are the
+//! Agent's dogsketches. Names, tags and hosts are shared `Arc<str>`s from the aggregator's
+//! contexts, so a flush copies no strings. Service checks and events are the crate's own
+//! [`ServiceCheck`] and [`Event`], passed through untouched.
+//!
+//! An empty host means the sample came without one; what to put there (the runner's hostname,
+//! or nothing) is the consumer's decision, as it is for check samples.
+
+use std::sync::Arc;
+
+use super::context::Tags;
+use super::sketch::Sketch;
+use crate::check::{Event, ServiceCheck};
+
+/// Everything closed since the previous flush.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Flush {
+    /// Gauges, counts and rates, the runner's own `kennel.*` telemetry included.
+    pub series: Vec<Series>,
+    /// Distributions.
+    pub sketches: Vec<SketchSeries>,
+    pub service_checks: Vec<ServiceCheck>,
+    pub events: Vec<Event>,
+}
+
+/// The intake's metric types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SeriesKind {
+    Gauge,
+    /// A total over `interval` seconds.
+    Count,
+    /// A per-second rate over `interval` seconds.
+    Rate,
+}
+
+impl SeriesKind {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Gauge => "gauge",
+            Self::Count => "count",
+            Self::Rate => "rate",
+        }
+    }
+}
+
+/// One value at one time.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Point {
+    /// Unix seconds: the start of the bucket, or the sample's own timestamp if it was sent with
+    /// one.
+    pub timestamp: i64,
+    pub value: f64,
+}
+
+/// The points of one context (and one suffix, for histograms) closed in this flush.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    pub name: Arc<str>,
+    pub tags: Tags,
+    /// Empty when sent without a host.
+    pub host: Arc<str>,
+    pub kind: SeriesKind,
+    /// Seconds each point covers (the bucket size); 0 for samples sent with a timestamp, which
+    /// are passed through without aggregation.
+    pub interval: u64,
+    /// In time order.
+    pub points: Vec<Point>,
+}
+
+impl Series {
+    /// The tags as `&str`s.
+    pub fn tags(&self) -> impl Iterator<Item = &str> {
+        self.tags.iter().map(|t| &**t)
+    }
+}
+
+/// One bucket's sketch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SketchPoint {
+    /// Unix seconds: the start of the bucket.
+    pub timestamp: i64,
+    pub sketch: Sketch,
+}
+
+/// The sketches of one distribution context closed in this flush.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SketchSeries {
+    pub name: Arc<str>,
+    pub tags: Tags,
+    /// Empty when sent without a host.
+    pub host: Arc<str>,
+    /// Seconds each sketch covers (the bucket size).
+    pub interval: u64,
+    /// In time order.
+    pub points: Vec<SketchPoint>,
+}
+
+impl SketchSeries {
+    /// The tags as `&str`s.
+    pub fn tags(&self) -> impl Iterator<Item = &str> {
+        self.tags.iter().map(|t| &**t)
+    }
+}

@@ -1,0 +1,282 @@
+//! The aggregation loop: one thread that owns the [`Aggregator`], takes in DogStatsD datagrams
+//! and check results, and flushes closed buckets to the outputs.
+//!
+//! One owner means no lock on the hot path: the listeners hand over whole batches of datagrams
+//! through a bounded channel, and this thread parses them (the parser borrows from the batch,
+//! the aggregator allocates only for new contexts) and inserts every sample. A full channel
+//! makes the listeners wait, so the kernel's socket buffer absorbs bursts and, over UDS, the
+//! clients see back-pressure rather than silent loss. Check results arrive through the same
+//! channel.
+//!
+//! Tagging by origin: a datagram whose sender the kernel identified gets `container_id:<id>`
+//! from the kernel, whatever its `|c:` field says (a client cannot claim another container);
+//! over UDP, where the kernel says nothing, a client's `|c:ci-<id>` is used, unless
+//! `dogstatsd_origin_detection_client` is off.
+//!
+//! Every [`FLUSH_EVERY`] the loop flushes: the OpenMetrics store is updated and a one-line
+//! summary is logged. The forwarder will take the same [`Flush`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::aggregator::telemetry::{Counter, InternalMetric};
+use crate::aggregator::{Aggregator, Flush, Sample, Value};
+use crate::check::{self, RunReport};
+use crate::dogstatsd::listener::Batch;
+use crate::dogstatsd::origin::Origin;
+use crate::dogstatsd::parser::{self, ContainerRef, Message, MetricKind};
+
+/// How often closed buckets are flushed.
+pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
+
+/// What the loop takes in.
+pub enum Input {
+    Datagrams(Batch),
+    Report(RunReport),
+}
+
+/// Where flushes go.
+pub type Output = Box<dyn FnMut(&Flush) + Send>;
+
+/// The sending side of the loop: cheap to clone, one per producer.
+#[derive(Clone)]
+pub struct AggregatorHandle(SyncSender<Input>);
+
+impl AggregatorHandle {
+    /// Hands over `input`, waiting while the loop is behind; `false` once the loop has stopped.
+    pub fn send(&self, input: Input) -> bool {
+        self.0.send(input).is_ok()
+    }
+}
+
+/// Starts the loop on its own thread. It stops when every [`AggregatorHandle`] is dropped, after
+/// a last flush.
+pub fn start(
+    aggregator: Aggregator,
+    hostname: String,
+    client_origin: bool,
+    outputs: Vec<Output>,
+) -> std::io::Result<(AggregatorHandle, std::thread::JoinHandle<()>)> {
+    let (sender, receiver) = std::sync::mpsc::sync_channel(QUEUE);
+    let state = Loop::new(aggregator, hostname, client_origin, outputs);
+    let thread = std::thread::Builder::new()
+        .name("kennel-aggregator".to_owned())
+        .spawn(move || state.run(receiver))?;
+    Ok((AggregatorHandle(sender), thread))
+}
+
+/// Batches (or reports) queued before producers wait.
+const QUEUE: usize = 1024;
+
+struct Loop {
+    aggregator: Aggregator,
+    hostname: String,
+    client_origin: bool,
+    outputs: Vec<Output>,
+    /// `container_id:<id>` per container, built once.
+    container_tags: HashMap<Arc<str>, Arc<str>>,
+    messages: [Counter; 3],
+    parse_errors: HashMap<&'static str, Counter>,
+}
+
+impl Loop {
+    fn new(
+        aggregator: Aggregator,
+        hostname: String,
+        client_origin: bool,
+        outputs: Vec<Output>,
+    ) -> Self {
+        let telemetry = aggregator.telemetry().clone();
+        let messages = [
+            telemetry.counter(InternalMetric::DogstatsdMessages, Some("metric")),
+            telemetry.counter(InternalMetric::DogstatsdMessages, Some("event")),
+            telemetry.counter(InternalMetric::DogstatsdMessages, Some("service_check")),
+        ];
+        let parse_errors = parser::ParseErrorReason::ALL
+            .iter()
+            .map(|r| {
+                (
+                    r.as_str(),
+                    telemetry.counter(InternalMetric::DogstatsdParseErrors, Some(r.as_str())),
+                )
+            })
+            .collect();
+        Self {
+            aggregator,
+            hostname,
+            client_origin,
+            outputs,
+            container_tags: HashMap::new(),
+            messages,
+            parse_errors,
+        }
+    }
+
+    fn run(mut self, inputs: Receiver<Input>) {
+        let mut next_flush = Instant::now() + FLUSH_EVERY;
+        loop {
+            let wait = next_flush.saturating_duration_since(Instant::now());
+            match inputs.recv_timeout(wait) {
+                Ok(Input::Datagrams(batch)) => self.take_datagrams(&batch),
+                Ok(Input::Report(report)) => self.aggregator.insert_report(&report),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.flush();
+                    return;
+                }
+            }
+            if Instant::now() >= next_flush {
+                self.flush();
+                next_flush += FLUSH_EVERY;
+                if next_flush < Instant::now() {
+                    next_flush = Instant::now() + FLUSH_EVERY;
+                }
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        let flush = self
+            .aggregator
+            .flush(check::unix_seconds(SystemTime::now()));
+        for output in &mut self.outputs {
+            output(&flush);
+        }
+    }
+
+    fn take_datagrams(&mut self, batch: &Batch) {
+        let now = check::unix_seconds(SystemTime::now());
+        for (bytes, origin) in batch.packets() {
+            let kernel_tag = match origin {
+                Origin::Container(id) => Some(self.container_tag(id)),
+                Origin::Host | Origin::Unknown => None,
+            };
+            let trust_client = matches!(origin, Origin::Unknown) && self.client_origin;
+            parser::parse_datagram(bytes, |message| match message {
+                Ok(Message::Metric(metric)) => {
+                    self.messages[0].increment(1);
+                    let client_tag = if trust_client {
+                        match metric.origin.container {
+                            Some(ContainerRef::Id(id)) => Some(format!("container_id:{id}")),
+                            _ => None,
+                        }
+                    } else {
+                        None
+                    };
+                    let extra = kernel_tag.as_deref().or(client_tag.as_deref());
+                    let tags = || metric.tags.iter().chain(extra);
+                    let timestamp = metric.timestamp.and_then(|t| i64::try_from(t).ok());
+                    match metric.value {
+                        parser::MetricValue::Set(member) => self.aggregator.insert(
+                            Sample {
+                                name: metric.name,
+                                tags: tags(),
+                                host: "",
+                                value: Value::Set(member),
+                                sample_rate: metric.sample_rate,
+                                timestamp,
+                            },
+                            now,
+                        ),
+                        parser::MetricValue::Numbers(values) => {
+                            let Some(context) =
+                                self.aggregator.context(metric.name, tags(), "", now)
+                            else {
+                                return;
+                            };
+                            for value in values.iter() {
+                                let value = match metric.kind {
+                                    MetricKind::Count => Value::Count(value),
+                                    MetricKind::Gauge => Value::Gauge(value),
+                                    MetricKind::Timer => Value::Timer(value),
+                                    MetricKind::Histogram => Value::Histogram(value),
+                                    MetricKind::Distribution => Value::Distribution(value),
+                                    MetricKind::Set => continue,
+                                };
+                                self.aggregator.add(
+                                    context,
+                                    value,
+                                    metric.sample_rate,
+                                    timestamp,
+                                    now,
+                                );
+                            }
+                        }
+                    }
+                }
+                Ok(Message::Event(event)) => {
+                    self.messages[1].increment(1);
+                    let mut tags: Vec<String> = event
+                        .tags
+                        .iter()
+                        .map(str::to_owned)
+                        .chain(kernel_tag.as_deref().map(str::to_owned))
+                        .collect();
+                    tags.sort_unstable();
+                    tags.dedup();
+                    self.aggregator.add_event(check::Event {
+                        title: event.title.into_owned(),
+                        text: event.text.into_owned(),
+                        alert_type: match event.alert_type {
+                            parser::EventAlertType::Error => check::AlertType::Error,
+                            parser::EventAlertType::Warning => check::AlertType::Warning,
+                            parser::EventAlertType::Info => check::AlertType::Info,
+                            parser::EventAlertType::Success => check::AlertType::Success,
+                        },
+                        priority: match event.priority {
+                            parser::EventPriority::Normal => check::Priority::Normal,
+                            parser::EventPriority::Low => check::Priority::Low,
+                        },
+                        aggregation_key: event.aggregation_key.map(str::to_owned),
+                        source_type_name: event.source_type.map(str::to_owned),
+                        tags,
+                        host: event.hostname.unwrap_or(&self.hostname).to_owned(),
+                        timestamp: event
+                            .timestamp
+                            .and_then(|t| i64::try_from(t).ok())
+                            .unwrap_or(now as i64),
+                    });
+                }
+                Ok(Message::ServiceCheck(sc)) => {
+                    self.messages[2].increment(1);
+                    let mut tags: Vec<String> = sc
+                        .tags
+                        .iter()
+                        .map(str::to_owned)
+                        .chain(kernel_tag.as_deref().map(str::to_owned))
+                        .collect();
+                    tags.sort_unstable();
+                    tags.dedup();
+                    self.aggregator.add_service_check(check::ServiceCheck {
+                        name: sc.name.to_owned(),
+                        status: match sc.status {
+                            parser::ServiceCheckStatus::Ok => check::Status::Ok,
+                            parser::ServiceCheckStatus::Warning => check::Status::Warning,
+                            parser::ServiceCheckStatus::Critical => check::Status::Critical,
+                            parser::ServiceCheckStatus::Unknown => check::Status::Unknown,
+                        },
+                        message: sc.message.unwrap_or_default().to_owned(),
+                        tags,
+                        host: sc.hostname.unwrap_or(&self.hostname).to_owned(),
+                        timestamp: sc.timestamp.map_or(now, |t| t as f64),
+                    });
+                }
+                Err(error) => {
+                    if let Some(counter) = self.parse_errors.get(error.reason.as_str()) {
+                        counter.increment(1);
+                    }
+                    tracing::debug!(%error, "dropped a malformed DogStatsD message");
+                }
+            });
+        }
+    }
+
+    fn container_tag(&mut self, id: &Arc<str>) -> Arc<str> {
+        self.container_tags
+            .entry(id.clone())
+            .or_insert_with(|| format!("container_id:{id}").into())
+            .clone()
+    }
+}

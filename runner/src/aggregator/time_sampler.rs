@@ -1,0 +1,687 @@
+//! The aggregator: DogStatsD samples and check results in, closed time buckets out.
+//!
+//! It follows the Datadog Agent's `TimeSampler` (`pkg/aggregator/time_sampler.go`):
+//!
+//! - a sample goes to the bucket `start = ts - ts % interval` (10 s by default) of its
+//!   context, `ts` being the receive time for DogStatsD and the sample's own timestamp for
+//!   checks; a late sample goes to its own (older) bucket, which the next flush sends with its
+//!   own timestamp;
+//! - a flush at `now` closes only the buckets that ended, `start + interval <= now`; an open
+//!   bucket waits for a later flush, however late that flush comes;
+//! - a DogStatsD counter keeps being flushed as 0 for each closed bucket in which it got no
+//!   sample, up to `counter_expiry_seconds` after its last one (the Agent's
+//!   `dogstatsd_expiry_seconds`), so a service that stops sending shows a drop rather than a
+//!   gap; the Agent adds these zeros only to buckets other metrics opened, Kennel to every
+//!   bucket closed since the previous flush;
+//! - a context with nothing left to flush and no sample for `context_expiry_seconds` is
+//!   forgotten (its memory freed);
+//! - a gauge or count sent with a timestamp (`|T`) is not aggregated: it is flushed as sent,
+//!   with its own timestamp (the Agent's no-aggregation pipeline). Other types ignore `|T`, as the
+//!   Agent's parser does.
+//!
+//! Check results share the buckets and contexts (a check's gauge and a DogStatsD gauge of the
+//! same name, tags and host are one series). Their `rate` and `monotonic_count` samples must
+//! have been turned into gauges and counts by the [`super::CheckSampler`] first; their counts
+//! flush as counts (the Agent's `count` check type), not as rates like DogStatsD counters.
+//!
+//! Input API: [`Aggregator::insert`] takes one borrowed DogStatsD sample; a packed message
+//! (`name:1:2:3|d`) resolves its context once with [`Aggregator::context`] and adds each value
+//! with [`Aggregator::add`]. Neither allocates for an existing context. Time is always an
+//! argument (Unix seconds), never read from a clock, so tests and replays drive it.
+//!
+//! Every sample, context and drop is counted in the runner's telemetry (see
+//! [`super::telemetry`]), published on each flush under `kennel.aggregator.*`. The aggregator is
+//! single-threaded (`&mut self`): DogStatsD workers and the check scheduler feed it through a
+//! channel, as the Agent's batcher does.
+//!
+//! Missing: the task that owns it (a bounded channel in, a flush timer, flushes out), the
+//! `dogstatsd_mapper_profiles` name rewriting, `histogram_copy_to_distribution`, and
+//! `statsd_metric_namespace`; tags from origin detection are expected to be added before
+//! the sample gets here.
+
+use std::sync::Arc;
+
+use super::config::{AggregatorConfig, ConfigError, HistogramAggregate};
+use super::context::{ContextId, ContextResolver, Resolved};
+use super::flush::{Flush, Point, Series, SeriesKind, SketchPoint, SketchSeries};
+use super::metric::{Input, State};
+use super::telemetry::{Counter, Gauge, InternalMetric, Telemetry};
+use crate::check::{Event, MetricType, RunReport, ServiceCheck};
+
+/// A DogStatsD sample's value, with its type.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Value<'a> {
+    /// `g`
+    Gauge(f64),
+    /// `c`
+    Count(f64),
+    /// `ms`: aggregated as a histogram.
+    Timer(f64),
+    /// `h`
+    Histogram(f64),
+    /// `s`: the member, counted once per bucket however often it is sent.
+    Set(&'a str),
+    /// `d`
+    Distribution(f64),
+}
+
+/// One DogStatsD sample, borrowed from the datagram it was parsed from.
+#[derive(Debug, Clone)]
+pub struct Sample<'a, T> {
+    pub name: &'a str,
+    /// In any order, duplicates allowed.
+    pub tags: T,
+    /// Empty when none.
+    pub host: &'a str,
+    pub value: Value<'a>,
+    /// `@rate`; anything outside `(0, 1]` counts as 1.
+    pub sample_rate: f64,
+    /// `|T`: Unix seconds, for a gauge or count flushed as sent.
+    pub timestamp: Option<i64>,
+}
+
+/// The `metric_type` tag values of `kennel.aggregator.samples`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SampleType {
+    Gauge,
+    Count,
+    MonotonicCount,
+    Rate,
+    Set,
+    Histogram,
+    Timer,
+    Distribution,
+}
+
+impl SampleType {
+    const ALL: [Self; 8] = [
+        Self::Gauge,
+        Self::Count,
+        Self::MonotonicCount,
+        Self::Rate,
+        Self::Set,
+        Self::Histogram,
+        Self::Timer,
+        Self::Distribution,
+    ];
+
+    const fn as_str(self) -> &'static str {
+        match self {
+            Self::Gauge => "gauge",
+            Self::Count => "count",
+            Self::MonotonicCount => "monotonic_count",
+            Self::Rate => "rate",
+            Self::Set => "set",
+            Self::Histogram => "histogram",
+            Self::Timer => "timer",
+            Self::Distribution => "distribution",
+        }
+    }
+}
+
+/// The `reason` tag values of `kennel.aggregator.samples_dropped`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DropReason {
+    ContextLimit,
+    PendingLimit,
+    TypeConflict,
+    InvalidValue,
+    StaleContext,
+    TooManyTags,
+    UnsampledCheckType,
+}
+
+impl DropReason {
+    const ALL: [Self; 7] = [
+        Self::ContextLimit,
+        Self::PendingLimit,
+        Self::TypeConflict,
+        Self::InvalidValue,
+        Self::StaleContext,
+        Self::TooManyTags,
+        Self::UnsampledCheckType,
+    ];
+
+    const fn as_str(self) -> &'static str {
+        match self {
+            Self::ContextLimit => "context_limit",
+            Self::PendingLimit => "pending_limit",
+            Self::TypeConflict => "type_conflict",
+            Self::InvalidValue => "invalid_value",
+            Self::StaleContext => "stale_context",
+            Self::TooManyTags => "too_many_tags",
+            Self::UnsampledCheckType => "unsampled_check_type",
+        }
+    }
+}
+
+/// The `payload` tag values of `kennel.aggregator.flushed`.
+const PAYLOADS: [&str; 4] = ["series", "sketches", "service_checks", "events"];
+
+/// The aggregator's own counts: plain integers on the hot path, published to the shared
+/// registry at each flush.
+#[derive(Debug)]
+struct Stats {
+    samples: [u64; SampleType::ALL.len()],
+    dropped: [u64; DropReason::ALL.len()],
+    created: u64,
+    expired: u64,
+    flushed: [u64; PAYLOADS.len()],
+    samples_handles: Vec<Counter>,
+    dropped_handles: Vec<Counter>,
+    created_handle: Counter,
+    expired_handle: Counter,
+    flushed_handles: Vec<Counter>,
+    contexts_handle: Gauge,
+}
+
+impl Stats {
+    fn new(telemetry: &Telemetry) -> Self {
+        Self {
+            samples: [0; SampleType::ALL.len()],
+            dropped: [0; DropReason::ALL.len()],
+            created: 0,
+            expired: 0,
+            flushed: [0; PAYLOADS.len()],
+            samples_handles: SampleType::ALL
+                .iter()
+                .map(|t| telemetry.counter(InternalMetric::AggregatorSamples, Some(t.as_str())))
+                .collect(),
+            dropped_handles: DropReason::ALL
+                .iter()
+                .map(|r| {
+                    telemetry.counter(InternalMetric::AggregatorSamplesDropped, Some(r.as_str()))
+                })
+                .collect(),
+            created_handle: telemetry.counter(InternalMetric::AggregatorContextsCreated, None),
+            expired_handle: telemetry.counter(InternalMetric::AggregatorContextsExpired, None),
+            flushed_handles: PAYLOADS
+                .iter()
+                .map(|p| telemetry.counter(InternalMetric::AggregatorFlushed, Some(p)))
+                .collect(),
+            contexts_handle: telemetry.gauge(InternalMetric::AggregatorContexts, None),
+        }
+    }
+
+    fn sample(&mut self, t: SampleType) {
+        self.samples[t as usize] += 1;
+    }
+
+    fn dropped(&mut self, reason: DropReason) {
+        self.dropped[reason as usize] += 1;
+    }
+
+    fn publish(&mut self, contexts: usize) {
+        fn publish_all(counts: &mut [u64], handles: &[Counter]) {
+            for (count, handle) in counts.iter_mut().zip(handles) {
+                handle.increment(std::mem::take(count));
+            }
+        }
+        publish_all(&mut self.samples, &self.samples_handles);
+        publish_all(&mut self.dropped, &self.dropped_handles);
+        publish_all(&mut self.flushed, &self.flushed_handles);
+        self.created_handle
+            .increment(std::mem::take(&mut self.created));
+        self.expired_handle
+            .increment(std::mem::take(&mut self.expired));
+        self.contexts_handle.set(contexts as f64);
+    }
+}
+
+/// One aggregator for the whole runner: see the module docs.
+#[derive(Debug)]
+pub struct Aggregator {
+    interval: i64,
+    counters_as_count: bool,
+    aggregates: Vec<HistogramAggregate>,
+    percents: Vec<u8>,
+    context_expiry: i64,
+    counter_expiry: i64,
+    max_pending: usize,
+    contexts: ContextResolver,
+    /// Indexed like the resolver's slots.
+    states: Vec<State>,
+    timestamped: Vec<Series>,
+    service_checks: Vec<ServiceCheck>,
+    events: Vec<Event>,
+    /// The cutoff of the previous flush: counters get zeros from there on.
+    last_cutoff: Option<i64>,
+    telemetry: Arc<Telemetry>,
+    stats: Stats,
+    /// Reused by flushes.
+    expired: Vec<usize>,
+    values: Vec<f64>,
+}
+
+impl Aggregator {
+    /// An aggregator with its own telemetry registry (see [`Self::telemetry`]).
+    pub fn new(config: AggregatorConfig) -> Result<Self, ConfigError> {
+        Self::with_telemetry(config, Arc::new(Telemetry::new()))
+    }
+
+    /// An aggregator publishing its counts to `telemetry`, which it also flushes.
+    pub fn with_telemetry(
+        config: AggregatorConfig,
+        telemetry: Arc<Telemetry>,
+    ) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let seconds = |s: u64| i64::try_from(s).unwrap_or(i64::MAX);
+        Ok(Self {
+            interval: seconds(config.bucket_size_seconds),
+            counters_as_count: config.counters_as_count,
+            percents: config.percents(),
+            aggregates: config.histogram_aggregates,
+            context_expiry: seconds(config.context_expiry_seconds),
+            counter_expiry: seconds(config.counter_expiry_seconds),
+            max_pending: config.max_pending,
+            contexts: ContextResolver::new(config.max_contexts),
+            states: Vec::new(),
+            timestamped: Vec::new(),
+            service_checks: Vec::new(),
+            events: Vec::new(),
+            last_cutoff: None,
+            stats: Stats::new(&telemetry),
+            telemetry,
+            expired: Vec::new(),
+            values: Vec::new(),
+        })
+    }
+
+    /// The registry the aggregator publishes to and flushes: DogStatsD listeners and others
+    /// register their counters here.
+    pub fn telemetry(&self) -> &Arc<Telemetry> {
+        &self.telemetry
+    }
+
+    /// Live contexts.
+    pub fn contexts(&self) -> usize {
+        self.contexts.len()
+    }
+
+    /// Adds one DogStatsD sample received at `now` (Unix seconds).
+    pub fn insert<'a, T>(&mut self, sample: Sample<'a, T>, now: f64)
+    where
+        T: IntoIterator<Item = &'a str>,
+    {
+        if let Some(context) = self.context(sample.name, sample.tags, sample.host, now) {
+            self.add(
+                context,
+                sample.value,
+                sample.sample_rate,
+                sample.timestamp,
+                now,
+            );
+        }
+    }
+
+    /// The context of `name`, `tags` (any order, duplicates allowed) and `host` (empty for
+    /// none), created if new; `None` (counted as a drop) past `max_contexts`. The handle is
+    /// meant for the values of one message, not to be kept: a flush may expire the context.
+    pub fn context<'a, T>(&mut self, name: &str, tags: T, host: &str, now: f64) -> Option<ContextId>
+    where
+        T: IntoIterator<Item = &'a str>,
+    {
+        self.resolve(name, tags, host, seconds(now))
+    }
+
+    fn resolve<'a, T>(&mut self, name: &str, tags: T, host: &str, now: i64) -> Option<ContextId>
+    where
+        T: IntoIterator<Item = &'a str>,
+    {
+        match self.contexts.resolve(name, tags, host, now) {
+            Resolved::Existing(id) => Some(id),
+            Resolved::Created(id) => {
+                let index = id.index as usize;
+                if self.states.len() <= index {
+                    self.states.resize_with(index + 1, State::default);
+                }
+                self.states[index] = State::Empty;
+                self.stats.created += 1;
+                Some(id)
+            }
+            Resolved::Full => {
+                self.stats.dropped(DropReason::ContextLimit);
+                None
+            }
+            Resolved::TooManyTags => {
+                self.stats.dropped(DropReason::TooManyTags);
+                None
+            }
+        }
+    }
+
+    /// Adds one value to `context`, received at `now` (Unix seconds). `sample_rate` outside
+    /// `(0, 1]` counts as 1; `timestamp` (`|T`) makes a gauge or count pass through as sent.
+    pub fn add(
+        &mut self,
+        context: ContextId,
+        value: Value<'_>,
+        sample_rate: f64,
+        timestamp: Option<i64>,
+        now: f64,
+    ) {
+        let Some(entry) = self.contexts.get(context) else {
+            self.stats.dropped(DropReason::StaleContext);
+            return;
+        };
+        let (kind, input) = match value {
+            Value::Gauge(v) => (SampleType::Gauge, Input::Gauge(v)),
+            Value::Count(v) => (SampleType::Count, Input::Counter(v)),
+            Value::Timer(v) => (SampleType::Timer, Input::Histogram(v)),
+            Value::Histogram(v) => (SampleType::Histogram, Input::Histogram(v)),
+            Value::Set(member) => (SampleType::Set, Input::Set(self.contexts.hash(member))),
+            Value::Distribution(v) => (SampleType::Distribution, Input::Distribution(v)),
+        };
+        self.stats.sample(kind);
+        if !input.is_finite() {
+            self.stats.dropped(DropReason::InvalidValue);
+            return;
+        }
+        if let (Some(timestamp), Value::Gauge(v) | Value::Count(v)) = (timestamp, value) {
+            if self.pending() >= self.max_pending {
+                self.stats.dropped(DropReason::PendingLimit);
+                return;
+            }
+            self.timestamped.push(Series {
+                name: Arc::clone(&entry.name),
+                tags: Arc::clone(&entry.tags),
+                host: Arc::clone(&entry.host),
+                kind: if kind == SampleType::Gauge {
+                    SeriesKind::Gauge
+                } else {
+                    SeriesKind::Count
+                },
+                interval: 0,
+                points: vec![Point {
+                    timestamp,
+                    value: v,
+                }],
+            });
+            return;
+        }
+        let rate = if sample_rate > 0.0 && sample_rate <= 1.0 {
+            sample_rate
+        } else {
+            1.0
+        };
+        let bucket = self.bucket_start(seconds(now));
+        self.add_input(context, input, rate, bucket);
+    }
+
+    fn add_input(&mut self, context: ContextId, input: Input, rate: f64, bucket: i64) {
+        let accepted = self.states[context.index as usize].add(input, rate, bucket);
+        if !accepted {
+            self.stats.dropped(DropReason::TypeConflict);
+        }
+    }
+
+    /// Adds a check run's samples (already through the [`super::CheckSampler`]), service checks
+    /// and events. Each sample goes to the bucket of its own timestamp.
+    pub fn insert_report(&mut self, report: &RunReport) {
+        for sample in &report.metrics {
+            let (kind, input) = match sample.kind {
+                MetricType::Gauge => (SampleType::Gauge, Input::Gauge(sample.value)),
+                MetricType::Count => (SampleType::Count, Input::Count(sample.value)),
+                MetricType::Histogram => (SampleType::Histogram, Input::Histogram(sample.value)),
+                MetricType::Distribution => {
+                    (SampleType::Distribution, Input::Distribution(sample.value))
+                }
+                MetricType::Rate | MetricType::MonotonicCount => {
+                    self.stats.dropped(DropReason::UnsampledCheckType);
+                    continue;
+                }
+            };
+            let at = seconds(sample.timestamp);
+            let tags = sample.tags.iter().map(String::as_str);
+            let Some(context) = self.resolve(&sample.name, tags, &sample.host, at) else {
+                continue;
+            };
+            self.stats.sample(kind);
+            if !input.is_finite() {
+                self.stats.dropped(DropReason::InvalidValue);
+                continue;
+            }
+            let bucket = self.bucket_start(at);
+            self.add_input(context, input, 1.0, bucket);
+        }
+        for check in &report.service_checks {
+            self.add_service_check(check.clone());
+        }
+        for event in &report.events {
+            self.add_event(event.clone());
+        }
+    }
+
+    /// Queues a service check for the next flush.
+    pub fn add_service_check(&mut self, check: ServiceCheck) {
+        if self.pending() >= self.max_pending {
+            self.stats.dropped(DropReason::PendingLimit);
+            return;
+        }
+        self.service_checks.push(check);
+    }
+
+    /// Queues an event for the next flush.
+    pub fn add_event(&mut self, event: Event) {
+        if self.pending() >= self.max_pending {
+            self.stats.dropped(DropReason::PendingLimit);
+            return;
+        }
+        self.events.push(event);
+    }
+
+    fn pending(&self) -> usize {
+        self.timestamped.len() + self.service_checks.len() + self.events.len()
+    }
+
+    fn bucket_start(&self, at: i64) -> i64 {
+        at - at.rem_euclid(self.interval)
+    }
+
+    /// Everything closed at `now` (Unix seconds): the buckets that ended, counter zeros,
+    /// timestamped samples, service checks, events, and the runner's telemetry. Idle contexts
+    /// are forgotten.
+    pub fn flush(&mut self, now: f64) -> Flush {
+        let now = seconds(now);
+        let cutoff = self.bucket_start(now);
+        let zero_from = self.last_cutoff.unwrap_or(cutoff - self.interval);
+        let interval = self.interval;
+        let interval_secs = interval as u64;
+        let mut flush = Flush::default();
+
+        for index in 0..self.contexts.slots() {
+            let Some(entry) = self.contexts.entry(index) else {
+                continue;
+            };
+            let state = &mut self.states[index];
+            let series = |name: &Arc<str>, kind, points| Series {
+                name: Arc::clone(name),
+                tags: Arc::clone(&entry.tags),
+                host: Arc::clone(&entry.host),
+                kind,
+                interval: interval_secs,
+                points,
+            };
+            match state {
+                State::Empty => {}
+                State::Gauge(buckets) => {
+                    let mut points = Vec::new();
+                    buckets.drain_closed(cutoff, |timestamp, &mut value| {
+                        points.push(Point { timestamp, value });
+                    });
+                    if !points.is_empty() {
+                        flush
+                            .series
+                            .push(series(&entry.name, SeriesKind::Gauge, points));
+                    }
+                }
+                State::Count(buckets) => {
+                    let mut points = Vec::new();
+                    buckets.drain_closed(cutoff, |timestamp, &mut value| {
+                        points.push(Point { timestamp, value });
+                    });
+                    if !points.is_empty() {
+                        flush
+                            .series
+                            .push(series(&entry.name, SeriesKind::Count, points));
+                    }
+                }
+                State::Counter(counter) => {
+                    let (kind, scale) = if self.counters_as_count {
+                        (SeriesKind::Count, 1.0)
+                    } else {
+                        (SeriesKind::Rate, 1.0 / interval as f64)
+                    };
+                    let mut points = Vec::new();
+                    counter.buckets.drain_closed(cutoff, |timestamp, &mut sum| {
+                        points.push(Point {
+                            timestamp,
+                            value: sum * scale,
+                        });
+                    });
+                    // Zeros for the buckets closed since the previous flush that got nothing,
+                    // from the counter's first bucket to `counter_expiry` after its last.
+                    let sampled = points.len();
+                    let last_zero = counter
+                        .last
+                        .saturating_add(self.counter_expiry)
+                        .min(cutoff - interval);
+                    let mut bucket = zero_from.max(counter.first);
+                    while bucket <= last_zero {
+                        if !points[..sampled].iter().any(|p| p.timestamp == bucket) {
+                            points.push(Point {
+                                timestamp: bucket,
+                                value: 0.0,
+                            });
+                        }
+                        bucket += interval;
+                    }
+                    if points.len() > sampled {
+                        points.sort_unstable_by_key(|p| p.timestamp);
+                    }
+                    if !points.is_empty() {
+                        flush.series.push(series(&entry.name, kind, points));
+                    }
+                }
+                State::Set(buckets) => {
+                    let mut points = Vec::new();
+                    buckets.drain_closed(cutoff, |timestamp, set| {
+                        points.push(Point {
+                            timestamp,
+                            value: set.0.len() as f64,
+                        });
+                    });
+                    if !points.is_empty() {
+                        flush
+                            .series
+                            .push(series(&entry.name, SeriesKind::Gauge, points));
+                    }
+                }
+                State::Histogram(histogram) => {
+                    if histogram.buckets.has_closed(cutoff) {
+                        let names = histogram.names.get_or_insert_with(|| {
+                            histogram_names(&entry.name, &self.aggregates, &self.percents)
+                        });
+                        let mut columns: Vec<Vec<Point>> = vec![Vec::new(); names.len()];
+                        let values = &mut self.values;
+                        let aggregates = &self.aggregates;
+                        let percents = &self.percents;
+                        histogram.buckets.drain_closed(cutoff, |timestamp, h| {
+                            values.clear();
+                            h.values(aggregates, percents, interval as f64, values);
+                            for (column, &value) in columns.iter_mut().zip(values.iter()) {
+                                column.push(Point { timestamp, value });
+                            }
+                        });
+                        for (i, (name, points)) in names.iter().zip(columns).enumerate() {
+                            let kind = if aggregates.get(i) == Some(&HistogramAggregate::Count) {
+                                SeriesKind::Rate
+                            } else {
+                                SeriesKind::Gauge
+                            };
+                            if !points.is_empty() {
+                                flush.series.push(series(name, kind, points));
+                            }
+                        }
+                    }
+                }
+                State::Distribution(buckets) => {
+                    let mut points = Vec::new();
+                    buckets.drain_closed(cutoff, |timestamp, sketch| {
+                        points.push(SketchPoint {
+                            timestamp,
+                            sketch: std::mem::take(sketch),
+                        });
+                    });
+                    if !points.is_empty() {
+                        flush.sketches.push(SketchSeries {
+                            name: Arc::clone(&entry.name),
+                            tags: Arc::clone(&entry.tags),
+                            host: Arc::clone(&entry.host),
+                            interval: interval_secs,
+                            points,
+                        });
+                    }
+                }
+            }
+            let idle = now.saturating_sub(entry.last_seen) > self.context_expiry;
+            if idle && state.is_done(cutoff, self.counter_expiry) {
+                self.expired.push(index);
+            }
+        }
+
+        for index in self.expired.drain(..) {
+            self.contexts.remove(index);
+            self.states[index] = State::Empty;
+            self.stats.expired += 1;
+        }
+        self.contexts.sweep();
+        self.last_cutoff = Some(self.last_cutoff.map_or(cutoff, |last| last.max(cutoff)));
+
+        flush.series.append(&mut self.timestamped);
+        flush.service_checks = std::mem::take(&mut self.service_checks);
+        flush.events = std::mem::take(&mut self.events);
+        let sizes = [
+            flush.series.len(),
+            flush.sketches.len(),
+            flush.service_checks.len(),
+            flush.events.len(),
+        ];
+        for (count, size) in self.stats.flushed.iter_mut().zip(sizes) {
+            *count += size as u64;
+        }
+        self.stats.publish(self.contexts.len());
+        self.telemetry
+            .flush_into(&mut flush.series, cutoff - interval, interval_secs);
+        flush
+    }
+
+    /// Approximate heap bytes held by contexts and their open buckets.
+    pub fn heap_bytes(&self) -> usize {
+        self.contexts.heap_bytes()
+            + self.states.capacity() * std::mem::size_of::<State>()
+            + self.states.iter().map(State::heap_bytes).sum::<usize>()
+    }
+}
+
+/// `<name>.<aggregate>` for each aggregate, then `<name>.<p>percentile` for each percentile.
+fn histogram_names(
+    name: &str,
+    aggregates: &[HistogramAggregate],
+    percents: &[u8],
+) -> Box<[Arc<str>]> {
+    aggregates
+        .iter()
+        .map(|a| Arc::from(format!("{name}{}", a.suffix())))
+        .chain(
+            percents
+                .iter()
+                .map(|p| Arc::from(format!("{name}.{p}percentile"))),
+        )
+        .collect()
+}
+
+/// Whole Unix seconds (the Agent truncates too); NaN counts as 0.
+fn seconds(t: f64) -> i64 {
+    t.floor() as i64
+}
