@@ -20,6 +20,10 @@ struct Pipeline {
 }
 
 fn pipeline(dir: &Path) -> Pipeline {
+    pipeline_with_procfs(dir, "/proc".into())
+}
+
+fn pipeline_with_procfs(dir: &Path, procfs: std::path::PathBuf) -> Pipeline {
     let telemetry = Arc::new(Telemetry::new());
     let config = AggregatorConfig {
         bucket_size_seconds: 1,
@@ -43,7 +47,7 @@ fn pipeline(dir: &Path) -> Pipeline {
             origin_detection: true,
             buffer_size: 8192,
             so_rcvbuf: 1 << 20,
-            procfs: "/proc".into(),
+            procfs,
         },
         sink,
         Arc::new(ListenerStats::new(&telemetry)),
@@ -239,4 +243,52 @@ fn udp_clients_and_malformed_datagrams() {
         .map(|p| p.value)
         .sum();
     assert_eq!(parse_errors, 3.0, "three malformed messages counted");
+}
+
+#[test]
+fn the_kernel_names_the_sending_container_and_a_spoofed_one_is_ignored() {
+    const CONTAINER: &str = "3f1b2c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f809";
+    let dir = tempfile::tempdir().unwrap();
+    let procfs = dir.path().join("proc");
+    let pipeline = pipeline_with_procfs(dir.path(), procfs.clone());
+    let sender = |code: String| {
+        Command::new("python3")
+            .arg("-c")
+            .arg(format!("import socket, time\ntime.sleep(0.5)\n{code}"))
+            .spawn()
+            .expect("python3 runs")
+    };
+    let mut in_container = sender(format!(
+        "s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\ns.sendto(b'o.uds:1|c|c:ci-spoofed', '{}')",
+        pipeline.socket
+    ));
+    let cgroup = procfs.join(in_container.id().to_string());
+    std::fs::create_dir_all(&cgroup).unwrap();
+    std::fs::write(
+        cgroup.join("cgroup"),
+        format!("0::/system.slice/docker-{CONTAINER}.scope\n"),
+    )
+    .unwrap();
+    let mut over_udp = sender(format!(
+        "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.sendto(b'o.udp:1|c|c:ci-client-said', ('127.0.0.1', {}))",
+        pipeline.udp_port
+    ));
+    assert!(in_container.wait().unwrap().success() && over_udp.wait().unwrap().success());
+    std::thread::sleep(Duration::from_millis(2500));
+
+    let got = series(&pipeline.flushes.lock().unwrap());
+    assert!(
+        got.contains_key(&(
+            "o.uds".to_owned(),
+            vec![format!("container_id:{CONTAINER}")]
+        )),
+        "the kernel's container, not the spoofed one: {got:#?}"
+    );
+    assert!(
+        got.contains_key(&(
+            "o.udp".to_owned(),
+            vec!["container_id:client-said".to_owned()]
+        )),
+        "over UDP the client's word is all there is: {got:#?}"
+    );
 }
