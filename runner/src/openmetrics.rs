@@ -68,16 +68,7 @@ impl Store {
                 }
             };
             let labels = labels(series.tags(), &series.host);
-            let family = self.families.entry((name, kind)).or_default();
-            if family.original.is_empty() {
-                family.original = series.name.to_string();
-            }
-            let entry = family.series.entry(labels).or_insert(Entry {
-                value: 0.0,
-                quantiles: Vec::new(),
-                count: 0.0,
-                updated: now,
-            });
+            let entry = self.entry(name, kind, &series.name, labels, now);
             entry.updated = now;
             for point in &series.points {
                 match series.kind {
@@ -89,19 +80,8 @@ impl Store {
         }
         for sketches in &flush.sketches {
             let labels = labels(sketches.tags(), &sketches.host);
-            let family = self
-                .families
-                .entry((sanitize(&sketches.name), Kind::Summary))
-                .or_default();
-            if family.original.is_empty() {
-                family.original = sketches.name.to_string();
-            }
-            let entry = family.series.entry(labels).or_insert(Entry {
-                value: 0.0,
-                quantiles: Vec::new(),
-                count: 0.0,
-                updated: now,
-            });
+            let name = sanitize(&sketches.name);
+            let entry = self.entry(name, Kind::Summary, &sketches.name, labels, now);
             entry.updated = now;
             for point in &sketches.points {
                 entry.value += point.sketch.sum();
@@ -118,6 +98,27 @@ impl Store {
                 .retain(|_, entry| now.duration_since(entry.updated) < STALE_AFTER);
         }
         self.families.retain(|_, family| !family.series.is_empty());
+    }
+
+    /// The entry of one series, created empty on first sight.
+    fn entry(
+        &mut self,
+        name: String,
+        kind: Kind,
+        original: &str,
+        labels: String,
+        now: Instant,
+    ) -> &mut Entry {
+        let family = self.families.entry((name, kind)).or_default();
+        if family.original.is_empty() {
+            family.original = original.to_owned();
+        }
+        family.series.entry(labels).or_insert(Entry {
+            value: 0.0,
+            quantiles: Vec::new(),
+            count: 0.0,
+            updated: now,
+        })
     }
 
     /// The page, in the Prometheus text format.

@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 
 use kennel_tests::http_server::closed_port;
 use kennel_tests::{plugins_dir, runner_bin};
-use runner::aggregator::{Aggregator, AggregatorConfig, Sample, Value};
-use runner::dogstatsd::parser::{self, Message, MetricKind, MetricValue};
+use runner::aggregator::service::numeric_value;
+use runner::aggregator::{Aggregator, AggregatorConfig, Sample};
+use runner::dogstatsd::parser::{self, Message, MetricValue};
 
 const DATAGRAMS: usize = 1_000_000;
 
@@ -54,15 +55,12 @@ fn parse_and_aggregate() {
         for datagram in &datagrams {
             parser::parse_datagram(datagram, |message| {
                 if let Ok(Message::Metric(metric)) = message {
-                    let MetricValue::Numbers(values) = metric.value else { return };
+                    let MetricValue::Numbers(values) = metric.value else {
+                        return;
+                    };
                     for value in values.iter() {
-                        let value = match metric.kind {
-                            MetricKind::Count => Value::Count(value),
-                            MetricKind::Gauge => Value::Gauge(value),
-                            MetricKind::Timer => Value::Timer(value),
-                            MetricKind::Histogram => Value::Histogram(value),
-                            MetricKind::Distribution => Value::Distribution(value),
-                            MetricKind::Set => continue,
+                        let Some(value) = numeric_value(metric.kind, value) else {
+                            continue;
                         };
                         aggregator.insert(
                             Sample {
@@ -86,7 +84,10 @@ fn parse_and_aggregate() {
         }
     }
     let rate = samples as f64 / started.elapsed().as_secs_f64();
-    println!("parse + aggregate, one core: {:.2} M metric samples/s", rate / 1e6);
+    println!(
+        "parse + aggregate, one core: {:.2} M metric samples/s",
+        rate / 1e6
+    );
 }
 
 /// A receiver that only reads, and a blocking sender: the most datagrams this machine moves.
@@ -104,7 +105,9 @@ fn raw_receive_limit(path: &std::path::Path) -> f64 {
         }
         count as f64 / started.expect("received").elapsed().as_secs_f64()
     });
-    send(path, DATAGRAMS, |i| format!("load.metric:{}|c|#env:bench", i % 100));
+    send(path, DATAGRAMS, |i| {
+        format!("load.metric:{}|c|#env:bench", i % 100)
+    });
     reader.join().expect("reader")
 }
 
@@ -149,7 +152,9 @@ fn end_to_end(dir: &std::path::Path, raw: f64) {
     println!("runner RSS, idle: {:.1} MiB", rss_mib(&runner));
 
     let started = Instant::now();
-    send(&socket, DATAGRAMS, |i| format!("load.metric:{}|c|#env:bench", i % 100));
+    send(&socket, DATAGRAMS, |i| {
+        format!("load.metric:{}|c|#env:bench", i % 100)
+    });
     let sent_in = started.elapsed();
     let received = wait_for_datagrams(metrics_port, DATAGRAMS as f64);
     let rate = DATAGRAMS as f64 / sent_in.as_secs_f64();
@@ -158,9 +163,14 @@ fn end_to_end(dir: &std::path::Path, raw: f64) {
         100.0 * rate / raw
     );
 
-    send(&socket, 100_000, |i| format!("contexts.metric.{i}:1|g|#env:bench"));
+    send(&socket, 100_000, |i| {
+        format!("contexts.metric.{i}:1|g|#env:bench")
+    });
     std::thread::sleep(Duration::from_millis(1500));
-    println!("runner RSS with 100,000 live contexts: {:.1} MiB", rss_mib(&runner));
+    println!(
+        "runner RSS with 100,000 live contexts: {:.1} MiB",
+        rss_mib(&runner)
+    );
     stop(&mut runner);
 }
 
@@ -191,7 +201,8 @@ fn scrape(port: u16) -> String {
 }
 
 fn rss_mib(child: &Child) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -200,6 +211,8 @@ fn rss_mib(child: &Child) -> f64 {
 }
 
 fn stop(child: &mut Child) {
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
     let _ = child.wait();
 }

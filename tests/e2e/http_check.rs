@@ -10,8 +10,7 @@ async fn run_http_check(yaml: &str) -> RunReport {
     let host = host(plugin_config());
     let plugin = host.load("http_check").expect("http_check loads");
     let instance = instance("http_check", yaml);
-    let report = host.run(&plugin, &instance).await;
-    report
+    host.run(&plugin, &instance).await
 }
 
 fn can_connect(report: &RunReport) -> (Status, String) {

@@ -187,13 +187,8 @@ impl Loop {
                                 return;
                             };
                             for value in values.iter() {
-                                let value = match metric.kind {
-                                    MetricKind::Count => Value::Count(value),
-                                    MetricKind::Gauge => Value::Gauge(value),
-                                    MetricKind::Timer => Value::Timer(value),
-                                    MetricKind::Histogram => Value::Histogram(value),
-                                    MetricKind::Distribution => Value::Distribution(value),
-                                    MetricKind::Set => continue,
+                                let Some(value) = numeric_value(metric.kind, value) else {
+                                    continue;
                                 };
                                 self.aggregator.add(
                                     context,
@@ -208,14 +203,7 @@ impl Loop {
                 }
                 Ok(Message::Event(event)) => {
                     self.messages[1].increment(1);
-                    let mut tags: Vec<String> = event
-                        .tags
-                        .iter()
-                        .map(str::to_owned)
-                        .chain(kernel_tag.as_deref().map(str::to_owned))
-                        .collect();
-                    tags.sort_unstable();
-                    tags.dedup();
+                    let tags = owned_tags(event.tags, kernel_tag.as_deref());
                     self.aggregator.add_event(check::Event {
                         title: event.title.into_owned(),
                         text: event.text.into_owned(),
@@ -241,14 +229,7 @@ impl Loop {
                 }
                 Ok(Message::ServiceCheck(sc)) => {
                     self.messages[2].increment(1);
-                    let mut tags: Vec<String> = sc
-                        .tags
-                        .iter()
-                        .map(str::to_owned)
-                        .chain(kernel_tag.as_deref().map(str::to_owned))
-                        .collect();
-                    tags.sort_unstable();
-                    tags.dedup();
+                    let tags = owned_tags(sc.tags, kernel_tag.as_deref());
                     self.aggregator.add_service_check(check::ServiceCheck {
                         name: sc.name.to_owned(),
                         status: match sc.status {
@@ -279,4 +260,25 @@ impl Loop {
             .or_insert_with(|| format!("container_id:{id}").into())
             .clone()
     }
+}
+
+/// The aggregator's value for one number of a DogStatsD metric (`None` for sets, whose
+/// member is a string).
+pub fn numeric_value(kind: MetricKind, value: f64) -> Option<Value<'static>> {
+    Some(match kind {
+        MetricKind::Count => Value::Count(value),
+        MetricKind::Gauge => Value::Gauge(value),
+        MetricKind::Timer => Value::Timer(value),
+        MetricKind::Histogram => Value::Histogram(value),
+        MetricKind::Distribution => Value::Distribution(value),
+        MetricKind::Set => return None,
+    })
+}
+
+/// An event's or service check's tags, with the sender's container, sorted and de-duplicated.
+fn owned_tags(tags: parser::Tags<'_>, container: Option<&str>) -> Vec<String> {
+    let mut tags: Vec<String> = tags.iter().chain(container).map(str::to_owned).collect();
+    tags.sort_unstable();
+    tags.dedup();
+    tags
 }
