@@ -43,6 +43,9 @@ use crate::aggregator::telemetry::{Counter, InternalMetric, Telemetry};
 
 /// Datagrams handed on together, at most.
 pub const BATCH_PACKETS: usize = 64;
+/// Bytes handed on together, about: batches are allocated to fit what they hold, so a queue of
+/// batches behind a busy aggregator costs what was received, not a fixed buffer each.
+const BATCH_BYTES: usize = 64 << 10;
 /// How often a blocked receive wakes up to see whether the listener was stopped.
 const STOP_CHECK: Duration = Duration::from_millis(200);
 
@@ -80,11 +83,11 @@ pub struct Batch {
 }
 
 impl Batch {
-    fn new(transport: Transport, capacity: usize) -> Self {
+    fn new(transport: Transport) -> Self {
         Self {
             transport,
-            data: Vec::with_capacity(capacity),
-            packets: Vec::with_capacity(BATCH_PACKETS),
+            data: Vec::new(),
+            packets: Vec::new(),
         }
     }
 
@@ -118,7 +121,7 @@ impl Batch {
     }
 
     fn full(&self, buffer_size: usize) -> bool {
-        self.packets.len() >= BATCH_PACKETS || self.data.len() + buffer_size > self.data.capacity()
+        self.packets.len() >= BATCH_PACKETS || self.data.len() + buffer_size > BATCH_BYTES
     }
 }
 
@@ -276,7 +279,7 @@ impl Listeners {
             let mut buffer = vec![0u8; buffer_size];
             let transport = receiver.transport();
             while !stop.load(Ordering::Relaxed) {
-                let mut batch = Batch::new(transport, buffer_size * 8);
+                let mut batch = Batch::new(transport);
                 let mut blocking = true;
                 while !batch.full(buffer_size) {
                     match receiver.receive(&mut buffer, blocking) {
@@ -498,7 +501,7 @@ fn read_frames(
             }
         }
         stats.count(Transport::UnixStream, len);
-        let mut batch = Batch::new(Transport::UnixStream, len);
+        let mut batch = Batch::new(Transport::UnixStream);
         batch.push(&frame[..len], origin.clone());
         if !sink(batch) {
             return;
