@@ -56,6 +56,7 @@
 //! previous run, keyed by metric name, tags and host.
 
 mod ctx;
+pub mod options;
 mod types;
 
 #[cfg(feature = "testing")]

@@ -19,7 +19,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde_json::{Map, Value};
+use kennel_sdk::options::number;
+use serde_json::Value;
 
 pub const DEFAULT_REPORTS_DIR: &str = "/var/chef/reports";
 const DEFAULT_MAX_REPORTS_PER_RUN: u64 = 100;
@@ -74,23 +75,6 @@ impl Config {
             max_reports_per_run,
             max_report_age,
         })
-    }
-}
-
-/// An optional number, also given as a numeric string.
-fn number(instance: &Map<String, Value>, key: &str) -> Result<Option<f64>, String> {
-    let value = match instance.get(key) {
-        None | Some(Value::Null) => return Ok(None),
-        Some(value) => value,
-    };
-    let number = match value {
-        Value::Number(n) => n.as_f64(),
-        Value::String(text) => text.trim().parse::<f64>().ok(),
-        _ => None,
-    };
-    match number {
-        Some(n) if n.is_finite() => Ok(Some(n)),
-        _ => Err(format!("`{key}` must be a number, got {value}")),
     }
 }
 

@@ -37,6 +37,7 @@
 
 use std::time::Duration;
 
+use kennel_sdk::options::{flag, number, scalar_text, text};
 use regex_lite::Regex;
 use serde_json::{Map, Value};
 
@@ -303,55 +304,12 @@ fn set_header(headers: &mut Vec<(String, String)>, name: &str, value: &str) {
     headers.push((name.to_owned(), value.to_owned()));
 }
 
-fn flag(map: &Map<String, Value>, key: &str) -> Result<Option<bool>, String> {
-    match map.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(Value::Number(n)) => Ok(Some(n.as_f64() != Some(0.0))),
-        Some(Value::String(s)) => match s.trim().to_ascii_lowercase().as_str() {
-            "true" | "yes" | "y" | "on" | "1" => Ok(Some(true)),
-            "false" | "no" | "n" | "off" | "0" | "" => Ok(Some(false)),
-            _ => Err(format!("`{key}` must be true or false, got {s:?}")),
-        },
-        Some(other) => Err(format!("`{key}` must be true or false, got {other}")),
-    }
-}
-
-fn number(map: &Map<String, Value>, key: &str) -> Result<Option<f64>, String> {
-    let invalid = |value: &Value| format!("`{key}` must be a number, got {value}");
-    match map.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(value @ Value::Number(n)) => n.as_f64().map(Some).ok_or_else(|| invalid(value)),
-        Some(value @ Value::String(s)) => s.trim().parse().map(Some).map_err(|_| invalid(value)),
-        Some(other) => Err(invalid(other)),
-    }
-}
-
 fn non_negative(map: &Map<String, Value>, key: &str) -> Result<Option<f64>, String> {
     match number(map, key)? {
         Some(n) if n < 0.0 || !n.is_finite() => {
             Err(format!("`{key}` must be a non-negative number, got {n}"))
         }
         n => Ok(n),
-    }
-}
-
-/// A string, or a number or boolean taken as its text (Datadog calls `str()` on these).
-fn text(map: &Map<String, Value>, key: &str) -> Result<Option<String>, String> {
-    match map.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(value) => scalar_text(value)
-            .map(Some)
-            .ok_or_else(|| format!("`{key}` must be a string, got {value}")),
-    }
-}
-
-fn scalar_text(value: &Value) -> Option<String> {
-    match value {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
     }
 }
 

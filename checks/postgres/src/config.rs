@@ -20,6 +20,7 @@
 //! metric groups (`collect_activity_metrics`, `collect_database_size_metrics`, bgwriter,
 //! replication, locks, ...). They are ignored like any unknown key.
 
+use kennel_sdk::options::{scalar_text, text};
 use serde_json::{Map, Value};
 
 use crate::custom_metrics::CustomMetric;
@@ -139,40 +140,5 @@ fn list<'v>(map: &'v Map<String, Value>, key: &str) -> Result<&'v [Value], Strin
         None | Some(Value::Null) => Ok(&[]),
         Some(Value::Array(items)) => Ok(items),
         Some(other) => Err(format!("`{key}` must be a list, got {other}")),
-    }
-}
-
-/// `true`/`false`, or the strings Datadog's `is_affirmative` and PyYAML 1.1 read as booleans
-/// (a YAML 1.2 parser leaves a bare `yes` as a string). Null is false, as in Python.
-pub fn flag(value: &Value) -> Option<bool> {
-    match value {
-        Value::Null => Some(false),
-        Value::Bool(b) => Some(*b),
-        Value::Number(n) => Some(n.as_f64() != Some(0.0)),
-        Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
-            "true" | "yes" | "y" | "on" | "1" => Some(true),
-            "false" | "no" | "n" | "off" | "0" | "" => Some(false),
-            _ => None,
-        },
-        _ => None,
-    }
-}
-
-/// A string, or a number or boolean taken as its text (Datadog calls `str()` on these).
-fn text(map: &Map<String, Value>, key: &str) -> Result<Option<String>, String> {
-    match map.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(value) => scalar_text(value)
-            .map(Some)
-            .ok_or_else(|| format!("`{key}` must be a string, got {value}")),
-    }
-}
-
-pub fn scalar_text(value: &Value) -> Option<String> {
-    match value {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
     }
 }

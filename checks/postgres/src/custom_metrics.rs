@@ -40,8 +40,8 @@ use kennel_sdk::Rows;
 use serde_json::Value;
 
 use crate::Run;
-use crate::config::{flag, scalar_text};
 use crate::values::{Skipped, metric_value, tag_value};
+use kennel_sdk::options::{flag_value as flag, scalar_text};
 
 /// Datadog's cap on the rows of one custom metric query.
 pub const MAX_CUSTOM_RESULTS: usize = 100;

@@ -30,8 +30,8 @@ use kennel_sdk::{Metric, MetricType, Rows};
 use serde_json::Value;
 
 use crate::Run;
-use crate::config::scalar_text;
 use crate::values::{Skipped, metric_value, tag_value};
+use kennel_sdk::options::scalar_text;
 
 const TYPES: &str = "tag, gauge, rate, monotonic_count or count";
 
