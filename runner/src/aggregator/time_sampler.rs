@@ -44,7 +44,7 @@ use std::sync::Arc;
 use super::config::{AggregatorConfig, ConfigError, HistogramAggregate};
 use super::context::{ContextId, ContextResolver, Resolved};
 use super::flush::{Flush, Point, Series, SeriesKind, SketchPoint, SketchSeries};
-use super::metric::{Input, State};
+use super::metric::{Buckets, Input, Reset, State};
 use super::telemetry::{Counter, Gauge, InternalMetric, Telemetry};
 use crate::check::{Event, MetricType, RunReport, ServiceCheck};
 
@@ -505,10 +505,7 @@ impl Aggregator {
             match state {
                 State::Empty => {}
                 State::Gauge(buckets) => {
-                    let mut points = Vec::new();
-                    buckets.drain_closed(cutoff, |timestamp, &mut value| {
-                        points.push(Point { timestamp, value });
-                    });
+                    let points = closed_points(buckets, cutoff, |&mut value| value);
                     if !points.is_empty() {
                         flush
                             .series
@@ -516,10 +513,7 @@ impl Aggregator {
                     }
                 }
                 State::Count(buckets) => {
-                    let mut points = Vec::new();
-                    buckets.drain_closed(cutoff, |timestamp, &mut value| {
-                        points.push(Point { timestamp, value });
-                    });
+                    let points = closed_points(buckets, cutoff, |&mut value| value);
                     if !points.is_empty() {
                         flush
                             .series
@@ -532,13 +526,8 @@ impl Aggregator {
                     } else {
                         (SeriesKind::Rate, 1.0 / interval as f64)
                     };
-                    let mut points = Vec::new();
-                    counter.buckets.drain_closed(cutoff, |timestamp, &mut sum| {
-                        points.push(Point {
-                            timestamp,
-                            value: sum * scale,
-                        });
-                    });
+                    let mut points =
+                        closed_points(&mut counter.buckets, cutoff, |&mut sum| sum * scale);
                     // Zeros for the buckets closed since the previous flush that got nothing,
                     // from the counter's first bucket to `counter_expiry` after its last.
                     let sampled = points.len();
@@ -564,13 +553,7 @@ impl Aggregator {
                     }
                 }
                 State::Set(buckets) => {
-                    let mut points = Vec::new();
-                    buckets.drain_closed(cutoff, |timestamp, set| {
-                        points.push(Point {
-                            timestamp,
-                            value: set.0.len() as f64,
-                        });
-                    });
+                    let points = closed_points(buckets, cutoff, |set| set.0.len() as f64);
                     if !points.is_empty() {
                         flush
                             .series
@@ -665,6 +648,22 @@ impl Aggregator {
 }
 
 /// `<name>.<aggregate>` for each aggregate, then `<name>.<p>percentile` for each percentile.
+/// The closed buckets of `buckets` as points, in time order, each valued by `value`.
+fn closed_points<T: Reset>(
+    buckets: &mut Buckets<T>,
+    cutoff: i64,
+    mut value: impl FnMut(&mut T) -> f64,
+) -> Vec<Point> {
+    let mut points = Vec::new();
+    buckets.drain_closed(cutoff, |timestamp, state| {
+        points.push(Point {
+            timestamp,
+            value: value(state),
+        });
+    });
+    points
+}
+
 fn histogram_names(
     name: &str,
     aggregates: &[HistogramAggregate],
