@@ -1,8 +1,8 @@
 //! When each check instance runs.
 //!
-//! Every scheduled instance gets one tokio task that sleeps until its next run, runs it on a
-//! blocking thread (bounded by `check_runners` permits across all instances) and hands the
-//! report to the pipeline input. Because one task owns one instance, two runs of an instance
+//! Every scheduled instance gets one tokio task that sleeps until its next run, awaits the run
+//! (bounded by `check_runners` permits across all instances) and hands the report to the
+//! pipeline input. Because one task owns one instance, two runs of an instance
 //! can never overlap: a run still going when the next is due makes that next run *skipped*,
 //! counted in the instance's stats and logged, never queued up behind it.
 //!
