@@ -428,7 +428,12 @@ async fn test_check(args: TestCheckArgs) -> anyhow::Result<ExitCode> {
         (None, None) => anyhow::bail!("name the check to run: `runner test-check <name>`"),
     };
     let instances = test_instances(&args, &name, &config)?;
-    let host = plugin_host(&config)?;
+    // Run as the running runner would, but leave its key-value stores as they were.
+    let host = Arc::new(
+        PluginHost::new(&config.plugins, config.resolved_hostname(), 1)
+            .context("cannot start the plugin host")?
+            .with_read_only_state(),
+    );
     let plugin = match &args.wasm {
         Some(path) => host.load_file(&name, path)?,
         None => host.load(&name)?,

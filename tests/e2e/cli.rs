@@ -395,3 +395,33 @@ async fn run_serves_dogstatsd_and_check_metrics_on_a_valid_prometheus_page() {
         text(&promtool.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn test_check_leaves_the_runners_stored_state_alone() {
+    let reports = tempfile::tempdir().expect("temp dir");
+    let report = reports.path().join("chef-run-report-20261120110000.json");
+    std::fs::copy(
+        kennel_tests::repo_root().join("checks/chef/tests/fixtures/success.json"),
+        &report,
+    )
+    .unwrap();
+    let file = std::fs::File::options().write(true).open(&report).unwrap();
+    file.set_modified(std::time::SystemTime::now() - Duration::from_secs(60))
+        .unwrap();
+    let dir = reports.path().display().to_string();
+    let conf = confd(&[(
+        "chef.yaml",
+        &format!("instances:\n  - reports_dir: {dir}\n    allowed_paths: [{dir}]\n"),
+    )]);
+    for attempt in 1..=2 {
+        let mut command = runner(&["test-check", "chef"], conf.path());
+        command.env("XDG_STATE_HOME", conf.path().join("state"));
+        let out = output(command).await;
+        let stdout = text(&out.stdout);
+        assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+        assert!(
+            stdout.contains("Chef completed in 42 seconds on web01.example.com"),
+            "attempt {attempt} still sees the report:\n{stdout}"
+        );
+    }
+}

@@ -27,6 +27,9 @@ pub type Store = BTreeMap<String, String>;
 /// Every instance's store.
 pub struct KvStores {
     dir: Option<PathBuf>,
+    /// Write changes back to `dir`; when false, stores are read from it but changes stay in
+    /// memory (`runner test-check` must not consume what the running runner has yet to see).
+    persist: bool,
     cache: Mutex<HashMap<String, Arc<Store>>>,
 }
 
@@ -42,8 +45,14 @@ impl KvStores {
         });
         Self {
             dir,
+            persist: true,
             cache: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Keeps changes in memory from now on, reading stores from disk still.
+    pub fn read_only(&mut self) {
+        self.persist = false;
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Store>>> {
@@ -82,7 +91,8 @@ impl KvStores {
 
     /// Replaces the instance's store.
     pub fn save(&self, instance_id: &str, store: Store) {
-        if let Some(path) = self.path(instance_id)
+        if self.persist
+            && let Some(path) = self.path(instance_id)
             && let Err(error) = write_atomically(&path, &store)
         {
             tracing::warn!(path = %path.display(), %error, "cannot save plugin state");

@@ -158,6 +158,14 @@ impl PluginHost {
         })
     }
 
+    /// Reads the instances' key-value stores from disk but keeps their changes in memory: for
+    /// one-off runs (`runner test-check`) that must not consume what the running runner has
+    /// yet to process, such as the chef check's reports.
+    pub fn with_read_only_state(mut self) -> Self {
+        self.kv.read_only();
+        self
+    }
+
     /// The plugin for `check`: `<plugins.path>/<check>.wasm`.
     pub fn load(&self, check: &str) -> Result<Arc<Plugin>, LoadError> {
         let path = self.plugins_dir.join(format!("{check}.wasm"));
