@@ -20,6 +20,11 @@ use crate::aggregator::{Aggregator, CheckSampler};
 use crate::check::{Instance, RunReport, Status, unix_seconds};
 use crate::config::RunnerConfig;
 use crate::config::confd::{self, CheckConfig};
+use crate::containers::ContainerStore;
+use crate::containers::docker::{DockerClient, DockerWatcher};
+use crate::discovery::template::EnvPolicy;
+use crate::discovery::watch::ConfdWatcher;
+use crate::discovery::{self, Discovery, DiscoveryConfig};
 use crate::dogstatsd::listener::{ListenerStats, Listeners, Sink};
 use crate::openmetrics::SharedStore;
 use crate::plugin::PluginHost;
@@ -166,6 +171,15 @@ fn plugin_host(config: &RunnerConfig) -> anyhow::Result<Arc<PluginHost>> {
     Ok(Arc::new(host))
 }
 
+fn discovery_config(config: &RunnerConfig) -> DiscoveryConfig {
+    DiscoveryConfig {
+        hostname: config.resolved_hostname(),
+        env: Arc::new(EnvPolicy::new(config.ad_allowed_env_vars.clone())),
+        cardinality: config.checks_tag_cardinality,
+        default_timeout: config.plugins.default_timeout(),
+    }
+}
+
 /// `runner run`: the whole pipeline, wired top to bottom.
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = load_config(&args.common)?;
@@ -187,10 +201,16 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         }),
         Box::new(FlushSummary::default().into_output()),
     ];
+    // The container store: followed from Docker, read by autodiscovery and the aggregator.
+    let containers = ContainerStore::new();
     let (aggregator, aggregator_thread) = service::start(
         aggregator,
         config.resolved_hostname(),
-        config.dogstatsd_origin_detection_client,
+        service::Origins {
+            trust_client: config.dogstatsd_origin_detection_client,
+            containers: Some(containers.clone()),
+            cardinality: config.dogstatsd_tag_cardinality,
+        },
         outputs,
     )
     .context("cannot start the aggregator")?;
@@ -226,39 +246,21 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (reports, inbox) = mpsc::channel(1024);
     let sink = tokio::spawn(forward_reports(inbox, aggregator));
 
-    let mut scheduler = Scheduler::new(host.clone(), config.check_runners, reports);
+    let scheduler = Scheduler::new(host.clone(), config.check_runners, reports);
+    let mut discovery = Discovery::new(discovery_config(&config), host.clone(), scheduler);
     let loaded = confd::load_dir(&config.confd_path).with_context(|| {
         format!(
             "cannot read the conf.d directory {}",
             config.confd_path.display()
         )
     })?;
-    let mut problems: Vec<String> = Vec::new();
-    for error in &loaded.errors {
-        tracing::error!(check = %error.check, "invalid check config: {error}");
-        problems.push(error.to_string());
-    }
-    let mut ready = Vec::new();
-    for check_config in &loaded.configs {
-        if check_config.is_template() {
-            tracing::info!(check = %check_config.check, path = %check_config.path.display(), "template for autodiscovery: not scheduled on its own");
-            continue;
-        }
-        match host.load(&check_config.check) {
-            Ok(plugin) => ready.push((check_config, plugin)),
-            Err(error) => {
-                tracing::error!(check = %check_config.check, "{error}");
-                problems.push(format!("{}: {error}", check_config.path.display()));
-            }
-        }
-    }
     // The status API comes up before the first run, which may be a check of it.
     if let Some(listen) = config.status_listen {
         let source = StatusSource {
             hostname: config.resolved_hostname(),
             confd_path: config.confd_path.display().to_string(),
-            config_errors: problems,
-            stats: scheduler.stats(),
+            config_errors: discovery.problems(),
+            stats: discovery.stats(),
             started: std::time::Instant::now(),
         };
         let bound = status::serve(listen, source)
@@ -266,17 +268,41 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {listen} (`status_listen`)"))?;
         tracing::info!(address = %bound, "status API listening");
     }
-    for (check_config, plugin) in ready {
-        for instance in check_config.instances(config.plugins.default_timeout()) {
-            scheduler.schedule(instance, plugin.clone());
+    discovery.apply_confd(loaded);
+    tracing::info!(instances = discovery.scheduled(), confd = %config.confd_path.display(), "runner started");
+
+    // Live conf.d: every save is reconciled within a second.
+    let (confd_changes, confd_inbox) = mpsc::channel(4);
+    let _watcher = match ConfdWatcher::start(config.confd_path.clone(), confd_changes) {
+        Ok(watcher) => Some(watcher),
+        Err(error) => {
+            tracing::warn!(%error, confd = %config.confd_path.display(), "cannot watch conf.d: changes take effect at the next start");
+            None
         }
-    }
-    let count = scheduler.scheduled().count();
-    tracing::info!(instances = count, confd = %config.confd_path.display(), "runner started");
+    };
+    // Containers: followed from Docker, their checks resolved and scheduled as they come.
+    let (container_changes, container_inbox) = mpsc::channel(256);
+    let docker = config.docker_socket.clone().map(|socket| {
+        tokio::spawn(
+            DockerWatcher {
+                socket,
+                tagger: Arc::new(config.tagger()),
+                store: containers,
+                events: container_changes,
+            }
+            .run(),
+        )
+    });
+    let (stop_discovery, stopped) = tokio::sync::oneshot::channel();
+    let discovery = tokio::spawn(discovery.run(confd_inbox, container_inbox, stopped));
 
     shutdown_signal().await?;
     tracing::info!("stopping");
-    scheduler.shutdown().await;
+    if let Some(docker) = docker {
+        docker.abort();
+    }
+    let _ = stop_discovery.send(());
+    let _ = discovery.await;
     drop(listeners);
     let (runs, failed) = sink.await.unwrap_or_default();
     // The last handle went with the sink and the listeners: the aggregator flushes and ends.
@@ -370,7 +396,7 @@ async fn shutdown_signal() -> anyhow::Result<()> {
 }
 
 /// The instances `test-check` runs, with where they came from.
-fn test_instances(
+async fn test_instances(
     args: &TestCheckArgs,
     name: &str,
     config: &RunnerConfig,
@@ -401,18 +427,71 @@ fn test_instances(
             loaded.for_check(name).cloned().collect()
         }
     };
-    let instances: Vec<Instance> = configs
+    let mut instances: Vec<Instance> = configs
         .iter()
         .filter(|c| !c.is_template())
         .flat_map(|c| c.instances(config.plugins.default_timeout()))
         .collect();
+    let templates: Vec<&CheckConfig> = configs.iter().filter(|c| c.is_template()).collect();
+    // Like the Datadog Agent's `check`: templates (conf.d's, and containers' labels) are
+    // resolved against the containers running now.
+    let (container_instances, problems) =
+        container_instances(name, &templates, config, args.instance_config.is_none()).await?;
+    instances.extend(container_instances);
     if instances.is_empty() {
-        anyhow::bail!(
-            "no configuration found for check `{name}`: looked for {confd}/{name}.d/*.yaml and {confd}/{name}.yaml (templates with `ad_identifiers` need autodiscovery)",
+        let mut message = format!(
+            "no configuration found for check `{name}`: looked for {confd}/{name}.d/*.yaml, {confd}/{name}.yaml and the running containers' labels",
             confd = config.confd_path.display()
         );
+        for problem in problems {
+            message.push_str(&format!("\n  {problem}"));
+        }
+        anyhow::bail!(message);
+    }
+    for problem in problems {
+        eprintln!("Warning: {problem}");
     }
     Ok(instances)
+}
+
+/// The instances of `name` that the running containers' templates resolve to, and what could
+/// not be resolved. Docker is asked only when there is something to resolve: conf.d templates,
+/// or (when `labels`) possibly the containers' own labels.
+async fn container_instances(
+    name: &str,
+    templates: &[&CheckConfig],
+    config: &RunnerConfig,
+    labels: bool,
+) -> anyhow::Result<(Vec<Instance>, Vec<String>)> {
+    let Some(socket) = &config.docker_socket else {
+        return Ok((Vec::new(), Vec::new()));
+    };
+    if templates.is_empty() && !(labels && socket.exists()) {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let client = DockerClient::connect(socket, Arc::new(config.tagger()))
+        .await
+        .with_context(|| {
+            format!(
+                "`{name}` has templates to resolve against containers, but Docker is unavailable"
+            )
+        })?;
+    let running = client.running().await?;
+    let discovery = discovery_config(config);
+    let mut instances = Vec::new();
+    let mut problems = Vec::new();
+    for container in &running {
+        let resolved = discovery::resolve_container(&discovery, container, templates);
+        instances.extend(resolved.instances.into_iter().filter(|i| i.check == name));
+        problems.extend(
+            resolved
+                .problems
+                .into_iter()
+                .filter(|p| p.check == name)
+                .map(|p| format!("container {}: {}", container.display(), p.message)),
+        );
+    }
+    Ok((instances, problems))
 }
 
 /// `runner test-check`.
@@ -427,7 +506,7 @@ async fn test_check(args: TestCheckArgs) -> anyhow::Result<ExitCode> {
             .context("cannot tell the check's name from the --wasm path: give it as an argument")?,
         (None, None) => anyhow::bail!("name the check to run: `runner test-check <name>`"),
     };
-    let instances = test_instances(&args, &name, &config)?;
+    let instances = test_instances(&args, &name, &config).await?;
     // Run as the running runner would, but leave its key-value stores as they were.
     let host = Arc::new(
         PluginHost::new(&config.plugins, config.resolved_hostname(), 1)

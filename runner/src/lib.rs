@@ -9,6 +9,8 @@ pub mod aggregator;
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod containers;
+pub mod discovery;
 pub mod dogstatsd;
 pub mod openmetrics;
 pub mod plugin;

@@ -8,8 +8,10 @@
 //!
 //! Spreading the load: an instance's runs are phase-shifted by a random offset within its
 //! interval, so thousands of instances with the same interval do not all fire in the same
-//! instant. Its first run comes within the first second of that offset (`offset mod 1 s`), so a
-//! newly scheduled instance reports quickly.
+//! instant. Its first run comes within [`FIRST_RUN_SPREAD`] (at `offset mod FIRST_RUN_SPREAD`),
+//! so a newly scheduled instance (a container just started, a config just saved) reports at
+//! once, while a start-up with thousands of instances is still spread out, and bounded by the
+//! runners, rather than one burst.
 //!
 //! Failures back off: after [`BACKOFF_AFTER`] consecutive sandbox failures, the next run waits
 //! `interval × 2^(failures − BACKOFF_AFTER + 1)`, capped at [`MAX_BACKOFF`], like Envoy's
@@ -39,6 +41,8 @@ use crate::aggregator::CheckSampler;
 use crate::check::{Instance, RunError, RunReport, unix_seconds};
 use crate::plugin::{Plugin, PluginHost};
 
+/// The first run of a new instance comes within this long.
+pub const FIRST_RUN_SPREAD: Duration = Duration::from_millis(200);
 /// Consecutive failures before runs back off.
 pub const BACKOFF_AFTER: u32 = 3;
 /// The longest a failing instance waits between runs.
@@ -122,7 +126,7 @@ impl Scheduler {
                 ..InstanceStats::default()
             },
         );
-        tracing::info!(check = %instance.check, instance = %id, interval_s = instance.interval.as_secs_f64(), "scheduled");
+        tracing::info!(check = %instance.check, instance = %id, source = %instance.source, interval_s = instance.interval.as_secs_f64(), "scheduled");
         let task = InstanceTask {
             host: self.host.clone(),
             permits: self.permits.clone(),
@@ -199,7 +203,8 @@ impl InstanceTask {
         let start = Instant::now();
         // Runs follow the grid `slot + k × interval`; the first run comes early.
         let mut slot = start + phase;
-        let mut due = start + Duration::from_nanos((phase.as_nanos() % 1_000_000_000) as u64);
+        let first = phase.as_nanos() % FIRST_RUN_SPREAD.as_nanos();
+        let mut due = start + Duration::from_nanos(first as u64);
         let mut failures = 0u32;
         loop {
             tokio::time::sleep_until(due).await;

@@ -20,6 +20,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
+use crate::discovery::Problems;
 use crate::openmetrics::SharedStore;
 use crate::scheduler::{InstanceStats, StatsView};
 
@@ -40,7 +41,7 @@ pub struct Status {
 pub struct StatusSource {
     pub hostname: String,
     pub confd_path: String,
-    pub config_errors: Vec<String>,
+    pub config_errors: Problems,
     pub stats: StatsView,
     pub started: Instant,
 }
@@ -52,7 +53,7 @@ impl StatusSource {
             hostname: self.hostname.clone(),
             uptime_s: self.started.elapsed().as_secs_f64(),
             confd_path: self.confd_path.clone(),
-            config_errors: self.config_errors.clone(),
+            config_errors: self.config_errors.list(),
             instances: self.stats.snapshot(),
         }
     }

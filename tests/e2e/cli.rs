@@ -27,6 +27,8 @@ fn runner(args: &[&str], confd: &Path) -> Command {
         .arg("--plugins")
         .arg(plugins_dir())
         .env("XDG_CACHE_HOME", confd.join(".cache"))
+        // Containers started by the Docker tests running alongside must not show up here.
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
         .env_remove("RUST_LOG");
     command
 }
@@ -193,7 +195,9 @@ async fn run_schedules_checks_reports_status_and_stops_cleanly_on_sigterm() {
     let config = elsewhere.path().join("kennel.yaml");
     std::fs::write(
         &config,
-        format!("status_listen: 127.0.0.1:{port}\ndogstatsd_port: 0\nopenmetrics_listen: null\n"),
+        format!(
+            "status_listen: 127.0.0.1:{port}\ndogstatsd_port: 0\nopenmetrics_listen: null\ndocker_socket: null\n"
+        ),
     )
     .unwrap();
     let mut command = runner(&["run"], dir.path());
@@ -338,7 +342,7 @@ async fn run_serves_dogstatsd_and_check_metrics_on_a_valid_prometheus_page() {
     std::fs::write(
         &config,
         format!(
-            "status_listen: 127.0.0.1:{status_port}\nopenmetrics_listen: 127.0.0.1:{metrics_port}\n\
+            "status_listen: 127.0.0.1:{status_port}\nopenmetrics_listen: 127.0.0.1:{metrics_port}\ndocker_socket: null\n\
              dogstatsd_socket: {}\ndogstatsd_port: 0\naggregator:\n  bucket_size_seconds: 1\n",
             socket.display()
         ),

@@ -6,8 +6,10 @@
 mod chef;
 mod cli;
 mod confd;
+mod containers;
 mod dogstatsd;
 mod http_check;
+mod live_confd;
 mod pipeline;
 mod postgres;
 mod sandbox;

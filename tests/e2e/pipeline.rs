@@ -35,8 +35,16 @@ fn pipeline_with_procfs(dir: &Path, procfs: std::path::PathBuf) -> Pipeline {
     let outputs: Vec<service::Output> = vec![Box::new(move |flush: &Flush| {
         into.lock().unwrap().push(flush.clone())
     })];
-    let (handle, _thread) = service::start(aggregator, "test-host".to_owned(), true, outputs)
-        .expect("aggregator starts");
+    let (handle, _thread) = service::start(
+        aggregator,
+        "test-host".to_owned(),
+        service::Origins {
+            trust_client: true,
+            ..Default::default()
+        },
+        outputs,
+    )
+    .expect("aggregator starts");
     let sink: Sink = Arc::new(move |batch| handle.send(Input::Datagrams(batch)));
     let socket = dir.join("dsd.socket");
     let listeners = Listeners::start(

@@ -1,9 +1,12 @@
 //! Fixtures shared by Kennel's end-to-end tests and benchmarks: where the built plugins and the
 //! `runner` binary are, a plugin host and instances built the way `runner run` builds them, and
-//! real HTTP(S) servers on loopback.
+//! real HTTP(S) servers on loopback, a throwaway PostgreSQL, a real Docker daemon's containers,
+//! and `runner run` as a child process.
 
+pub mod docker;
 pub mod http_server;
 pub mod postgres;
+pub mod runner_process;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

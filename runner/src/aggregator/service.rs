@@ -8,10 +8,12 @@
 //! clients see back-pressure rather than silent loss. Check results arrive through the same
 //! channel.
 //!
-//! Tagging by origin: a datagram whose sender the kernel identified gets `container_id:<id>`
-//! from the kernel, whatever its `|c:` field says (a client cannot claim another container);
-//! over UDP, where the kernel says nothing, a client's `|c:ci-<id>` is used, unless
-//! `dogstatsd_origin_detection_client` is off.
+//! Tagging by origin: a datagram whose sender the kernel identified gets its container's tags
+//! (from the container store, at `dogstatsd_tag_cardinality`; `container_id:<id>` alone for a
+//! container the store does not know), whatever its `|c:` field says (a client cannot claim
+//! another container); over UDP, where the kernel says nothing, a client's `|c:ci-<id>` is
+//! used the same way, unless `dogstatsd_origin_detection_client` is off. Each container's tags
+//! are looked up once and cached until the store changes, so the hot path takes no lock.
 //!
 //! Every [`FLUSH_EVERY`] the loop flushes: the OpenMetrics store is updated and a one-line
 //! summary is logged. The forwarder will take the same [`Flush`].
@@ -24,6 +26,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::aggregator::telemetry::{Counter, InternalMetric};
 use crate::aggregator::{Aggregator, Flush, Sample, Value};
 use crate::check::{self, RunReport};
+use crate::containers::{Cardinality, ContainerStore};
 use crate::dogstatsd::listener::Batch;
 use crate::dogstatsd::origin::Origin;
 use crate::dogstatsd::parser::{self, ContainerRef, Message, MetricKind};
@@ -53,14 +56,25 @@ impl AggregatorHandle {
 
 /// Starts the loop on its own thread. It stops when every [`AggregatorHandle`] is dropped, after
 /// a last flush.
+/// How DogStatsD senders are identified and tagged.
+#[derive(Clone, Default)]
+pub struct Origins {
+    /// Over UDP, trust a client's `|c:` container id (`dogstatsd_origin_detection_client`).
+    pub trust_client: bool,
+    /// Where containers' tags come from; without it a container gets `container_id` only.
+    pub containers: Option<ContainerStore>,
+    /// Which of a container's tags its metrics get.
+    pub cardinality: Cardinality,
+}
+
 pub fn start(
     aggregator: Aggregator,
     hostname: String,
-    client_origin: bool,
+    origins: Origins,
     outputs: Vec<Output>,
 ) -> std::io::Result<(AggregatorHandle, std::thread::JoinHandle<()>)> {
     let (sender, receiver) = std::sync::mpsc::sync_channel(QUEUE);
-    let state = Loop::new(aggregator, hostname, client_origin, outputs);
+    let state = Loop::new(aggregator, hostname, origins, outputs);
     let thread = std::thread::Builder::new()
         .name("kennel-aggregator".to_owned())
         .spawn(move || state.run(receiver))?;
@@ -73,10 +87,12 @@ const QUEUE: usize = 1024;
 struct Loop {
     aggregator: Aggregator,
     hostname: String,
-    client_origin: bool,
+    origins: Origins,
     outputs: Vec<Output>,
-    /// `container_id:<id>` per container, built once.
-    container_tags: HashMap<Arc<str>, Arc<str>>,
+    /// Each sending container's tags, until the store changes.
+    container_tags: HashMap<Arc<str>, Arc<[String]>>,
+    /// The store's generation the cache was built at.
+    generation: u64,
     messages: [Counter; 3],
     parse_errors: HashMap<&'static str, Counter>,
 }
@@ -85,7 +101,7 @@ impl Loop {
     fn new(
         aggregator: Aggregator,
         hostname: String,
-        client_origin: bool,
+        origins: Origins,
         outputs: Vec<Output>,
     ) -> Self {
         let telemetry = aggregator.telemetry().clone();
@@ -106,9 +122,10 @@ impl Loop {
         Self {
             aggregator,
             hostname,
-            client_origin,
+            origins,
             outputs,
             container_tags: HashMap::new(),
+            generation: 0,
             messages,
             parse_errors,
         }
@@ -148,25 +165,33 @@ impl Loop {
 
     fn take_datagrams(&mut self, batch: &Batch) {
         let now = check::unix_seconds(SystemTime::now());
+        if let Some(store) = &self.origins.containers {
+            let generation = store.generation();
+            if generation != self.generation {
+                self.container_tags.clear();
+                self.generation = generation;
+            }
+        }
         for (bytes, origin) in batch.packets() {
-            let kernel_tag = match origin {
-                Origin::Container(id) => Some(self.container_tag(id)),
+            let kernel_tags = match origin {
+                Origin::Container(id) => {
+                    Some(container_tags(&mut self.container_tags, &self.origins, id))
+                }
                 Origin::Host | Origin::Unknown => None,
             };
-            let trust_client = matches!(origin, Origin::Unknown) && self.client_origin;
+            let trust_client = matches!(origin, Origin::Unknown) && self.origins.trust_client;
+            let kernel_tags: &[String] = kernel_tags.as_deref().unwrap_or(&[]);
             parser::parse_datagram(bytes, |message| match message {
                 Ok(Message::Metric(metric)) => {
                     self.messages[0].increment(1);
-                    let client_tag = if trust_client {
-                        match metric.origin.container {
-                            Some(ContainerRef::Id(id)) => Some(format!("container_id:{id}")),
-                            _ => None,
+                    let client_tags = match metric.origin.container {
+                        Some(ContainerRef::Id(id)) if trust_client => {
+                            Some(container_tags(&mut self.container_tags, &self.origins, id))
                         }
-                    } else {
-                        None
+                        _ => None,
                     };
-                    let extra = kernel_tag.as_deref().or(client_tag.as_deref());
-                    let tags = || metric.tags.iter().chain(extra);
+                    let extra = client_tags.as_deref().unwrap_or(kernel_tags);
+                    let tags = || metric.tags.iter().chain(extra.iter().map(String::as_str));
                     let timestamp = metric.timestamp.and_then(|t| i64::try_from(t).ok());
                     match metric.value {
                         parser::MetricValue::Set(member) => self.aggregator.insert(
@@ -203,7 +228,7 @@ impl Loop {
                 }
                 Ok(Message::Event(event)) => {
                     self.messages[1].increment(1);
-                    let tags = owned_tags(event.tags, kernel_tag.as_deref());
+                    let tags = owned_tags(event.tags, kernel_tags);
                     self.aggregator.add_event(check::Event {
                         title: event.title.into_owned(),
                         text: event.text.into_owned(),
@@ -229,7 +254,7 @@ impl Loop {
                 }
                 Ok(Message::ServiceCheck(sc)) => {
                     self.messages[2].increment(1);
-                    let tags = owned_tags(sc.tags, kernel_tag.as_deref());
+                    let tags = owned_tags(sc.tags, kernel_tags);
                     self.aggregator.add_service_check(check::ServiceCheck {
                         name: sc.name.to_owned(),
                         status: match sc.status {
@@ -253,14 +278,31 @@ impl Loop {
             });
         }
     }
-
-    fn container_tag(&mut self, id: &Arc<str>) -> Arc<str> {
-        self.container_tags
-            .entry(id.clone())
-            .or_insert_with(|| format!("container_id:{id}").into())
-            .clone()
-    }
 }
+
+/// The tags of the container `id`, from the cache or the store.
+fn container_tags(
+    cache: &mut HashMap<Arc<str>, Arc<[String]>>,
+    origins: &Origins,
+    id: &str,
+) -> Arc<[String]> {
+    if let Some(tags) = cache.get(id) {
+        return tags.clone();
+    }
+    let tags: Arc<[String]> = match origins.containers.as_ref().and_then(|s| s.get(id)) {
+        Some(container) => container.tags.at(origins.cardinality).into(),
+        None => Arc::new([format!("container_id:{id}")]),
+    };
+    // Client-supplied ids (UDP) are arbitrary: the cache must not grow with them.
+    if cache.len() >= MAX_CACHED_CONTAINERS {
+        cache.clear();
+    }
+    cache.insert(id.into(), tags.clone());
+    tags
+}
+
+/// The most containers whose tags the loop keeps at hand.
+const MAX_CACHED_CONTAINERS: usize = 4096;
 
 /// The aggregator's value for one number of a DogStatsD metric (`None` for sets, whose
 /// member is a string).
@@ -276,8 +318,12 @@ pub fn numeric_value(kind: MetricKind, value: f64) -> Option<Value<'static>> {
 }
 
 /// An event's or service check's tags, with the sender's container, sorted and de-duplicated.
-fn owned_tags(tags: parser::Tags<'_>, container: Option<&str>) -> Vec<String> {
-    let mut tags: Vec<String> = tags.iter().chain(container).map(str::to_owned).collect();
+fn owned_tags(tags: parser::Tags<'_>, container: &[String]) -> Vec<String> {
+    let mut tags: Vec<String> = tags
+        .iter()
+        .map(str::to_owned)
+        .chain(container.iter().cloned())
+        .collect();
     tags.sort_unstable();
     tags.dedup();
     tags

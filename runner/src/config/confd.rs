@@ -48,6 +48,8 @@ pub struct CheckConfig {
     pub instances: Vec<(Value, ReservedKeys)>,
     /// Non-empty for a template, which autodiscovery resolves per container.
     pub ad_identifiers: Vec<String>,
+    /// For a template: do not merge the container's tags into the instances' tags.
+    pub ignore_autodiscovery_tags: bool,
     init_service: Option<String>,
 }
 
@@ -166,7 +168,7 @@ struct FileShape {
     #[serde(default)]
     docker_images: Option<serde::de::IgnoredAny>,
     #[serde(default)]
-    ignore_autodiscovery_tags: Option<serde::de::IgnoredAny>,
+    ignore_autodiscovery_tags: Option<bool>,
     #[serde(default)]
     check_tag_cardinality: Option<serde::de::IgnoredAny>,
 }
@@ -265,6 +267,20 @@ fn sorted_entries(dir: &Path) -> std::io::Result<Vec<std::fs::DirEntry>> {
     Ok(entries)
 }
 
+/// Stands for `%%` while a file with unquoted template variables is parsed.
+const VARIABLE_PLACEHOLDER: &str = "\u{2030}";
+
+fn unswap_variables(value: &mut Value) {
+    match value {
+        Value::String(text) if text.contains(VARIABLE_PLACEHOLDER) => {
+            *text = text.replace(VARIABLE_PLACEHOLDER, "%%");
+        }
+        Value::Array(items) => items.iter_mut().for_each(unswap_variables),
+        Value::Object(map) => map.values_mut().for_each(unswap_variables),
+        _ => {}
+    }
+}
+
 /// Parses one file's text. `Ok(None)` for a file with nothing to schedule (empty, or logs only).
 pub fn parse_file(check: &str, path: &Path, text: &str) -> Result<Option<CheckConfig>, ConfdError> {
     if text.trim().is_empty() {
@@ -286,8 +302,25 @@ pub fn parse_file(check: &str, path: &Path, text: &str) -> Result<Option<CheckCo
             message,
         }
     };
-    let shape: FileShape = serde_norway::from_str(text).map_err(yaml_error)?;
-    let whole: Value = serde_norway::from_str(text).map_err(yaml_error)?;
+    // A template variable left unquoted (`port: %%port%%`) is not valid YAML; like the Datadog
+    // Agent, read such a file with `%%` swapped for a placeholder, swapped back afterwards.
+    let (shape, whole, swapped): (FileShape, Value, bool) = match serde_norway::from_str(text) {
+        Ok(shape) => (
+            shape,
+            serde_norway::from_str(text).map_err(yaml_error)?,
+            false,
+        ),
+        Err(error) if text.contains("%%") => {
+            let text = text.replace("%%", VARIABLE_PLACEHOLDER);
+            let Ok(shape) = serde_norway::from_str(&text) else {
+                return Err(yaml_error(error));
+            };
+            let mut whole: Value = serde_norway::from_str(&text).map_err(yaml_error)?;
+            unswap_variables(&mut whole);
+            (shape, whole, true)
+        }
+        Err(error) => return Err(yaml_error(error)),
+    };
     let error = |message: String| ConfdError {
         check: check.to_owned(),
         path: path.to_owned(),
@@ -323,7 +356,12 @@ pub fn parse_file(check: &str, path: &Path, text: &str) -> Result<Option<CheckCo
                 )));
             }
         };
-        instances.push((raw, keys.unwrap_or_default()));
+        let keys = match swapped {
+            // Read again from the restored values, so tags keep their `%%`.
+            true => reserved_keys(&raw).map_err(|e| error(format!("instances[{index}]: {e}")))?,
+            false => keys.unwrap_or_default(),
+        };
+        instances.push((raw, keys));
     }
 
     let init_config = whole.get("init_config").cloned().unwrap_or(Value::Null);
@@ -333,6 +371,7 @@ pub fn parse_file(check: &str, path: &Path, text: &str) -> Result<Option<CheckCo
         init_config,
         instances,
         ad_identifiers,
+        ignore_autodiscovery_tags: shape.ignore_autodiscovery_tags.unwrap_or(false),
         init_service: shape.init_config.and_then(|i| i.service),
     }))
 }
@@ -351,33 +390,70 @@ impl CheckConfig {
             .iter()
             .enumerate()
             .map(|(index, (raw, keys))| {
-                let config = raw.to_string();
-                let mut tags: Vec<String> = keys.tags.clone().unwrap_or_default();
-                if let Some(service) = keys.service.as_ref().or(self.init_service.as_ref()) {
-                    tags.push(format!("service:{service}"));
-                }
-                tags.sort();
-                tags.dedup();
-                Instance {
-                    id: instance_id(&self.check, &config, &init_config),
-                    check: self.check.clone(),
-                    source: format!("file:{}[{index}]", self.path.display()),
-                    init_config: init_config.clone(),
-                    config,
-                    interval: keys
-                        .min_collection_interval
-                        .map_or(DEFAULT_INTERVAL, Duration::from_secs_f64),
-                    timeout: keys
-                        .timeout
-                        .map_or(default_timeout, Duration::from_secs_f64),
-                    tags,
-                    empty_default_hostname: keys.empty_default_hostname.unwrap_or(false),
-                    allowed_hosts: allowed_hosts(raw, keys),
-                    allowed_paths: keys.allowed_paths.clone().unwrap_or_default(),
-                    postgres: PgTarget::from_instance(raw).transpose(),
-                }
+                let source = format!("file:{}[{index}]", self.path.display());
+                let init_service = self.init_service.as_deref();
+                let parts = InstanceParts {
+                    check: &self.check,
+                    init_config: &init_config,
+                    init_service,
+                    default_timeout,
+                };
+                parts.build(source, raw, keys)
             })
             .collect()
+    }
+}
+
+/// The service named in an `init_config` section, which instances without their own inherit.
+pub fn init_service(init_config: &Value) -> Option<&str> {
+    init_config.get("service").and_then(Value::as_str)
+}
+
+/// The reserved keys of an instance that did not come from a file (a resolved template); an
+/// error says which key is wrong.
+pub fn reserved_keys(raw: &Value) -> Result<ReservedKeys, String> {
+    ReservedKeys::deserialize(raw).map_err(|e| e.to_string())
+}
+
+/// What the instances of one config share.
+pub struct InstanceParts<'a> {
+    pub check: &'a str,
+    /// The `init_config` section as JSON text.
+    pub init_config: &'a Arc<str>,
+    /// The `service` of `init_config`, which instances without their own inherit.
+    pub init_service: Option<&'a str>,
+    /// The deadline of instances that set no `timeout`.
+    pub default_timeout: Duration,
+}
+
+impl InstanceParts<'_> {
+    /// One runnable instance from its section and reserved keys.
+    pub fn build(&self, source: String, raw: &Value, keys: &ReservedKeys) -> Instance {
+        let config = raw.to_string();
+        let mut tags: Vec<String> = keys.tags.clone().unwrap_or_default();
+        if let Some(service) = keys.service.as_deref().or(self.init_service) {
+            tags.push(format!("service:{service}"));
+        }
+        tags.sort();
+        tags.dedup();
+        Instance {
+            id: instance_id(self.check, &config, self.init_config),
+            check: self.check.to_owned(),
+            source,
+            init_config: self.init_config.clone(),
+            config,
+            interval: keys
+                .min_collection_interval
+                .map_or(DEFAULT_INTERVAL, Duration::from_secs_f64),
+            timeout: keys
+                .timeout
+                .map_or(self.default_timeout, Duration::from_secs_f64),
+            tags,
+            empty_default_hostname: keys.empty_default_hostname.unwrap_or(false),
+            allowed_hosts: allowed_hosts(raw, keys),
+            allowed_paths: keys.allowed_paths.clone().unwrap_or_default(),
+            postgres: PgTarget::from_instance(raw).transpose(),
+        }
     }
 }
 
@@ -506,6 +582,19 @@ mod tests {
     fn empty_file_and_logs_only_file_are_skipped() {
         assert_eq!(parse("  \n").unwrap(), None);
         assert_eq!(parse("logs:\n  - type: file\n").unwrap(), None);
+    }
+
+    #[test]
+    fn unquoted_template_variables_parse() {
+        let config = parse(
+            "ad_identifiers: [httpd]\ninstances:\n  - url: http://%%host%%:%%port%%/\n    port: %%port%%\n    tags: [\"a:%%env_X%%\"]\n",
+        )
+        .unwrap()
+        .unwrap();
+        let (raw, keys) = &config.instances[0];
+        assert_eq!(raw["port"], "%%port%%");
+        assert_eq!(raw["url"], "http://%%host%%:%%port%%/");
+        assert_eq!(keys.tags.as_deref(), Some(&["a:%%env_X%%".to_owned()][..]));
     }
 
     #[test]

@@ -7,11 +7,14 @@
 
 pub mod confd;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+
+use crate::containers::{Cardinality, TaggerConfig};
 
 /// Everything the runner reads from its config file. Every key is optional.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -58,6 +61,25 @@ pub struct RunnerConfig {
     pub openmetrics_listen: Option<SocketAddr>,
     /// How samples are bucketed, flushed and forgotten (see [`crate::aggregator::AggregatorConfig`]).
     pub aggregator: crate::aggregator::AggregatorConfig,
+    /// The Docker daemon's socket, for container autodiscovery and tags; `null` turns
+    /// containers off. Defaults to `DOCKER_HOST` when it names a Unix socket, else
+    /// `/var/run/docker.sock`.
+    pub docker_socket: Option<PathBuf>,
+    /// Container labels to turn into tags: label name (`*` matches any run of characters) →
+    /// tag name. Defaults to none.
+    pub container_labels_as_tags: BTreeMap<String, String>,
+    /// Container environment variables to turn into tags: variable name (globs as above) →
+    /// tag name. Defaults to none.
+    pub container_env_as_tags: BTreeMap<String, String>,
+    /// Which container tags check results get: `low` (image, service tags) or `high` (also
+    /// `container_id` and `container_name`). Defaults to `high`.
+    pub checks_tag_cardinality: Cardinality,
+    /// Which container tags DogStatsD metrics from a container get. Defaults to `high`.
+    pub dogstatsd_tag_cardinality: Cardinality,
+    /// The runner's environment variables that templates may read with `%%env_<VAR>%%`.
+    /// Unlike the Datadog Agent, an empty list allows none: container labels are written by
+    /// whoever starts a container. Defaults to none.
+    pub ad_allowed_env_vars: Vec<String>,
 }
 
 impl Default for RunnerConfig {
@@ -83,6 +105,12 @@ impl Default for RunnerConfig {
                 9125,
             )),
             aggregator: crate::aggregator::AggregatorConfig::default(),
+            docker_socket: Some(crate::containers::docker::default_socket()),
+            container_labels_as_tags: BTreeMap::new(),
+            container_env_as_tags: BTreeMap::new(),
+            checks_tag_cardinality: Cardinality::High,
+            dogstatsd_tag_cardinality: Cardinality::High,
+            ad_allowed_env_vars: Vec::new(),
         }
     }
 }
@@ -234,6 +262,14 @@ impl RunnerConfig {
             buffer_size: self.dogstatsd_buffer_size,
             so_rcvbuf: self.dogstatsd_so_rcvbuf,
             procfs: self.procfs_root.clone(),
+        }
+    }
+
+    /// The tagger's settings.
+    pub fn tagger(&self) -> TaggerConfig {
+        TaggerConfig {
+            container_labels_as_tags: self.container_labels_as_tags.clone(),
+            container_env_as_tags: self.container_env_as_tags.clone(),
         }
     }
 

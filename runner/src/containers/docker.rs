@@ -1,0 +1,409 @@
+//! Following the Docker daemon: the containers running now, and every change after.
+//!
+//! At each (re)connection the watcher subscribes to the event stream (`type=container`,
+//! actions `start`, `die`, `destroy`, `rename`, `health_status`), then lists the running
+//! containers, inspects each, and reconciles the store with that list: containers that went
+//! away while the daemon was unreachable are unset, new ones set. Subscribing before listing
+//! means nothing that happens during the listing is missed; after a reconnect the subscription
+//! resumes with `since` at the last event seen, so events from the gap are replayed too. Every
+//! update is idempotent (a container is re-inspected and compared with what the store holds), so
+//! a replayed or duplicate event never doubles a container or its checks.
+//!
+//! `start`, `rename` and `health_status` re-inspect the container (a stopped one is unset);
+//! `die` and `destroy` unset it. A container that vanishes between the event and the inspect
+//! (404) is unset.
+//!
+//! When the daemon is unreachable the watcher retries with exponential back-off (0.5 s doubling
+//! to 10 s; a stream that just ends, as on a daemon restart, is retried at once) and logs the
+//! first failure and the recovery, not every attempt. A socket path where nothing exists is a
+//! single notice: the runner works without containers and picks Docker up when it appears.
+//!
+//! Only read-only API calls are made: version, list, inspect, events.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::errors::Error as DockerError;
+use bollard::models::{ContainerInspectResponse, EventMessage};
+use bollard::query_parameters::{EventsOptions, ListContainersOptions};
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+
+use super::tagger::TaggerConfig;
+use super::{Container, ContainerEvent, ContainerStore, Port, Protocol};
+
+/// The longest wait between reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+/// Timeout of each API request (the event stream excepted).
+const REQUEST_TIMEOUT_S: u64 = 10;
+/// The most ports a range in `ExposedPorts` expands to.
+const MAX_PORT_RANGE: u32 = 1024;
+
+/// The Docker socket the runner uses by default: `DOCKER_HOST` when it names a Unix socket,
+/// else `/var/run/docker.sock`.
+pub fn default_socket() -> PathBuf {
+    std::env::var("DOCKER_HOST")
+        .ok()
+        .and_then(|host| host.strip_prefix("unix://").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("/var/run/docker.sock"))
+}
+
+/// Why talking to the daemon failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error("cannot reach the Docker daemon at {path}: {source}")]
+    Connect { path: String, source: DockerError },
+    #[error("Docker API call `{call}` failed: {source}")]
+    Api {
+        call: &'static str,
+        source: DockerError,
+    },
+}
+
+/// A read-only client of one Docker daemon.
+#[derive(Clone)]
+pub struct DockerClient {
+    docker: Docker,
+    tagger: Arc<TaggerConfig>,
+}
+
+impl DockerClient {
+    /// Connects to the daemon at `socket` and agrees on an API version with it.
+    pub async fn connect(socket: &Path, tagger: Arc<TaggerConfig>) -> Result<Self, WatchError> {
+        let path = socket.display().to_string();
+        let connect_error = |source| WatchError::Connect {
+            path: path.clone(),
+            source,
+        };
+        let docker =
+            Docker::connect_with_unix(&path, REQUEST_TIMEOUT_S, bollard::API_DEFAULT_VERSION)
+                .map_err(connect_error)?;
+        // The daemon may be older than the client's default API version.
+        let docker = docker.negotiate_version().await.map_err(connect_error)?;
+        Ok(Self { docker, tagger })
+    }
+
+    /// Every running container, inspected. A container that stops while being inspected is
+    /// left out.
+    pub async fn running(&self) -> Result<Vec<Container>, WatchError> {
+        let options = ListContainersOptions {
+            all: false,
+            ..Default::default()
+        };
+        let summaries = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|source| WatchError::Api {
+                call: "list containers",
+                source,
+            })?;
+        let mut containers = Vec::with_capacity(summaries.len());
+        for id in summaries.into_iter().filter_map(|s| s.id) {
+            if let Some(container) = self.inspect(&id).await? {
+                containers.push(container);
+            }
+        }
+        Ok(containers)
+    }
+
+    /// The container `id` if it is running; `None` if it stopped or no longer exists.
+    pub async fn inspect(&self, id: &str) -> Result<Option<Container>, WatchError> {
+        match self.docker.inspect_container(id, None).await {
+            Ok(response) => Ok(container_from(response, &self.tagger)),
+            Err(DockerError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
+            Err(source) => Err(WatchError::Api {
+                call: "inspect container",
+                source,
+            }),
+        }
+    }
+}
+
+/// Keeps the store in step with the daemon until the receiver of `events` goes away.
+pub struct DockerWatcher {
+    pub socket: PathBuf,
+    pub tagger: Arc<TaggerConfig>,
+    pub store: ContainerStore,
+    /// Every change applied to the store, in order.
+    pub events: mpsc::Sender<ContainerEvent>,
+}
+
+impl DockerWatcher {
+    pub async fn run(self) {
+        let mut backoff = FIRST_BACKOFF;
+        let mut since: Option<i64> = None;
+        // Log the first connection like a recovery.
+        let mut down_since_logged = true;
+        let mut missing_logged = false;
+        loop {
+            if !self.socket.exists() {
+                if !missing_logged {
+                    tracing::info!(socket = %self.socket.display(), "no Docker daemon socket: container autodiscovery waits for one (set `docker_socket` to change the path, `null` to turn it off)");
+                    missing_logged = true;
+                    down_since_logged = true;
+                }
+                tokio::time::sleep(MAX_BACKOFF).await;
+                continue;
+            }
+            match self.follow(&mut since, &mut down_since_logged).await {
+                Ok(Stop::Closed) => return,
+                Ok(Stop::StreamEnded) => {
+                    tracing::warn!(socket = %self.socket.display(), "the Docker event stream ended: reconnecting");
+                    down_since_logged = true;
+                    backoff = FIRST_BACKOFF;
+                    // A daemon shutting down ends the stream before it stops answering.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(error) => {
+                    if !down_since_logged {
+                        tracing::warn!(%error, "Docker unavailable: retrying with back-off; containers stay as last seen until it returns");
+                        down_since_logged = true;
+                    } else {
+                        tracing::debug!(%error, "Docker still unavailable");
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+            }
+            if self.events.is_closed() {
+                return;
+            }
+        }
+    }
+
+    /// One connection: subscribe, resync, then follow events until the stream ends.
+    async fn follow(
+        &self,
+        since: &mut Option<i64>,
+        down_logged: &mut bool,
+    ) -> Result<Stop, WatchError> {
+        let client = DockerClient::connect(&self.socket, self.tagger.clone()).await?;
+        let started = unix_now();
+        let filters = HashMap::from([
+            ("type".to_owned(), vec!["container".to_owned()]),
+            (
+                "event".to_owned(),
+                ["start", "die", "destroy", "rename", "health_status"]
+                    .map(String::from)
+                    .to_vec(),
+            ),
+        ]);
+        let options = EventsOptions {
+            since: Some(since.unwrap_or(started).to_string()),
+            until: None,
+            filters: Some(filters),
+        };
+        let mut stream = client.docker.events(Some(options));
+
+        let running = client.running().await?;
+        if std::mem::take(down_logged) {
+            tracing::info!(socket = %self.socket.display(), containers = running.len(), "connected to Docker");
+        }
+        if !self.resync(running).await {
+            return Ok(Stop::Closed);
+        }
+        since.get_or_insert(started);
+
+        while let Some(message) = stream.next().await {
+            let message = message.map_err(|source| WatchError::Api {
+                call: "events",
+                source,
+            })?;
+            if let Some(time) = message.time {
+                *since = Some(since.map_or(time, |s| s.max(time)));
+            }
+            if !self.handle(&client, message).await? {
+                return Ok(Stop::Closed);
+            }
+        }
+        Ok(Stop::StreamEnded)
+    }
+
+    /// Makes the store hold exactly `running`.
+    async fn resync(&self, running: Vec<Container>) -> bool {
+        let live: HashSet<String> = running.iter().map(|c| c.id.clone()).collect();
+        for gone in self
+            .store
+            .all()
+            .into_iter()
+            .filter(|c| !live.contains(&c.id))
+        {
+            if !self.apply(ContainerEvent::Unset(gone.id.clone())).await {
+                return false;
+            }
+        }
+        for container in running {
+            if !self.apply(ContainerEvent::Set(Arc::new(container))).await {
+                return false;
+            }
+        }
+        true
+    }
+
+    async fn handle(
+        &self,
+        client: &DockerClient,
+        message: EventMessage,
+    ) -> Result<bool, WatchError> {
+        let Some(id) = message.actor.and_then(|a| a.id) else {
+            return Ok(true);
+        };
+        let action = message.action.unwrap_or_default();
+        let event = match action.as_str() {
+            "die" | "destroy" => ContainerEvent::Unset(id),
+            a if a == "start" || a == "rename" || a.starts_with("health_status") => {
+                match client.inspect(&id).await? {
+                    Some(container) => ContainerEvent::Set(Arc::new(container)),
+                    None => ContainerEvent::Unset(id),
+                }
+            }
+            _ => return Ok(true),
+        };
+        Ok(self.apply(event).await)
+    }
+
+    /// Applies a change to the store and passes it on if it changed anything; false once
+    /// nobody listens.
+    async fn apply(&self, event: ContainerEvent) -> bool {
+        if !self.store.apply(&event) {
+            return !self.events.is_closed();
+        }
+        match &event {
+            ContainerEvent::Set(c) => {
+                tracing::debug!(container = %c.display(), image = %c.image, "container set")
+            }
+            ContainerEvent::Unset(id) => tracing::debug!(container = %id, "container gone"),
+        }
+        self.events.send(event).await.is_ok()
+    }
+}
+
+enum Stop {
+    /// Nobody listens to the events any more.
+    Closed,
+    /// The daemon ended the event stream.
+    StreamEnded,
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The facts the runner keeps of an inspected container; `None` when it is not running.
+fn container_from(response: ContainerInspectResponse, tagger: &TaggerConfig) -> Option<Container> {
+    let state = response.state.unwrap_or_default();
+    if state.running != Some(true) {
+        return None;
+    }
+    let id = response.id?;
+    let config = response.config.unwrap_or_default();
+    let settings = response.network_settings.unwrap_or_default();
+
+    let env = config
+        .env
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|pair| {
+            let (name, value) = pair.split_once('=')?;
+            tagger
+                .wants_env(name)
+                .then(|| (name.to_owned(), value.to_owned()))
+        })
+        .collect();
+
+    let mut networks = BTreeMap::new();
+    for (name, endpoint) in settings.networks.unwrap_or_default() {
+        let address = [endpoint.ip_address, endpoint.global_ipv6_address]
+            .into_iter()
+            .flatten()
+            .find_map(|ip| ip.parse::<IpAddr>().ok());
+        if let Some(address) = address {
+            networks.insert(name, address);
+        }
+    }
+
+    let mut ports: Vec<Port> = settings
+        .ports
+        .unwrap_or_default()
+        .into_keys()
+        .chain(config.exposed_ports.unwrap_or_default())
+        .flat_map(|spec| parse_ports(&spec))
+        .collect();
+    ports.sort();
+    ports.dedup();
+
+    let mut container = Container {
+        name: response
+            .name
+            .unwrap_or_default()
+            .trim_start_matches('/')
+            .to_owned(),
+        image: config.image.unwrap_or_default(),
+        labels: config.labels.unwrap_or_default().into_iter().collect(),
+        env,
+        hostname: config.hostname.unwrap_or_default(),
+        networks,
+        ports,
+        pid: state
+            .pid
+            .and_then(|pid| u32::try_from(pid).ok())
+            .unwrap_or(0),
+        health: state
+            .health
+            .and_then(|h| h.status)
+            .map(|s| s.to_string())
+            .filter(|s| !s.is_empty() && s != "none"),
+        tags: Default::default(),
+        id,
+    };
+    container.tags = tagger.tags(&container);
+    Some(container)
+}
+
+/// `80/tcp`, `53/udp`, `8000-8002/tcp` (a range, expanded).
+fn parse_ports(spec: &str) -> Vec<Port> {
+    let (numbers, protocol) = spec.split_once('/').unwrap_or((spec, "tcp"));
+    let protocol = match protocol {
+        "udp" => Protocol::Udp,
+        "sctp" => Protocol::Sctp,
+        _ => Protocol::Tcp,
+    };
+    let (first, last) = numbers.split_once('-').unwrap_or((numbers, numbers));
+    let (Ok(first), Ok(last)) = (first.parse::<u16>(), last.parse::<u16>()) else {
+        return Vec::new();
+    };
+    (first..=last)
+        .take(MAX_PORT_RANGE as usize)
+        .map(|number| Port { number, protocol })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_specs_parse_and_ranges_expand() {
+        assert_eq!(
+            parse_ports("80/tcp"),
+            [Port {
+                number: 80,
+                protocol: Protocol::Tcp
+            }]
+        );
+        assert_eq!(parse_ports("53/udp")[0].protocol, Protocol::Udp);
+        assert_eq!(parse_ports("8000-8002/tcp").len(), 3);
+        assert!(parse_ports("http/tcp").is_empty());
+        assert_eq!(parse_ports("1-65535/tcp").len(), MAX_PORT_RANGE as usize);
+    }
+}

@@ -1,0 +1,189 @@
+//! The container store: what the runner knows about the containers running on this host.
+//!
+//! One source of container facts for every other part: autodiscovery resolves templates
+//! against a [`Container`], checks and DogStatsD metrics get its [`tagger`] tags, and origin
+//! detection maps a sender's container id back to it. The facts come from the Docker API
+//! ([`docker`]), read-only: list, inspect and the event stream.
+//!
+//! A [`Container`] is immutable once built; a change (a rename, a health status) replaces it
+//! whole, so a reader holding an `Arc<Container>` never sees half an update.
+
+pub mod docker;
+pub mod store;
+pub mod tagger;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+pub use store::ContainerStore;
+pub use tagger::{Cardinality, ContainerTags, TaggerConfig};
+
+/// One running container, as inspected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Container {
+    /// The full 64-hex-digit id.
+    pub id: String,
+    /// Without Docker's leading `/`.
+    pub name: String,
+    /// The image as the container was created from it (`Config.Image`): `redis:7`,
+    /// `registry.example.com:5000/team/app:1.2`, or an image id.
+    pub image: String,
+    /// The container's labels.
+    pub labels: BTreeMap<String, String>,
+    /// The environment variables the tagger reads (`DD_ENV`, `DD_SERVICE`, `DD_VERSION` and
+    /// those named in `container_env_as_tags`); the rest are never kept.
+    pub env: BTreeMap<String, String>,
+    /// The container's own hostname (`Config.Hostname`).
+    pub hostname: String,
+    /// Network name → the container's address on it.
+    pub networks: BTreeMap<String, IpAddr>,
+    /// Exposed and published ports, ascending, ranges expanded, without duplicates.
+    pub ports: Vec<Port>,
+    /// The main process's pid in the host's pid namespace; 0 when not running.
+    pub pid: u32,
+    /// `starting`, `healthy` or `unhealthy` for a container with a health check.
+    pub health: Option<String>,
+    /// The tags the tagger derived, by cardinality.
+    pub tags: ContainerTags,
+}
+
+/// One container port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Port {
+    pub number: u16,
+    pub protocol: Protocol,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+/// What changed in the store.
+#[derive(Debug, Clone)]
+pub enum ContainerEvent {
+    /// A container started, or changed (renamed, health): the new facts replace the old.
+    Set(Arc<Container>),
+    /// A container stopped or vanished.
+    Unset(String),
+}
+
+impl Container {
+    /// The short 12-digit id Docker shows.
+    pub fn short_id(&self) -> &str {
+        &self.id[..self.id.len().min(12)]
+    }
+
+    /// The image's name split as the Datadog Agent does, see [`ImageName`].
+    pub fn image_name(&self) -> ImageName {
+        ImageName::parse(&self.image)
+    }
+
+    /// The identifiers conf.d templates (`ad_identifiers`) match: the
+    /// `com.datadoghq.ad.check.id` label when set, else `docker://<id>`, the long image name
+    /// and the short image name.
+    pub fn ad_identifiers(&self) -> Vec<String> {
+        if let Some(id) = self.labels.get(AD_CHECK_ID_LABEL) {
+            return vec![id.clone()];
+        }
+        let image = self.image_name();
+        let mut ids = vec![format!("docker://{}", self.id), image.long.clone()];
+        if image.short != image.long {
+            ids.push(image.short);
+        }
+        ids
+    }
+
+    /// A name for messages: `web (3f2a9c1b0d7e)`.
+    pub fn display(&self) -> String {
+        format!("{} ({})", self.name, self.short_id())
+    }
+}
+
+/// The label that overrides a container's autodiscovery identifiers.
+pub const AD_CHECK_ID_LABEL: &str = "com.datadoghq.ad.check.id";
+
+/// An image reference cut into the parts tags and template matching use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageName {
+    /// Registry and path without the tag or digest: `registry.example.com:5000/team/app`;
+    /// Docker Hub's implicit `docker.io/library/` prefix is dropped (`redis`).
+    pub long: String,
+    /// The last path component: `app`.
+    pub short: String,
+    /// The tag, `latest` when none is given (and none for a digest-only reference).
+    pub tag: Option<String>,
+}
+
+impl ImageName {
+    pub fn parse(reference: &str) -> Self {
+        let (without_digest, has_digest) = match reference.split_once('@') {
+            Some((name, _)) => (name, true),
+            None => (reference, false),
+        };
+        // A tag follows the last `:` that comes after the last `/` (a registry port does not).
+        let last_slash = without_digest.rfind('/').map_or(0, |i| i + 1);
+        let (name, tag) = match without_digest[last_slash..].rfind(':') {
+            Some(colon) => {
+                let colon = last_slash + colon;
+                (
+                    &without_digest[..colon],
+                    Some(without_digest[colon + 1..].to_owned()),
+                )
+            }
+            None => (without_digest, (!has_digest).then(|| "latest".to_owned())),
+        };
+        let long = name
+            .strip_prefix("docker.io/library/")
+            .or_else(|| name.strip_prefix("docker.io/"))
+            .or_else(|| name.strip_prefix("library/"))
+            .unwrap_or(name)
+            .to_owned();
+        let short = long.rsplit('/').next().unwrap_or(&long).to_owned();
+        Self { long, short, tag }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(reference: &str) -> (String, String, Option<String>) {
+        let name = ImageName::parse(reference);
+        (name.long, name.short, name.tag)
+    }
+
+    #[test]
+    fn image_names_split_like_the_datadog_agent() {
+        let s = |v: &str| v.to_owned();
+        assert_eq!(image("redis"), (s("redis"), s("redis"), Some(s("latest"))));
+        assert_eq!(image("redis:7"), (s("redis"), s("redis"), Some(s("7"))));
+        assert_eq!(
+            image("docker.io/library/redis:7"),
+            (s("redis"), s("redis"), Some(s("7")))
+        );
+        assert_eq!(
+            image("registry.example.com:5000/team/app:1.2"),
+            (
+                s("registry.example.com:5000/team/app"),
+                s("app"),
+                Some(s("1.2"))
+            )
+        );
+        assert_eq!(
+            image("registry.example.com:5000/team/app"),
+            (
+                s("registry.example.com:5000/team/app"),
+                s("app"),
+                Some(s("latest"))
+            )
+        );
+        assert_eq!(
+            image("kennel-test/httpd@sha256:abcd"),
+            (s("kennel-test/httpd"), s("httpd"), None)
+        );
+    }
+}

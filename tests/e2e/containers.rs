@@ -1,0 +1,297 @@
+//! Containers on a real Docker daemon: autodiscovery from labels and conf.d templates,
+//! container tags on check results and on DogStatsD metrics, a daemon restart, and churn.
+//!
+//! Every runner here sees every container on the daemon, so each test looks only at the
+//! containers it named.
+
+use std::time::Duration;
+
+use kennel_tests::docker::{self, Container, SOCKET, unique_name};
+use kennel_tests::runner_process::{Options, RunnerProcess};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn runner(files: &[(&str, &str)]) -> RunnerProcess {
+    RunnerProcess::start(
+        Options {
+            docker: Some(SOCKET.to_owned()),
+            extra: "aggregator:\n  bucket_size_seconds: 1\n".to_owned(),
+            ..Options::default()
+        },
+        files,
+    )
+}
+
+const HTTP_CHECK_LABEL: &str = r#"com.datadoghq.ad.checks={"http_check":{"instances":[{"name":"web","url":"http://%%host%%:%%port%%/","min_collection_interval":1}]}}"#;
+
+fn runs(instance: &serde_json::Value) -> u64 {
+    instance["runs"].as_u64().unwrap_or(0)
+}
+
+fn ran(runner: &RunnerProcess, name: &str) -> bool {
+    runner.instances_from(name).iter().any(|i| runs(i) >= 1)
+}
+
+#[test]
+fn a_labelled_container_is_checked_with_its_tags_and_unscheduled_when_it_stops() {
+    let _daemon = docker::shared();
+    let image = docker::image();
+    let runner = runner(&[]);
+    let name = unique_name("web");
+    let container = Container::run(
+        &name,
+        &[
+            "-l",
+            HTTP_CHECK_LABEL,
+            "-l",
+            "com.datadoghq.tags.env=test",
+            image,
+        ],
+    );
+    let took = runner.wait_for("the container's check to run", WAIT, |r| ran(r, &name));
+    println!("container started -> first check result: {took:?}");
+    let instances = runner.instances_from(&name);
+    assert_eq!(instances.len(), 1, "{instances:?}");
+    assert_eq!(instances[0]["errors"], 0, "{}", instances[0]);
+    assert_eq!(instances[0]["check"], "http_check");
+
+    let tagged = |r: &RunnerProcess| {
+        r.metrics().lines().any(|line| {
+            line.starts_with("network_http_can_connect{")
+                && line.contains(&format!("container_name=\"{name}\""))
+                && line.contains(&format!("container_id=\"{}\"", container.id))
+                && line.contains("env=\"test\"")
+                && line.contains("short_image=\"httpd\"")
+                && line.contains("image_tag=\"1\"")
+                && line.ends_with(" 1")
+        })
+    };
+    runner.wait_for(
+        "the check's metrics with the container's tags",
+        WAIT,
+        tagged,
+    );
+
+    container.stop();
+    runner.wait_for("the check to be unscheduled", WAIT, |r| {
+        r.instances_from(&name).is_empty()
+    });
+}
+
+#[test]
+fn confd_templates_and_v1_labels_resolve_and_unresolvable_variables_are_reported() {
+    let _daemon = docker::shared();
+    let image = docker::image();
+    let runner = runner(&[(
+        "http_check.d/auto.yaml",
+        // Unquoted variables, as users write them.
+        "ad_identifiers:\n  - kennel-test/httpd\ninit_config:\ninstances:\n  - name: from-template\n    url: http://%%host%%:%%port%%/\n    tags: [via:template]\n",
+    )]);
+
+    let plain = unique_name("plain");
+    let _plain = Container::run(&plain, &[image]);
+    let v1 = unique_name("v1");
+    let _v1 = Container::run(
+        &v1,
+        &[
+            "-l",
+            r#"com.datadoghq.ad.check_names=["http_check"]"#,
+            "-l",
+            "com.datadoghq.ad.init_configs=[{}]",
+            "-l",
+            r#"com.datadoghq.ad.instances=[{"name":"from-v1","url":"http://%%host%%:%%port_0%%/"}]"#,
+            image,
+        ],
+    );
+    let secret = unique_name("secret");
+    let _secret = Container::run(
+        &secret,
+        &[
+            "-l",
+            r#"com.datadoghq.ad.checks={"http_check":{"instances":[{"name":"leak","url":"http://%%host%%/?k=%%env_HOME%%"}]}}"#,
+            image,
+        ],
+    );
+
+    runner.wait_for("the template to run for the plain container", WAIT, |r| {
+        ran(r, &plain)
+    });
+    let plain_instances = runner.instances_from(&plain);
+    assert_eq!(plain_instances.len(), 1, "{plain_instances:?}");
+    assert!(
+        plain_instances[0]["source"]
+            .as_str()
+            .is_some_and(|s| s.contains("template") && s.contains("auto.yaml")),
+        "{}",
+        plain_instances[0]
+    );
+    assert_eq!(plain_instances[0]["errors"], 0, "{}", plain_instances[0]);
+
+    runner.wait_for("the v1 labels and the template to run", WAIT, |r| {
+        let instances = r.instances_from(&v1);
+        instances.len() == 2 && instances.iter().all(|i| runs(i) >= 1)
+    });
+    let v1_sources: Vec<String> = runner
+        .instances_from(&v1)
+        .iter()
+        .filter_map(|i| i["source"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        v1_sources
+            .iter()
+            .any(|s| s.contains("com.datadoghq.ad.check_names")),
+        "{v1_sources:?}"
+    );
+
+    // `HOME` is not in `ad_allowed_env_vars`: the label's instance is refused and reported;
+    // the conf.d template still applies to the container.
+    runner.wait_for("the unresolvable variable to be reported", WAIT, |r| {
+        r.config_errors()
+            .iter()
+            .any(|e| e.contains(&secret) && e.contains("%%env_HOME%%"))
+    });
+    let secret_instances = runner.instances_from(&secret);
+    assert_eq!(secret_instances.len(), 1, "{secret_instances:?}");
+    assert!(
+        secret_instances[0]["source"]
+            .as_str()
+            .is_some_and(|s| s.contains("auto.yaml")),
+        "{}",
+        secret_instances[0]
+    );
+}
+
+#[test]
+fn dogstatsd_metrics_from_a_container_carry_its_tags() {
+    let _daemon = docker::shared();
+    let image = docker::image();
+    let sockets = tempfile::tempdir().expect("temp dir");
+    let socket = sockets.path().join("dsd.socket");
+    let runner = RunnerProcess::start(
+        Options {
+            docker: Some(SOCKET.to_owned()),
+            dogstatsd_socket: Some(socket),
+            extra: "aggregator:\n  bucket_size_seconds: 1\n".to_owned(),
+        },
+        &[],
+    );
+    let name = unique_name("sender");
+    let mount = format!("{}:/run/kennel", sockets.path().display());
+    let container = Container::run(
+        &name,
+        &[
+            "-v",
+            &mount,
+            "-l",
+            "com.datadoghq.tags.service=shop",
+            image,
+            "/bin/sh",
+            "-c",
+            // A spoofed container id must not win over the kernel's answer.
+            "/bin/dsd_send /run/kennel/dsd.socket 100 100 'app.orders:1|c|#route:checkout|c:ci-0000000000000000000000000000000000000000000000000000000000000000'; sleep 30",
+        ],
+    );
+    runner.wait_for("the container's metrics with its tags", WAIT, |r| {
+        r.metrics().lines().any(|line| {
+            line.starts_with("app_orders_total{")
+                && line.contains(&format!("container_name=\"{name}\""))
+                && line.contains(&format!("container_id=\"{}\"", container.id))
+                && line.contains("service=\"shop\"")
+                && line.contains("short_image=\"httpd\"")
+                && line.contains("route=\"checkout\"")
+        })
+    });
+    assert!(
+        !runner.metrics().contains("container_id=\"0000000000"),
+        "the spoofed container id was used"
+    );
+}
+
+#[test]
+fn a_docker_restart_resyncs_without_doubling_or_losing_checks() {
+    let _daemon = docker::exclusive();
+    let image = docker::image();
+    let runner = runner(&[]);
+    let kept = unique_name("kept");
+    let _kept = Container::run(
+        &kept,
+        &[
+            "--restart",
+            "always",
+            "--stop-timeout",
+            "1",
+            "-l",
+            HTTP_CHECK_LABEL,
+            image,
+        ],
+    );
+    let gone = unique_name("gone");
+    let _gone = Container::run(
+        &gone,
+        &["--stop-timeout", "1", "-l", HTTP_CHECK_LABEL, image],
+    );
+    runner.wait_for("both containers' checks to run", WAIT, |r| {
+        ran(r, &kept) && ran(r, &gone)
+    });
+
+    docker::restart_daemon();
+    let restarted = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+
+    // The container without a restart policy stayed down: its check goes. The other came back
+    // (with a new pid, perhaps a new address): exactly one check for it, succeeding again.
+    runner.wait_for("the store to resync", Duration::from_secs(60), |r| {
+        let kept = r.instances_from(&kept);
+        r.instances_from(&gone).is_empty()
+            && kept.len() == 1
+            && kept[0]["last_success"]
+                .as_f64()
+                .is_some_and(|t| t > restarted)
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(runner.instances_from(&kept).len(), 1, "no doubled check");
+    let log = runner.log();
+    assert!(log.contains("connected to Docker"), "{log}");
+}
+
+#[test]
+fn container_churn_leaks_no_schedules_and_no_memory() {
+    let _daemon = docker::shared();
+    let image = docker::image();
+    let runner = runner(&[]);
+    let prefix = unique_name("churn");
+    let mut rss = Vec::new();
+    for round in 0..3 {
+        let containers: Vec<Container> = (0..12)
+            .map(|i| {
+                Container::run(
+                    &format!("{prefix}-{round}-{i}"),
+                    &["-l", HTTP_CHECK_LABEL, image],
+                )
+            })
+            .collect();
+        runner.wait_for("every container's check to run", WAIT * 2, |r| {
+            let instances = r.instances_from(&prefix);
+            instances.len() == containers.len() && instances.iter().all(|i| runs(i) >= 1)
+        });
+        drop(containers);
+        runner.wait_for("every check to be unscheduled", WAIT * 2, |r| {
+            r.instances_from(&prefix).is_empty()
+        });
+        rss.push(runner.rss_kib());
+    }
+    println!("runner RSS after each round of 12 containers: {rss:?} KiB");
+    // The first round warms up allocations; later rounds must not keep growing.
+    let growth = rss[2].saturating_sub(rss[0]);
+    assert!(
+        growth < 8 * 1024,
+        "RSS grew by {growth} KiB over two rounds: {rss:?}"
+    );
+    assert!(
+        runner.config_errors().is_empty(),
+        "{:?}",
+        runner.config_errors()
+    );
+}

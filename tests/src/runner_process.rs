@@ -1,0 +1,200 @@
+//! `runner run` as a child process, driven through its status API and `/metrics` page.
+//!
+//! Each runner gets its own conf.d and config in a temporary directory, free loopback ports,
+//! no UDP listener and no Docker unless asked for, and its log in a file the test can read.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::http_server::closed_port;
+use crate::{plugins_dir, runner_bin};
+
+/// What a runner is started with, besides its conf.d.
+#[derive(Default)]
+pub struct Options {
+    /// Follow the Docker daemon at this socket.
+    pub docker: Option<String>,
+    /// Serve DogStatsD on this Unix datagram socket.
+    pub dogstatsd_socket: Option<PathBuf>,
+    /// More runner config, YAML (keys not set above).
+    pub extra: String,
+}
+
+/// A running `runner run`, stopped (SIGKILL) when dropped.
+pub struct RunnerProcess {
+    child: Child,
+    dir: tempfile::TempDir,
+    pub status_port: u16,
+    pub metrics_port: u16,
+    client: reqwest::blocking::Client,
+}
+
+impl RunnerProcess {
+    /// Starts a runner on the conf.d files given as (relative path, text), and waits for its
+    /// status API.
+    pub fn start(options: Options, files: &[(&str, &str)]) -> Self {
+        runner::plugin::http::install_crypto_provider();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let confd = dir.path().join("conf.d");
+        std::fs::create_dir_all(&confd).expect("conf.d");
+        for (name, text) in files {
+            write_file(&confd.join(name), text);
+        }
+        let (status_port, metrics_port) = (closed_port(), closed_port());
+        let docker = match &options.docker {
+            Some(socket) => socket.clone(),
+            None => "null".to_owned(),
+        };
+        let dogstatsd = match &options.dogstatsd_socket {
+            Some(path) => path.display().to_string(),
+            None => "null".to_owned(),
+        };
+        let config = format!(
+            "status_listen: 127.0.0.1:{status_port}\nopenmetrics_listen: 127.0.0.1:{metrics_port}\n\
+             dogstatsd_port: 0\ndogstatsd_socket: {dogstatsd}\ndocker_socket: {docker}\n\
+             plugins:\n  path: {}\n  cache_path: null\n  state_path: null\n{}",
+            plugins_dir().display(),
+            options.extra
+        );
+        std::fs::write(dir.path().join("kennel.yaml"), config).expect("config");
+        let log = std::fs::File::create(dir.path().join("runner.log")).expect("log file");
+        let child = Command::new(runner_bin())
+            .args(["run", "--config"])
+            .arg(dir.path().join("kennel.yaml"))
+            .arg("--confd")
+            .arg(&confd)
+            .env("RUST_LOG", "runner=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("runner starts");
+        let runner = Self {
+            child,
+            dir,
+            status_port,
+            metrics_port,
+            client: reqwest::blocking::Client::builder()
+                .no_proxy()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .expect("http client"),
+        };
+        runner.wait_for("the status API", Duration::from_secs(20), |r| {
+            r.try_status().is_some()
+        });
+        runner
+    }
+
+    /// The runner's conf.d directory.
+    pub fn confd(&self) -> PathBuf {
+        self.dir.path().join("conf.d")
+    }
+
+    /// Writes (or replaces, atomically) a conf.d file.
+    pub fn write_confd(&self, name: &str, text: &str) {
+        let path = self.confd().join(name);
+        let temporary = path.with_extension("tmp~");
+        write_file(&temporary, text);
+        std::fs::rename(&temporary, &path).expect("rename into place");
+    }
+
+    /// What the runner has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("runner.log")).unwrap_or_default()
+    }
+
+    /// `/status`, as JSON.
+    pub fn status(&self) -> serde_json::Value {
+        self.try_status()
+            .unwrap_or_else(|| panic!("the status API answers; log:\n{}", self.log()))
+    }
+
+    fn try_status(&self) -> Option<serde_json::Value> {
+        let url = format!("http://127.0.0.1:{}/status", self.status_port);
+        self.client.get(url).send().ok()?.json().ok()
+    }
+
+    /// Every scheduled instance whose source mentions `needle`.
+    pub fn instances_from(&self, needle: &str) -> Vec<serde_json::Value> {
+        self.status()["instances"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|i| i["source"].as_str().is_some_and(|s| s.contains(needle)))
+            .collect()
+    }
+
+    /// The current config errors.
+    pub fn config_errors(&self) -> Vec<String> {
+        self.status()["config_errors"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|e| e.as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// The `/metrics` page.
+    pub fn metrics(&self) -> String {
+        let url = format!("http://127.0.0.1:{}/metrics", self.metrics_port);
+        self.client
+            .get(url)
+            .send()
+            .and_then(|r| r.text())
+            .unwrap_or_else(|e| panic!("/metrics answers: {e}; log:\n{}", self.log()))
+    }
+
+    /// Polls `condition` every 20 ms until it holds; panics with the log after `timeout`.
+    pub fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut condition: impl FnMut(&Self) -> bool,
+    ) -> Duration {
+        let started = Instant::now();
+        loop {
+            if condition(self) {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "timed out after {timeout:?} waiting for {what}; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The runner's resident memory, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("the runner is alive");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for RunnerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn write_file(path: &Path, text: &str) {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).expect("conf.d subdirectory");
+    }
+    std::fs::write(path, text).expect("write conf.d file");
+}
