@@ -211,7 +211,8 @@ impl InstanceTask {
             let Ok(permit) = self.permits.clone().acquire_owned().await else {
                 return;
             };
-            let mut report = self.host.run(&self.plugin, &self.instance).await;
+            // Boxed: a run's future is large, and an idle instance should not carry it.
+            let mut report = Box::pin(self.host.run(&self.plugin, &self.instance)).await;
             drop(permit);
             self.sampler.process(&mut report);
             // Only sandbox failures back off: a check that returns an error (its target is

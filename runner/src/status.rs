@@ -20,6 +20,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 
+use crate::containers::ContainerStore;
 use crate::discovery::Problems;
 use crate::openmetrics::SharedStore;
 use crate::scheduler::{InstanceStats, StatsView};
@@ -34,6 +35,9 @@ pub struct Status {
     /// conf.d files that could not be used, with file and line, and checks whose plugin could
     /// not be loaded.
     pub config_errors: Vec<String>,
+    /// The running containers known from Docker, by name; absent when containers are off.
+    #[serde(default)]
+    pub containers: Option<Vec<String>>,
     pub instances: Vec<InstanceStats>,
 }
 
@@ -42,6 +46,7 @@ pub struct StatusSource {
     pub hostname: String,
     pub confd_path: String,
     pub config_errors: Problems,
+    pub containers: Option<ContainerStore>,
     pub stats: StatsView,
     pub started: Instant,
 }
@@ -54,6 +59,13 @@ impl StatusSource {
             uptime_s: self.started.elapsed().as_secs_f64(),
             confd_path: self.confd_path.clone(),
             config_errors: self.config_errors.list(),
+            containers: self.containers.as_ref().map(|store| {
+                store
+                    .all()
+                    .iter()
+                    .map(|c| format!("{} ({}, {})", c.name, c.short_id(), c.image))
+                    .collect()
+            }),
             instances: self.stats.snapshot(),
         }
     }

@@ -172,6 +172,7 @@ fn dogstatsd_metrics_from_a_container_carry_its_tags() {
             docker: Some(SOCKET.to_owned()),
             dogstatsd_socket: Some(socket),
             extra: "aggregator:\n  bucket_size_seconds: 1\n".to_owned(),
+            ..Options::default()
         },
         &[],
     );
@@ -293,5 +294,68 @@ fn container_churn_leaks_no_schedules_and_no_memory() {
         runner.config_errors().is_empty(),
         "{:?}",
         runner.config_errors()
+    );
+}
+
+#[test]
+fn test_check_resolves_templates_against_the_running_containers() {
+    let _daemon = docker::shared();
+    let image = docker::image();
+    let name = unique_name("tc");
+    let container = Container::run(&name, &["-l", HTTP_CHECK_LABEL, image]);
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir_all(dir.path().join("conf.d")).unwrap();
+    let config = dir.path().join("kennel.yaml");
+    std::fs::write(
+        &config,
+        format!("docker_socket: {SOCKET}\nplugins:\n  cache_path: null\n  state_path: null\n"),
+    )
+    .unwrap();
+    let out = std::process::Command::new(kennel_tests::runner_bin())
+        .args(["test-check", "http_check", "--json", "--config"])
+        .arg(&config)
+        .arg("--confd")
+        .arg(dir.path().join("conf.d"))
+        .arg("--plugins")
+        .arg(kennel_tests::plugins_dir())
+        .output()
+        .expect("runner test-check runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let results: serde_json::Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "JSON output ({e}): {stdout}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    // Other tests' containers may show up too; this one must, resolved and passing.
+    let ours: Vec<&serde_json::Value> = results
+        .as_array()
+        .expect("a list of instances")
+        .iter()
+        .filter(|r| r["source"].as_str().is_some_and(|s| s.contains(&name)))
+        .collect();
+    assert_eq!(ours.len(), 1, "{stdout}");
+    assert_eq!(ours[0]["status"], "OK", "{}", ours[0]);
+    let metrics = ours[0]["runs"][0]["metrics"].as_array().expect("metrics");
+    let can_connect = metrics
+        .iter()
+        .find(|m| m["name"] == "network.http.can_connect")
+        .expect("network.http.can_connect");
+    assert_eq!(can_connect["value"], 1.0);
+    let tags: Vec<&str> = can_connect["tags"]
+        .as_array()
+        .expect("tags")
+        .iter()
+        .filter_map(|t| t.as_str())
+        .collect();
+    assert!(
+        tags.contains(&format!("container_id:{}", container.id).as_str())
+            && tags.contains(&format!("container_name:{name}").as_str()),
+        "{tags:?}"
+    );
+    assert!(
+        tags.iter()
+            .any(|t| t.starts_with("url:http://") && t.ends_with(":80/")),
+        "the url was resolved: {tags:?}"
     );
 }

@@ -19,6 +19,9 @@ pub struct Options {
     pub dogstatsd_socket: Option<PathBuf>,
     /// More runner config, YAML (keys not set above).
     pub extra: String,
+    /// The log filter (`RUST_LOG`); `runner=debug` when not given, so tests can read every run
+    /// in the log.
+    pub log: Option<&'static str>,
 }
 
 /// A running `runner run`, stopped (SIGKILL) when dropped.
@@ -64,7 +67,7 @@ impl RunnerProcess {
             .arg(dir.path().join("kennel.yaml"))
             .arg("--confd")
             .arg(&confd)
-            .env("RUST_LOG", "runner=debug")
+            .env("RUST_LOG", options.log.unwrap_or("runner=debug"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

@@ -37,7 +37,8 @@ pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// What the loop takes in.
 pub enum Input {
     Datagrams(Batch),
-    Report(RunReport),
+    /// Check runs' reports, several at once when many runs finish together.
+    Reports(Vec<RunReport>),
 }
 
 /// Where flushes go.
@@ -51,6 +52,16 @@ impl AggregatorHandle {
     /// Hands over `input`, waiting while the loop is behind; `false` once the loop has stopped.
     pub fn send(&self, input: Input) -> bool {
         self.0.send(input).is_ok()
+    }
+
+    /// Hands over `input` if the loop has room; gives it back if not. `Err(None)` once the
+    /// loop has stopped.
+    pub fn try_send(&self, input: Input) -> Result<(), Option<Input>> {
+        match self.0.try_send(input) {
+            Ok(()) => Ok(()),
+            Err(std::sync::mpsc::TrySendError::Full(input)) => Err(Some(input)),
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => Err(None),
+        }
     }
 }
 
@@ -137,7 +148,11 @@ impl Loop {
             let wait = next_flush.saturating_duration_since(Instant::now());
             match inputs.recv_timeout(wait) {
                 Ok(Input::Datagrams(batch)) => self.take_datagrams(&batch),
-                Ok(Input::Report(report)) => self.aggregator.insert_report(&report),
+                Ok(Input::Reports(reports)) => {
+                    for report in &reports {
+                        self.aggregator.insert_report(report);
+                    }
+                }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
                     self.flush();

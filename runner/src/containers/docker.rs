@@ -70,11 +70,17 @@ pub enum WatchError {
 pub struct DockerClient {
     docker: Docker,
     tagger: Arc<TaggerConfig>,
+    procfs: PathBuf,
 }
 
 impl DockerClient {
-    /// Connects to the daemon at `socket` and agrees on an API version with it.
-    pub async fn connect(socket: &Path, tagger: Arc<TaggerConfig>) -> Result<Self, WatchError> {
+    /// Connects to the daemon at `socket` and agrees on an API version with it; containers'
+    /// cgroups are read from the host's procfs at `procfs`.
+    pub async fn connect(
+        socket: &Path,
+        tagger: Arc<TaggerConfig>,
+        procfs: &Path,
+    ) -> Result<Self, WatchError> {
         let path = socket.display().to_string();
         let connect_error = |source| WatchError::Connect {
             path: path.clone(),
@@ -85,7 +91,11 @@ impl DockerClient {
                 .map_err(connect_error)?;
         // The daemon may be older than the client's default API version.
         let docker = docker.negotiate_version().await.map_err(connect_error)?;
-        Ok(Self { docker, tagger })
+        Ok(Self {
+            docker,
+            tagger,
+            procfs: procfs.to_owned(),
+        })
     }
 
     /// Every running container, inspected. A container that stops while being inspected is
@@ -115,7 +125,10 @@ impl DockerClient {
     /// The container `id` if it is running; `None` if it stopped or no longer exists.
     pub async fn inspect(&self, id: &str) -> Result<Option<Container>, WatchError> {
         match self.docker.inspect_container(id, None).await {
-            Ok(response) => Ok(container_from(response, &self.tagger)),
+            Ok(response) => Ok(container_from(response, &self.tagger).map(|mut container| {
+                container.cgroup = read_cgroup(&self.procfs, container.pid, &container.id);
+                container
+            })),
             Err(DockerError::DockerResponseServerError {
                 status_code: 404, ..
             }) => Ok(None),
@@ -130,6 +143,8 @@ impl DockerClient {
 /// Keeps the store in step with the daemon until the receiver of `events` goes away.
 pub struct DockerWatcher {
     pub socket: PathBuf,
+    /// The host's procfs (`procfs_root`), for containers' cgroups.
+    pub procfs: PathBuf,
     pub tagger: Arc<TaggerConfig>,
     pub store: ContainerStore,
     /// Every change applied to the store, in order.
@@ -185,7 +200,7 @@ impl DockerWatcher {
         since: &mut Option<i64>,
         down_logged: &mut bool,
     ) -> Result<Stop, WatchError> {
-        let client = DockerClient::connect(&self.socket, self.tagger.clone()).await?;
+        let client = DockerClient::connect(&self.socket, self.tagger.clone(), &self.procfs).await?;
         let started = unix_now();
         let filters = HashMap::from([
             ("type".to_owned(), vec!["container".to_owned()]),
@@ -358,6 +373,7 @@ fn container_from(response: ContainerInspectResponse, tagger: &TaggerConfig) -> 
             .pid
             .and_then(|pid| u32::try_from(pid).ok())
             .unwrap_or(0),
+        cgroup: None,
         health: state
             .health
             .and_then(|h| h.status)
@@ -368,6 +384,15 @@ fn container_from(response: ContainerInspectResponse, tagger: &TaggerConfig) -> 
     };
     container.tags = tagger.tags(&container);
     Some(container)
+}
+
+/// The cgroup of container `id`'s main process `pid`.
+fn read_cgroup(procfs: &Path, pid: u32, id: &str) -> Option<String> {
+    if pid == 0 {
+        return None;
+    }
+    let text = std::fs::read_to_string(procfs.join(pid.to_string()).join("cgroup")).ok()?;
+    crate::dogstatsd::origin::container_cgroup(&text, id).map(str::to_owned)
 }
 
 /// `80/tcp`, `53/udp`, `8000-8002/tcp` (a range, expanded).

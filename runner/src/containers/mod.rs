@@ -42,6 +42,10 @@ pub struct Container {
     pub ports: Vec<Port>,
     /// The main process's pid in the host's pid namespace; 0 when not running.
     pub pid: u32,
+    /// The container's cgroup, relative to the cgroup root (`/docker/<id>`,
+    /// `/system.slice/docker-<id>.scope`), read from its main process: the unified (v2) one, else
+    /// the memory controller's. `None` when procfs does not say.
+    pub cgroup: Option<String>,
     /// `starting`, `healthy` or `unhealthy` for a container with a health check.
     pub health: Option<String>,
     /// The tags the tagger derived, by cardinality.

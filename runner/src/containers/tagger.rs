@@ -190,6 +190,7 @@ mod tests {
             networks: BTreeMap::new(),
             ports: Vec::new(),
             pid: 42,
+            cgroup: None,
             health: None,
             tags: ContainerTags::default(),
         }

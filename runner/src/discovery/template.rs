@@ -835,6 +835,7 @@ mod tests {
             )]),
             ports: vec![tcp(80), tcp(443)],
             pid: 4242,
+            cgroup: None,
             health: None,
             tags: ContainerTags::default(),
         }

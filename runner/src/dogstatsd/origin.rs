@@ -104,9 +104,48 @@ pub fn container_id(cgroup: &str) -> Option<&str> {
     })
 }
 
+/// The cgroup path holding container `id` in a `/proc/<pid>/cgroup` text: the unified (v2)
+/// hierarchy's if it names the container, else the memory controller's, else the first that
+/// does.
+pub fn container_cgroup<'a>(cgroup: &'a str, id: &str) -> Option<&'a str> {
+    let paths: Vec<(&str, &str)> = cgroup
+        .lines()
+        .filter_map(|line| {
+            let mut parts = line.splitn(3, ':');
+            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            path.contains(id).then_some((controllers, path))
+        })
+        .collect();
+    paths
+        .iter()
+        .find(|(controllers, _)| controllers.is_empty())
+        .or_else(|| {
+            paths
+                .iter()
+                .find(|(controllers, _)| controllers.split(',').any(|c| c == "memory"))
+        })
+        .or_else(|| paths.first())
+        .map(|(_, path)| *path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_containers_cgroup_path_prefers_v2_then_memory() {
+        let v1 = format!("12:cpu,cpuacct:/docker/{ID}\n4:memory:/docker/{ID}\n0::/\n");
+        assert_eq!(
+            container_cgroup(&v1, ID),
+            Some(format!("/docker/{ID}").as_str())
+        );
+        let v2 = format!("0::/system.slice/docker-{ID}.scope\n");
+        assert_eq!(
+            container_cgroup(&v2, ID),
+            Some(format!("/system.slice/docker-{ID}.scope").as_str())
+        );
+        assert_eq!(container_cgroup("0::/user.slice\n", ID), None);
+    }
 
     const ID: &str = "3f1b2c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f809";
 
