@@ -359,3 +359,29 @@ fn test_check_resolves_templates_against_the_running_containers() {
         "the url was resolved: {tags:?}"
     );
 }
+
+#[test]
+fn without_docker_the_runner_says_so_once_and_runs_its_checks() {
+    let runner = RunnerProcess::start(
+        Options {
+            docker: Some("/nonexistent/docker.sock".to_owned()),
+            ..Options::default()
+        },
+        &[(
+            "test_plugin.yaml",
+            "instances:\n  - mode: ok\n    min_collection_interval: 0.2\n",
+        )],
+    );
+    runner.wait_for("the conf.d check to run", WAIT, |r| {
+        r.instances_from("test_plugin.yaml")
+            .iter()
+            .any(|i| runs(i) >= 3)
+    });
+    let log = runner.log();
+    assert_eq!(
+        log.matches("no Docker daemon socket").count(),
+        1,
+        "one notice:\n{log}"
+    );
+    assert_eq!(runner.status()["containers"], serde_json::json!([]));
+}

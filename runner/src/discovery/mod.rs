@@ -112,6 +112,8 @@ pub struct Discovery {
     /// Plugins loaded in this reconciliation, by check (dropped at each conf.d reload, so a
     /// plugin file replaced on disk is loaded again).
     plugins: HashMap<String, Result<Arc<Plugin>, String>>,
+    /// Wanted instances whose plugin could not be loaded, tried again at each conf.d reload.
+    pending: HashMap<String, Instance>,
 }
 
 impl Discovery {
@@ -126,6 +128,7 @@ impl Discovery {
             sources: HashMap::new(),
             wanted: HashMap::new(),
             plugins: HashMap::new(),
+            pending: HashMap::new(),
         }
     }
 
@@ -147,6 +150,10 @@ impl Discovery {
     /// Takes in a fresh load of the conf.d directory.
     pub fn apply_confd(&mut self, loaded: Loaded) {
         self.plugins.clear();
+        self.problems.clear_prefix("plugin:");
+        for (_, instance) in std::mem::take(&mut self.pending) {
+            self.start(instance);
+        }
         let mut next: BTreeMap<PathBuf, CheckConfig> = BTreeMap::new();
         self.problems.clear_prefix("file:");
         for error in loaded.errors {
@@ -269,6 +276,7 @@ impl Discovery {
                 *count -= 1;
                 if *count == 0 {
                     self.wanted.remove(&id);
+                    self.pending.remove(&id);
                     self.scheduler.unschedule(&id);
                 }
             }
@@ -288,10 +296,11 @@ impl Discovery {
                 self.scheduler.schedule(instance, plugin.clone());
             }
             Err(error) => {
-                // Counted as wanted, so the instance starts when a later reload finds the
-                // plugin; reported until then.
+                // Still wanted: it starts when a later conf.d reload finds the plugin, and is
+                // reported until then.
                 tracing::error!(check = %check, source = %instance.source, "{error}");
                 self.problems.set(format!("plugin:{check}"), error.clone());
+                self.pending.insert(instance.id.clone(), instance);
             }
         }
     }
