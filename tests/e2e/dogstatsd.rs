@@ -1,10 +1,18 @@
-//! The DogStatsD listeners with real client processes on real sockets.
+//! The DogStatsD listeners with real client processes on real sockets, and `runner run` fed by
+//! a real Rust client, `cadence`.
 
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::os::unix::net::UnixDatagram;
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use cadence::prelude::*;
+use cadence::{BufferedUnixMetricSink, StatsdClient, UdpMetricSink};
+use kennel_tests::http_server::closed_port;
+use kennel_tests::{plugins_dir, runner_bin};
 use runner::dogstatsd::listener::{Batch, ListenerConfig, ListenerStats, Listeners, Transport};
 use runner::dogstatsd::origin::Origin;
 
@@ -203,5 +211,346 @@ fn a_stale_socket_is_replaced_and_anything_else_is_refused() {
     assert!(
         message.contains("`dogstatsd_socket`") && message.contains("not a socket"),
         "{message}"
+    );
+}
+
+/// One batch's datagrams, as text, with their origins.
+type ReceivedBatch = Vec<(String, Origin)>;
+
+#[test]
+fn datagrams_taken_in_one_receive_keep_each_senders_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    config.stream_socket = None;
+    config.udp = None;
+    // The sink holds the listener's thread on its first batch until both senders' datagrams
+    // are queued, so that the next `recvmmsg` takes them together.
+    let batches: Arc<Mutex<Vec<ReceivedBatch>>> = Arc::default();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let released = Mutex::new(released);
+    let into = batches.clone();
+    let sink = Arc::new(move |batch: Batch| {
+        let first = {
+            let mut batches = into.lock().unwrap();
+            batches.push(
+                batch
+                    .packets()
+                    .map(|(bytes, origin)| {
+                        (String::from_utf8_lossy(bytes).into_owned(), origin.clone())
+                    })
+                    .collect(),
+            );
+            batches.len() == 1
+        };
+        if first {
+            let _ = released
+                .lock()
+                .unwrap()
+                .recv_timeout(Duration::from_secs(10));
+        }
+        true
+    });
+    let _listeners = Listeners::start(
+        &config,
+        sink,
+        Arc::new(ListenerStats::new(
+            &runner::aggregator::telemetry::Telemetry::new(),
+        )),
+    )
+    .expect("listeners start");
+    let socket = config.socket.as_ref().unwrap();
+    UnixDatagram::unbound()
+        .unwrap()
+        .send_to(b"first:1|c", socket)
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while batches.lock().unwrap().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+
+    let send = |message: &str| {
+        format!(
+            "s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\ns.sendto(b'{message}', '{}')",
+            socket.display()
+        )
+    };
+    let mut in_container = python(&send("from.container:1|c"), 0.3);
+    fake_cgroup(
+        &config.procfs,
+        in_container.id(),
+        &format!("0::/system.slice/docker-{CONTAINER}.scope\n"),
+    );
+    let mut on_host = python(&send("from.host:2|c"), 0.3);
+    fake_cgroup(&config.procfs, on_host.id(), "0::/user.slice\n");
+    assert!(in_container.wait().unwrap().success() && on_host.wait().unwrap().success());
+    release.send(()).unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while batches.lock().unwrap().len() < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let mut second = batches.lock().unwrap().get(1).cloned().unwrap_or_default();
+    second.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        second,
+        [
+            (
+                "from.container:1|c".to_owned(),
+                Origin::Container(CONTAINER.into())
+            ),
+            ("from.host:2|c".to_owned(), Origin::Host),
+        ],
+        "one batch, one origin per datagram"
+    );
+}
+
+/// A `runner run` with DogStatsD on a Unix socket and UDP, 1 s buckets, and its OpenMetrics
+/// page; killed when dropped. (`kennel_tests::runner_process` starts runners without UDP.)
+struct Runner {
+    child: Child,
+    socket: std::path::PathBuf,
+    udp_port: u16,
+    metrics_port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Runner {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("dsd.socket");
+        let (udp_port, metrics_port) = (closed_port(), closed_port());
+        let config = dir.path().join("kennel.yaml");
+        let confd = dir.path().join("conf.d");
+        std::fs::create_dir_all(&confd).unwrap();
+        std::fs::write(
+            &config,
+            format!(
+                "status_listen: null\nopenmetrics_listen: 127.0.0.1:{metrics_port}\n\
+                 dogstatsd_port: {udp_port}\ndogstatsd_socket: {}\ndocker_socket: null\n\
+                 aggregator:\n  bucket_size_seconds: 1\n",
+                socket.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new(runner_bin())
+            .args(["run", "--config"])
+            .arg(&config)
+            .arg("--confd")
+            .arg(&confd)
+            .arg("--plugins")
+            .arg(plugins_dir())
+            .env("XDG_CACHE_HOME", dir.path().join("cache"))
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("runner starts");
+        let runner = Self {
+            child,
+            socket,
+            udp_port,
+            metrics_port,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !(runner.socket.exists()
+            && std::net::TcpStream::connect(("127.0.0.1", metrics_port)).is_ok())
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the runner did not start listening"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        runner
+    }
+
+    /// The samples on `/metrics`: `name{labels}` → value, without the `container_id` label
+    /// the runner adds if this test runs in a container.
+    fn samples(&self) -> (BTreeMap<String, f64>, String) {
+        let mut stream =
+            std::net::TcpStream::connect(("127.0.0.1", self.metrics_port)).expect("connect");
+        std::io::Write::write_all(&mut stream, b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut page = String::new();
+        stream.read_to_string(&mut page).unwrap();
+        let body = page.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+        let samples = body
+            .lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter_map(|line| {
+                let (series, value) = line.rsplit_once(' ')?;
+                let series = match series.split_once('{') {
+                    Some((name, labels)) => {
+                        let labels: Vec<&str> = labels
+                            .trim_end_matches('}')
+                            .split(',')
+                            .filter(|l| !l.starts_with("container_id="))
+                            .collect();
+                        if labels.is_empty() {
+                            name.to_owned()
+                        } else {
+                            format!("{name}{{{}}}", labels.join(","))
+                        }
+                    }
+                    None => series.to_owned(),
+                };
+                Some((series, value.parse().ok()?))
+            })
+            .collect();
+        (samples, body.to_owned())
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every metric type `cadence` has, through `client`, tagged `env:test` by the client; returns
+/// how many metrics were sent. The caller starts just after a whole second, so that (with 1 s
+/// buckets) everything lands in one bucket.
+fn send_every_type(client: &StatsdClient) -> usize {
+    let sent = [
+        client.gauge("g", 5u64).map(drop),
+        client.gauge("g", 7.5f64).map(drop),
+        client.count("c", 3i64).map(drop),
+        client.count("c", 3i64).map(drop),
+        client.incr("c").map(drop),
+        client.decr("c").map(drop),
+        client
+            .count_with_tags("c", 10i64)
+            .with_tag("path", "/api")
+            .try_send()
+            .map(drop),
+        client.time("t", 250u64).map(drop),
+        client.time("t", Duration::from_millis(150)).map(drop),
+        client.histogram("h", 1u64).map(drop),
+        client.histogram("h", 2.5f64).map(drop),
+        client.histogram("h", vec![3u64, 4, 5]).map(drop),
+        client.set("s", 1i64).map(drop),
+        client.set("s", 2i64).map(drop),
+        client.set("s", 1i64).map(drop),
+        client.meter("m", 1u64).map(drop),
+    ];
+    let mut count = sent.len();
+    for v in 1..=100u64 {
+        client.distribution("d", v).expect("sent");
+        count += 1;
+    }
+    for result in &sent {
+        assert!(result.is_ok(), "cadence failed to send: {result:?}");
+    }
+    client.flush().expect("flushed");
+    count
+}
+
+/// Sleeps until just after the next whole second.
+fn at_a_whole_second() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    std::thread::sleep(
+        Duration::from_millis(1020) - Duration::from_millis(now.subsec_millis().into()),
+    );
+}
+
+/// What [`send_every_type`] becomes on the page, for the metrics prefixed `prefix`.
+fn assert_every_type(samples: &BTreeMap<String, f64>, page: &str, prefix: &str) {
+    let env = "{env=\"test\"}";
+    let expected = [
+        (format!("{prefix}_g{env}"), 7.5),
+        (format!("{prefix}_c_total{env}"), 3.0 + 3.0 + 1.0 - 1.0),
+        (
+            format!("{prefix}_c_total{{env=\"test\",path=\"/api\"}}"),
+            10.0,
+        ),
+        (format!("{prefix}_t_max{env}"), 250.0),
+        (format!("{prefix}_t_avg{env}"), 200.0),
+        (format!("{prefix}_t_count_total{env}"), 2.0),
+        (format!("{prefix}_h_max{env}"), 5.0),
+        (format!("{prefix}_h_avg{env}"), 15.5 / 5.0),
+        (format!("{prefix}_h_count_total{env}"), 5.0),
+        (format!("{prefix}_s{env}"), 2.0),
+        (format!("{prefix}_d_count{env}"), 100.0),
+        (format!("{prefix}_d_sum{env}"), 5050.0),
+    ];
+    for (series, value) in expected {
+        assert_eq!(samples.get(&series), Some(&value), "{series} in:\n{page}");
+    }
+    for series in [
+        format!("{prefix}_t_median{env}"),
+        format!("{prefix}_h_95percentile{env}"),
+    ] {
+        assert!(samples.contains_key(&series), "{series} in:\n{page}");
+    }
+    let median = samples
+        .get(&format!("{prefix}_d{{env=\"test\",quantile=\"0.5\"}}"))
+        .copied()
+        .unwrap_or_default();
+    assert!(
+        (49.0..=52.0).contains(&median),
+        "the distribution's median is about 50, within the sketch's accuracy: {median}"
+    );
+    assert!(
+        !samples
+            .keys()
+            .any(|s| s.starts_with(&format!("{prefix}_m"))),
+        "a meter (`|m`) is not a DogStatsD type: {page}"
+    );
+}
+
+/// `cadence` as a real client of `runner run`: over the Unix datagram socket through its
+/// buffered sink (several metrics per datagram, newline-separated), and over UDP one metric
+/// per datagram; every value checked on the OpenMetrics page. cadence has no events or service
+/// checks (the PyPI `datadog` client's test in `pipeline.rs` covers those); its meters (`|m`)
+/// are not a DogStatsD type, and are counted as parse errors.
+#[test]
+fn cadence_metrics_over_uds_and_udp_are_aggregated_value_by_value() {
+    let runner = Runner::start();
+    let uds = {
+        let socket = UnixDatagram::unbound().unwrap();
+        let sink = BufferedUnixMetricSink::from(&runner.socket, socket);
+        StatsdClient::builder("cadence.uds", sink)
+            .with_tag("env", "test")
+            .build()
+    };
+    let udp = {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let sink = UdpMetricSink::from(("127.0.0.1", runner.udp_port), socket).unwrap();
+        StatsdClient::builder("cadence.udp", sink)
+            .with_tag("env", "test")
+            .build()
+    };
+    at_a_whole_second();
+    let sent_over_uds = send_every_type(&uds);
+    let sent_over_udp = send_every_type(&udp);
+    std::thread::sleep(Duration::from_millis(2500));
+
+    let (samples, page) = runner.samples();
+    assert_every_type(&samples, &page, "cadence_uds");
+    assert_every_type(&samples, &page, "cadence_udp");
+    let telemetry = |series: &str| samples.get(series).copied().unwrap_or_default();
+    assert_eq!(
+        telemetry("kennel_dogstatsd_datagrams_total{transport=\"udp\"}"),
+        sent_over_udp as f64,
+        "one datagram per metric over UDP"
+    );
+    let uds_datagrams = telemetry("kennel_dogstatsd_datagrams_total{transport=\"uds\"}");
+    assert!(
+        (1.0..sent_over_uds as f64).contains(&uds_datagrams),
+        "the buffered sink packs metrics into fewer datagrams: {uds_datagrams}"
+    );
+    assert_eq!(
+        telemetry("kennel_dogstatsd_messages_total{message_type=\"metric\"}"),
+        (sent_over_uds - 1 + sent_over_udp - 1) as f64,
+        "every metric but the meters parsed"
+    );
+    assert_eq!(
+        telemetry("kennel_dogstatsd_parse_errors_total{reason=\"unknown_type\"}"),
+        2.0,
+        "the two meters"
     );
 }

@@ -224,7 +224,9 @@ async fn misbehaving_checks_do_not_delay_a_healthy_one() {
         "healthy runs: {}",
         healthy_starts.len()
     );
-    for pair in healthy_starts.windows(2) {
+    // The first run comes early by design (within the scheduler's first-run spread); from
+    // the second on, runs keep to the interval.
+    for pair in healthy_starts[1..].windows(2) {
         let gap = pair[1].duration_since(pair[0]).expect("runs in order");
         assert!(
             gap > Duration::from_millis(850) && gap < Duration::from_millis(1150),

@@ -112,7 +112,10 @@ fn build_image() {
         .status()
         .expect("docker import runs");
     assert!(import.success(), "the test image imports");
-    assert!(tar.wait().is_ok_and(|s| s.success()), "tar archives the image");
+    assert!(
+        tar.wait().is_ok_and(|s| s.success()),
+        "tar archives the image"
+    );
 }
 
 /// A running container, removed (forcibly) when dropped.

@@ -1,13 +1,13 @@
 //! Following the Docker daemon: the containers running now, and every change after.
 //!
-//! At each (re)connection the watcher subscribes to the event stream (`type=container`,
-//! actions `start`, `die`, `destroy`, `rename`, `health_status`), then lists the running
-//! containers, inspects each, and reconciles the store with that list: containers that went
-//! away while the daemon was unreachable are unset, new ones set. Subscribing before listing
-//! means nothing that happens during the listing is missed; after a reconnect the subscription
-//! resumes with `since` at the last event seen, so events from the gap are replayed too. Every
-//! update is idempotent (a container is re-inspected and compared with what the store holds), so
-//! a replayed or duplicate event never doubles a container or its checks.
+//! At each (re)connection the watcher lists the running containers, inspects each, and
+//! reconciles the store with that list: containers that went away while the daemon was
+//! unreachable are unset, new ones set. Then it follows the event stream (`type=container`,
+//! actions `start`, `die`, `destroy`, `rename`, `health_status`) from `since`: the last event
+//! seen before the connection was lost, or, on the first connection, the moment just before the
+//! listing, so nothing that happened during the listing or the gap is missed. Every update is
+//! idempotent (a container is re-inspected and compared with what the store holds), so a
+//! replayed or duplicate event never doubles a container or its checks.
 //!
 //! `start`, `rename` and `health_status` re-inspect the container (a stopped one is unset);
 //! `die` and `destroy` unset it. A container that vanishes between the event and the inspect
@@ -194,7 +194,8 @@ impl DockerWatcher {
         }
     }
 
-    /// One connection: subscribe, resync, then follow events until the stream ends.
+    /// One connection: resync, then follow events (from before the resync) until the stream
+    /// ends.
     async fn follow(
         &self,
         since: &mut Option<i64>,

@@ -1,33 +1,51 @@
 //! The DogStatsD listeners: a Unix datagram socket (with origin detection), UDP, and a Unix
 //! stream socket (4-byte little-endian length-prefixed frames).
 //!
-//! Each socket has its own thread that blocks in `recvmsg`, then drains whatever else is
-//! already queued without blocking, and hands the datagrams on as one [`Batch`]: one buffer, one
-//! channel send and one wake-up of the aggregator for up to [`BATCH_PACKETS`] datagrams. Under
-//! load batches fill up; when idle each datagram goes on at once. Blocking threads, rather than
-//! tokio tasks, keep the hot receive path free of executor overhead and give the kernel a
-//! reader that is always waiting.
+//! Each datagram socket has its own thread that blocks in `recvmmsg` with `MSG_WAITFORONE`: the
+//! call waits for the first datagram, then takes whatever else is already queued, up to
+//! [`BATCH_PACKETS`], in the same system call. Under load one call returns a full batch; when idle
+//! each datagram goes on at once. Blocking threads, rather than tokio tasks, keep the hot receive
+//! path free of executor overhead and give the kernel a reader that is always waiting.
+//!
+//! Buffers:
+//! - `recvmmsg` writes into a receive area allocated once per socket: [`BATCH_PACKETS`] slots of
+//!   `dogstatsd_buffer_size` bytes (fewer slots when the buffer size is large, so the area stays
+//!   under [`RECEIVE_AREA`]), each with its own control buffer, so the kernel's `SCM_CREDENTIALS`
+//!   (the sender's pid) comes with every datagram, not once per call.
+//! - What arrived is copied, packed end to end, into a [`Batch`], which goes to the aggregator
+//!   through one channel send. Packing (a `memcpy` of what was received, tens of bytes per
+//!   metric) rather than handing over the receive area keeps a queue of batches behind a busy
+//!   aggregator at the size of what was received, not 64 full-size slots each.
+//! - A dropped batch (the aggregator has parsed it) returns its buffers to its socket's pool,
+//!   bounded at [`POOL_BATCHES`], and the next batch reuses them: in the steady state nothing is
+//!   allocated per datagram or per batch. The pool is a mutex taken once per batch on each side,
+//!   not per datagram.
+//! - Consecutive datagrams from one pid within a call share one origin lookup, so the resolver's
+//!   lock is taken once per sender per call.
 //!
 //! Sockets:
 //! - Unix datagram (`dogstatsd_socket`): the parent directory is created, a stale socket file is
 //!   replaced (anything else at the path is an error), the socket is made writable by everyone
 //!   (mode 0722, as the Datadog Agent does, so containers running as any user can send), and
 //!   with origin detection `SO_PASSCRED` makes the kernel attach each sender's pid.
-//! - UDP (`dogstatsd_port`): loopback unless `dogstatsd_non_local_traffic`; no origin.
+//! - UDP (`dogstatsd_port`): loopback unless `dogstatsd_non_local_traffic`; no origin; the same
+//!   `recvmmsg` path without control buffers.
 //! - Unix stream (`dogstatsd_stream_socket`): origin from the peer's credentials at connect
-//!   time (`SO_PEERCRED`); a frame longer than `dogstatsd_buffer_size` drops the connection.
+//!   time (`SO_PEERCRED`); a frame longer than `dogstatsd_buffer_size` drops the connection. One
+//!   frame is one batch; a connection's batches reuse their buffers as the datagram sockets' do.
 //!
 //! Every socket gets a large receive buffer (`dogstatsd_so_rcvbuf`), forced past the kernel's
 //! default cap when the runner may do so, so bursts queue in the kernel rather than being
 //! dropped.
 //!
-//! Missing: `recvmmsg` (one syscall for many datagrams) and buffer recycling between batches.
+//! `recvmmsg` comes from `libc`: rustix, used for every other socket call here, offers
+//! `sendmmsg` but not `recvmmsg`.
 
 use std::io::{self, Read};
 use std::mem::MaybeUninit;
 use std::net::{SocketAddr, UdpSocket};
 use std::ops::Range;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -36,16 +54,20 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
-
 use super::origin::{Origin, OriginResolver};
 use crate::aggregator::telemetry::{Counter, InternalMetric, Telemetry};
 
-/// Datagrams handed on together, at most.
+/// Datagrams received by one `recvmmsg` and handed on together, at most.
 pub const BATCH_PACKETS: usize = 64;
-/// Bytes handed on together, about: batches are allocated to fit what they hold, so a queue of
-/// batches behind a busy aggregator costs what was received, not a fixed buffer each.
+/// Bytes handed on together, about: a batch holds what was received, packed, and is handed on
+/// before it would pass this.
 const BATCH_BYTES: usize = 64 << 10;
+/// The most a socket's receive area takes: with a large `dogstatsd_buffer_size`, one call
+/// receives fewer datagrams rather than the area growing to 64 of them.
+const RECEIVE_AREA: usize = 1 << 20;
+/// Dropped batches whose buffers a socket keeps for reuse, at most. A burst that queued more
+/// batches than this frees the rest once the aggregator has caught up.
+const POOL_BATCHES: usize = 32;
 /// How often a blocked receive wakes up to see whether the listener was stopped.
 const STOP_CHECK: Duration = Duration::from_millis(200);
 
@@ -74,23 +96,17 @@ pub struct Packet {
     pub origin: Origin,
 }
 
-/// Datagrams received together, from one socket, in one buffer.
+/// Datagrams received together, from one socket, in one buffer. Dropping it gives its buffers
+/// back to the socket's pool.
 #[derive(Debug)]
 pub struct Batch {
     pub transport: Transport,
     data: Vec<u8>,
     packets: Vec<Packet>,
+    pool: Option<Arc<Pool>>,
 }
 
 impl Batch {
-    fn new(transport: Transport) -> Self {
-        Self {
-            transport,
-            data: Vec::new(),
-            packets: Vec::new(),
-        }
-    }
-
     /// Each datagram's bytes and origin.
     pub fn packets(&self) -> impl Iterator<Item = (&[u8], &Origin)> {
         self.packets
@@ -120,8 +136,61 @@ impl Batch {
         });
     }
 
-    fn full(&self, buffer_size: usize) -> bool {
-        self.packets.len() >= BATCH_PACKETS || self.data.len() + buffer_size > BATCH_BYTES
+    /// Whether a datagram of `len` bytes should go in the next batch.
+    fn full(&self, len: usize) -> bool {
+        !self.packets.is_empty()
+            && (self.packets.len() >= BATCH_PACKETS || self.data.len() + len > BATCH_BYTES)
+    }
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.take() {
+            pool.put(
+                std::mem::take(&mut self.data),
+                std::mem::take(&mut self.packets),
+            );
+        }
+    }
+}
+
+/// The buffers of dropped batches, for the next ones.
+#[derive(Debug, Default)]
+struct Pool {
+    free: Mutex<Vec<(Vec<u8>, Vec<Packet>)>>,
+}
+
+impl Pool {
+    /// An empty batch, on recycled buffers when there are some.
+    fn batch(self: &Arc<Self>, transport: Transport) -> Batch {
+        let (data, packets) = self
+            .free
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+            .unwrap_or_default();
+        Batch {
+            transport,
+            data,
+            packets,
+            pool: Some(self.clone()),
+        }
+    }
+
+    fn put(&self, mut data: Vec<u8>, mut packets: Vec<Packet>) {
+        // Grown past what a batch of ordinary datagrams needs (growth doubles, so up to twice
+        // `BATCH_BYTES`) by one datagram or stream frame of up to `dogstatsd_buffer_size`
+        // (1 MiB): not worth keeping.
+        if data.capacity() > 2 * BATCH_BYTES {
+            return;
+        }
+        data.clear();
+        // Drops the origins' references here, outside the lock.
+        packets.clear();
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        if free.len() < POOL_BATCHES {
+            free.push((data, packets));
+        }
     }
 }
 
@@ -170,9 +239,9 @@ impl ListenerStats {
         }
     }
 
-    fn count(&self, transport: Transport, bytes: usize) {
+    fn count(&self, transport: Transport, datagrams: usize, bytes: usize) {
         let i = transport as usize;
-        self.datagrams[i].increment(1);
+        self.datagrams[i].increment(datagrams as u64);
         self.bytes[i].increment(bytes as u64);
     }
 
@@ -214,18 +283,20 @@ impl Listeners {
                 path.display()
             )))?;
             listeners.socket_paths.push(path.clone());
-            let receive = UnixDatagramReceiver {
-                socket,
-                origin_detection: config.origin_detection,
-                resolver: resolver.clone(),
-                origin_errors: stats.origin_errors.clone(),
+            let socket = DatagramSocket {
+                fd: socket.into(),
+                transport: Transport::UnixDatagram,
+                origins: config.origin_detection.then(|| Origins {
+                    resolver: resolver.clone(),
+                    errors: stats.origin_errors.clone(),
+                }),
             };
             listeners.spawn(
                 "kennel-dsd-uds",
                 config,
                 sink.clone(),
                 stats.clone(),
-                receive,
+                socket,
             )?;
         }
         if let Some(addr) = config.udp {
@@ -235,12 +306,17 @@ impl Listeners {
             socket.set_read_timeout(Some(STOP_CHECK))?;
             set_receive_buffer(&socket, config.so_rcvbuf);
             listeners.udp_addr = Some(socket.local_addr()?);
+            let socket = DatagramSocket {
+                fd: socket.into(),
+                transport: Transport::Udp,
+                origins: None,
+            };
             listeners.spawn(
                 "kennel-dsd-udp",
                 config,
                 sink.clone(),
                 stats.clone(),
-                UdpReceiver { socket },
+                socket,
             )?;
         }
         if let Some(path) = &config.stream_socket {
@@ -271,36 +347,13 @@ impl Listeners {
         config: &ListenerConfig,
         sink: Sink,
         stats: Arc<ListenerStats>,
-        mut receiver: impl Receiver + Send + 'static,
+        socket: DatagramSocket,
     ) -> io::Result<()> {
         let stop = self.stop.clone();
         let buffer_size = config.buffer_size;
-        let thread = std::thread::Builder::new().name(name.to_owned()).spawn(move || {
-            let mut buffer = vec![0u8; buffer_size];
-            let transport = receiver.transport();
-            while !stop.load(Ordering::Relaxed) {
-                let mut batch = Batch::new(transport);
-                let mut blocking = true;
-                while !batch.full(buffer_size) {
-                    match receiver.receive(&mut buffer, blocking) {
-                        Ok(Some((len, origin))) => {
-                            stats.count(transport, len);
-                            batch.push(&buffer[..len], origin);
-                            blocking = false;
-                        }
-                        Ok(None) => break,
-                        Err(error) => {
-                            stats.read_error(transport);
-                            tracing::debug!(transport = transport.as_str(), %error, "DogStatsD read failed");
-                            break;
-                        }
-                    }
-                }
-                if !batch.is_empty() && !sink(batch) {
-                    return;
-                }
-            }
-        })?;
+        let thread = std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || socket.run(buffer_size, &sink, &stats, &stop))?;
         self.threads.push(thread);
         Ok(())
     }
@@ -318,60 +371,206 @@ impl Drop for Listeners {
     }
 }
 
-/// One socket's way of receiving a datagram.
-trait Receiver {
-    fn transport(&self) -> Transport;
-    /// A datagram into `buffer`, its length and origin; `None` when nothing came (a timeout
-    /// when `blocking`, or an empty queue when not).
-    fn receive(&mut self, buffer: &mut [u8], blocking: bool)
-    -> io::Result<Option<(usize, Origin)>>;
+/// A Unix datagram or UDP socket, and how to name its senders.
+struct DatagramSocket {
+    fd: OwnedFd,
+    transport: Transport,
+    /// Set when the kernel attaches each sender's pid (`SO_PASSCRED`).
+    origins: Option<Origins>,
 }
 
-struct UnixDatagramReceiver {
-    socket: UnixDatagram,
-    origin_detection: bool,
-    resolver: Arc<Mutex<OriginResolver>>,
-    origin_errors: Counter,
+impl DatagramSocket {
+    /// Receives until the listener stops or the sink is gone.
+    fn run(&self, buffer_size: usize, sink: &Sink, stats: &ListenerStats, stop: &AtomicBool) {
+        let transport = self.transport;
+        let slots = (RECEIVE_AREA / buffer_size).clamp(1, BATCH_PACKETS);
+        let mut receiver = MultiReceiver::new(slots, buffer_size, self.origins.is_some());
+        let pool = Arc::new(Pool::default());
+        while !stop.load(Ordering::Relaxed) {
+            let received = match receiver.receive(self.fd.as_fd()) {
+                Ok(0) => continue,
+                Ok(received) => received,
+                Err(error) => {
+                    stats.read_error(transport);
+                    tracing::debug!(transport = transport.as_str(), %error, "DogStatsD read failed");
+                    continue;
+                }
+            };
+            let mut batch = pool.batch(transport);
+            let mut bytes = 0;
+            // The origin of the previous datagram's pid: a call's datagrams mostly come from
+            // one sender.
+            let mut last: Option<(u32, Origin)> = None;
+            for i in 0..received {
+                let (datagram, pid) = receiver.datagram(i);
+                bytes += datagram.len();
+                let origin = match (&self.origins, pid) {
+                    (Some(origins), Some(pid)) => match &last {
+                        Some((last_pid, origin)) if *last_pid == pid => origin.clone(),
+                        _ => {
+                            let origin = origins.resolve(pid);
+                            last = Some((pid, origin.clone()));
+                            origin
+                        }
+                    },
+                    _ => Origin::Unknown,
+                };
+                if batch.full(datagram.len()) {
+                    let full = std::mem::replace(&mut batch, pool.batch(transport));
+                    if !sink(full) {
+                        return;
+                    }
+                }
+                batch.push(datagram, origin);
+            }
+            stats.count(transport, received, bytes);
+            if !sink(batch) {
+                return;
+            }
+        }
+    }
 }
 
-impl Receiver for UnixDatagramReceiver {
-    fn transport(&self) -> Transport {
-        Transport::UnixDatagram
+/// `recvmmsg` into fixed slots of one receive area, allocated once.
+struct MultiReceiver {
+    slot_size: usize,
+    area: Vec<u8>,
+    iovecs: Vec<libc::iovec>,
+    headers: Vec<libc::mmsghdr>,
+    /// One control buffer per slot, for the sender's credentials; empty without origin
+    /// detection.
+    control: Vec<ControlBuffer>,
+}
+
+/// Room for one `SCM_CREDENTIALS` message, aligned for its header.
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
+struct ControlBuffer([u8; CONTROL_LEN]);
+
+// SAFETY: `CMSG_SPACE` only computes a size.
+const CONTROL_LEN: usize = unsafe { libc::CMSG_SPACE(size_of::<libc::ucred>() as u32) } as usize;
+
+impl MultiReceiver {
+    fn new(slots: usize, slot_size: usize, credentials: bool) -> Self {
+        Self {
+            slot_size,
+            area: vec![0; slots * slot_size],
+            iovecs: vec![
+                libc::iovec {
+                    iov_base: std::ptr::null_mut(),
+                    iov_len: 0,
+                };
+                slots
+            ],
+            // SAFETY: an all-zero `mmsghdr` is a valid one (null pointers, zero lengths), and
+            // the only portable way to build one, as `msghdr` has private padding on some
+            // targets.
+            headers: vec![unsafe { MaybeUninit::<libc::mmsghdr>::zeroed().assume_init() }; slots],
+            control: if credentials {
+                vec![ControlBuffer([0; CONTROL_LEN]); slots]
+            } else {
+                Vec::new()
+            },
+        }
     }
 
-    fn receive(
-        &mut self,
-        buffer: &mut [u8],
-        blocking: bool,
-    ) -> io::Result<Option<(usize, Origin)>> {
-        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmCredentials(1))];
-        let mut control = RecvAncillaryBuffer::new(&mut space);
-        let flags = if blocking {
-            RecvFlags::empty()
-        } else {
-            RecvFlags::DONTWAIT
-        };
-        let received = match rustix::net::recvmsg(
-            self.socket.as_fd(),
-            &mut [io::IoSliceMut::new(buffer)],
-            &mut control,
-            flags,
-        ) {
-            Ok(received) => received,
-            Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => return Ok(None),
-            Err(error) => return Err(error.into()),
-        };
-        let pid = control.drain().find_map(|message| match message {
-            RecvAncillaryMessage::ScmCredentials(ucred) => {
-                Some(ucred.pid.as_raw_nonzero().get() as u32)
+    /// Waits (up to the socket's read timeout) for a datagram, then takes every datagram
+    /// already queued, up to one per slot. Returns how many came: 0 on a timeout.
+    fn receive(&mut self, fd: BorrowedFd<'_>) -> io::Result<usize> {
+        // The kernel writes back each header's lengths and flags, so all are set again.
+        let area = self.area.as_mut_ptr();
+        for (i, (iovec, header)) in self.iovecs.iter_mut().zip(&mut self.headers).enumerate() {
+            // SAFETY: slot `i` lies within `area`, which has `slots * slot_size` bytes.
+            iovec.iov_base = unsafe { area.add(i * self.slot_size) }.cast();
+            iovec.iov_len = self.slot_size;
+            let message = &mut header.msg_hdr;
+            message.msg_name = std::ptr::null_mut();
+            message.msg_namelen = 0;
+            message.msg_iov = iovec;
+            message.msg_iovlen = 1;
+            match self.control.get_mut(i) {
+                Some(control) => {
+                    message.msg_control = control.0.as_mut_ptr().cast();
+                    message.msg_controllen = CONTROL_LEN as _;
+                }
+                None => {
+                    message.msg_control = std::ptr::null_mut();
+                    message.msg_controllen = 0;
+                }
             }
-            _ => None,
-        });
-        let origin = match (self.origin_detection, pid) {
-            (true, Some(pid)) => resolve(&self.resolver, pid, &self.origin_errors),
-            _ => Origin::Unknown,
+            message.msg_flags = 0;
+            header.msg_len = 0;
+        }
+        // SAFETY: every header points to one iovec of its own slot and to its own control
+        // buffer (or none), all owned by `self` and alive for the call; `vlen` is the number of
+        // headers.
+        let received = unsafe {
+            libc::recvmmsg(
+                fd.as_raw_fd(),
+                self.headers.as_mut_ptr(),
+                self.headers.len() as u32,
+                libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            )
         };
-        Ok(Some((received.bytes.min(buffer.len()), origin)))
+        match usize::try_from(received) {
+            Ok(received) => Ok(received),
+            Err(_) => {
+                let error = io::Error::last_os_error();
+                match error.kind() {
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
+                    _ => Err(error),
+                }
+            }
+        }
+    }
+
+    /// The bytes of the `i`-th datagram of the last call, and its sender's pid when the kernel
+    /// attached it.
+    fn datagram(&self, i: usize) -> (&[u8], Option<u32>) {
+        let header = &self.headers[i];
+        let len = (header.msg_len as usize).min(self.slot_size);
+        let start = i * self.slot_size;
+        let pid = if self.control.is_empty() {
+            None
+        } else {
+            credentials(&header.msg_hdr)
+        };
+        (&self.area[start..start + len], pid)
+    }
+}
+
+/// The pid in a received message's `SCM_CREDENTIALS`, if it has one.
+fn credentials(message: &libc::msghdr) -> Option<u32> {
+    // SAFETY: the kernel filled the message's control buffer and set `msg_controllen` to what
+    // it wrote; the CMSG_* macros walk only within that length, and the payload is read
+    // unaligned after checking it is as long as a `ucred`.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(message);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET
+                && (*cmsg).cmsg_type == libc::SCM_CREDENTIALS
+                && (*cmsg).cmsg_len as usize
+                    >= libc::CMSG_LEN(size_of::<libc::ucred>() as u32) as usize
+            {
+                let ucred = libc::CMSG_DATA(cmsg).cast::<libc::ucred>().read_unaligned();
+                return Some(ucred.pid as u32);
+            }
+            cmsg = libc::CMSG_NXTHDR(message, cmsg);
+        }
+    }
+    None
+}
+
+/// Origin detection for one socket.
+struct Origins {
+    resolver: Arc<Mutex<OriginResolver>>,
+    errors: Counter,
+}
+
+impl Origins {
+    fn resolve(&self, pid: u32) -> Origin {
+        resolve(&self.resolver, pid, &self.errors)
     }
 }
 
@@ -383,34 +582,6 @@ fn resolve(resolver: &Mutex<OriginResolver>, pid: u32, errors: &Counter) -> Orig
             errors.increment(1);
             tracing::debug!(pid, %error, "DogStatsD origin detection failed");
             Origin::Unknown
-        }
-    }
-}
-
-struct UdpReceiver {
-    socket: UdpSocket,
-}
-
-impl Receiver for UdpReceiver {
-    fn transport(&self) -> Transport {
-        Transport::Udp
-    }
-
-    fn receive(
-        &mut self,
-        buffer: &mut [u8],
-        blocking: bool,
-    ) -> io::Result<Option<(usize, Origin)>> {
-        let flags = if blocking {
-            RecvFlags::empty()
-        } else {
-            RecvFlags::DONTWAIT
-        };
-        let capacity = buffer.len();
-        match rustix::net::recv(self.socket.as_fd(), buffer, flags) {
-            Ok((len, _)) => Ok(Some((len.min(capacity), Origin::Unknown))),
-            Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => Ok(None),
-            Err(error) => Err(error.into()),
         }
     }
 }
@@ -473,6 +644,7 @@ fn read_frames(
 ) {
     let _ = stream.set_read_timeout(Some(STOP_CHECK));
     let mut frame = vec![0u8; buffer_size];
+    let pool = Arc::new(Pool::default());
     loop {
         let mut prefix = [0u8; 4];
         match read_full(&mut stream, &mut prefix, stop) {
@@ -500,8 +672,8 @@ fn read_frames(
                 return;
             }
         }
-        stats.count(Transport::UnixStream, len);
-        let mut batch = Batch::new(Transport::UnixStream);
+        stats.count(Transport::UnixStream, 1, len);
+        let mut batch = pool.batch(Transport::UnixStream);
         batch.push(&frame[..len], origin.clone());
         if !sink(batch) {
             return;
@@ -580,5 +752,107 @@ fn set_receive_buffer(socket: &impl AsFd, size: usize) {
         && let Err(error) = rustix::net::sockopt::set_socket_recv_buffer_size(socket, size)
     {
         tracing::warn!(size, %error, "cannot set the DogStatsD receive buffer size (`dogstatsd_so_rcvbuf`)");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bound(dir: &Path) -> (UnixDatagram, PathBuf) {
+        let path = dir.join("dsd.socket");
+        let socket = UnixDatagram::bind(&path).unwrap();
+        rustix::net::sockopt::set_socket_passcred(&socket, true).unwrap();
+        socket.set_read_timeout(Some(STOP_CHECK)).unwrap();
+        (socket, path)
+    }
+
+    #[test]
+    fn one_call_takes_every_queued_datagram_each_with_its_senders_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        let (socket, path) = bound(dir.path());
+        let sender = UnixDatagram::unbound().unwrap();
+        for message in ["a:1|c", "bb:2|g", "ccc:3|h"] {
+            sender.send_to(message.as_bytes(), &path).unwrap();
+        }
+        let mut receiver = MultiReceiver::new(BATCH_PACKETS, 512, true);
+        assert_eq!(receiver.receive(socket.as_fd()).unwrap(), 3);
+        let got: Vec<_> = (0..3).map(|i| receiver.datagram(i)).collect();
+        let me = Some(std::process::id());
+        assert_eq!(
+            got,
+            [
+                (&b"a:1|c"[..], me),
+                (&b"bb:2|g"[..], me),
+                (&b"ccc:3|h"[..], me)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_datagram_longer_than_the_buffer_is_cut_and_an_idle_socket_times_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let (socket, path) = bound(dir.path());
+        let mut receiver = MultiReceiver::new(4, 8, false);
+        assert_eq!(receiver.receive(socket.as_fd()).unwrap(), 0, "timed out");
+        let sender = UnixDatagram::unbound().unwrap();
+        sender.send_to(b"long.metric.name:1|c", &path).unwrap();
+        assert_eq!(receiver.receive(socket.as_fd()).unwrap(), 1);
+        assert_eq!(receiver.datagram(0), (&b"long.met"[..], None));
+    }
+
+    #[test]
+    fn a_dropped_batch_gives_its_buffers_to_the_next_one() {
+        let pool = Arc::new(Pool::default());
+        let mut first = pool.batch(Transport::Udp);
+        first.push(b"x:1|c", Origin::Unknown);
+        let buffer = first.data.as_ptr();
+        drop(first);
+        let mut second = pool.batch(Transport::Udp);
+        assert!(second.is_empty());
+        second.push(b"y:2|c", Origin::Host);
+        assert_eq!(second.data.as_ptr(), buffer, "the same allocation");
+        assert_eq!(
+            second.packets().collect::<Vec<_>>(),
+            [(&b"y:2|c"[..], &Origin::Host)]
+        );
+    }
+
+    #[test]
+    fn the_pool_keeps_a_bounded_number_of_ordinary_buffers() {
+        let pool = Arc::new(Pool::default());
+        let batches: Vec<Batch> = (0..POOL_BATCHES + 5)
+            .map(|_| {
+                let mut batch = pool.batch(Transport::Udp);
+                batch.push(b"x:1|c", Origin::Unknown);
+                batch
+            })
+            .collect();
+        drop(batches);
+        assert_eq!(pool.free.lock().unwrap().len(), POOL_BATCHES);
+
+        let pool = Arc::new(Pool::default());
+        let mut huge = pool.batch(Transport::UnixStream);
+        huge.push(&vec![b'x'; 4 * BATCH_BYTES], Origin::Unknown);
+        drop(huge);
+        assert!(pool.free.lock().unwrap().is_empty(), "not kept");
+    }
+
+    #[test]
+    fn batches_are_cut_at_their_datagram_and_byte_limits() {
+        let pool = Arc::new(Pool::default());
+        let mut batch = pool.batch(Transport::Udp);
+        assert!(
+            !batch.full(BATCH_BYTES * 2),
+            "an empty batch takes anything"
+        );
+        for _ in 0..BATCH_PACKETS {
+            assert!(!batch.full(10));
+            batch.push(&[b'x'; 10], Origin::Unknown);
+        }
+        assert!(batch.full(10));
+        let mut batch = pool.batch(Transport::Udp);
+        batch.push(&vec![b'x'; BATCH_BYTES - 10], Origin::Unknown);
+        assert!(!batch.full(10) && batch.full(11));
     }
 }
