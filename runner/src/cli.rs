@@ -248,6 +248,16 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let scheduler = Scheduler::new(host.clone(), config.check_runners, reports);
     let mut discovery = Discovery::new(discovery_config(&config), host.clone(), scheduler);
+    // Live conf.d: every save is reconciled within a second. Watching starts before the first
+    // load, so a file saved in between is not missed.
+    let (confd_changes, confd_inbox) = mpsc::channel(4);
+    let _watcher = match ConfdWatcher::start(config.confd_path.clone(), confd_changes) {
+        Ok(watcher) => Some(watcher),
+        Err(error) => {
+            tracing::warn!(%error, confd = %config.confd_path.display(), "cannot watch conf.d: changes take effect at the next start");
+            None
+        }
+    };
     let loaded = confd::load_dir(&config.confd_path).with_context(|| {
         format!(
             "cannot read the conf.d directory {}",
@@ -270,17 +280,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         tracing::info!(address = %bound, "status API listening");
     }
     discovery.apply_confd(loaded);
-    tracing::info!(instances = discovery.scheduled(), confd = %config.confd_path.display(), "runner started");
+    tracing::info!(instances = discovery.wanted(), confd = %config.confd_path.display(), "runner started");
 
-    // Live conf.d: every save is reconciled within a second.
-    let (confd_changes, confd_inbox) = mpsc::channel(4);
-    let _watcher = match ConfdWatcher::start(config.confd_path.clone(), confd_changes) {
-        Ok(watcher) => Some(watcher),
-        Err(error) => {
-            tracing::warn!(%error, confd = %config.confd_path.display(), "cannot watch conf.d: changes take effect at the next start");
-            None
-        }
-    };
     // Containers: followed from Docker, their checks resolved and scheduled as they come.
     let (container_changes, container_inbox) = mpsc::channel(256);
     let docker = config.docker_socket.clone().map(|socket| {
@@ -501,14 +502,24 @@ async fn container_instances(
     if templates.is_empty() && !(labels && socket.exists()) {
         return Ok((Vec::new(), Vec::new()));
     }
-    let client = DockerClient::connect(socket, Arc::new(config.tagger()), &config.procfs_root)
-        .await
-        .with_context(|| {
-            format!(
-                "`{name}` has templates to resolve against containers, but Docker is unavailable"
-            )
-        })?;
-    let running = client.running().await?;
+    let client = DockerClient::connect(socket, Arc::new(config.tagger()), &config.procfs_root);
+    let running = match client.await {
+        Ok(client) => client.running().await,
+        Err(error) => Err(error),
+    };
+    let running = match running {
+        Ok(running) => running,
+        Err(error) if templates.is_empty() => {
+            // Only containers' labels might have added instances: say so, and go on.
+            eprintln!("Warning: containers' labels not read: {error}");
+            return Ok((Vec::new(), Vec::new()));
+        }
+        Err(error) => {
+            return Err(anyhow::Error::from(error).context(format!(
+                "`{name}` has conf.d templates to resolve against containers, but Docker is unavailable"
+            )));
+        }
+    };
     let discovery = discovery_config(config);
     let mut instances = Vec::new();
     let mut problems = Vec::new();

@@ -32,8 +32,8 @@ pub struct Status {
     pub hostname: String,
     pub uptime_s: f64,
     pub confd_path: String,
-    /// conf.d files that could not be used, with file and line, and checks whose plugin could
-    /// not be loaded.
+    /// conf.d files that could not be used, with file and line; checks whose plugin could not
+    /// be loaded; container templates that could not be resolved, with the container.
     pub config_errors: Vec<String>,
     /// The running containers known from Docker, by name; absent when containers are off.
     #[serde(default)]

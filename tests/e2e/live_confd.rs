@@ -99,10 +99,27 @@ fn confd_changes_are_reconciled_live_and_a_broken_file_keeps_its_last_good_confi
         ids_from(r, "added.yaml").is_empty()
     });
 
-    // The untouched file's instance ran all along under the same id, its stats never reset.
-    assert_eq!(ids_from(&runner, "steady.yaml"), steady);
-    let steady_runs = runs_of(&runner, &steady[0]);
-    assert!(steady_runs >= 3, "steady ran {steady_runs} times");
+    // A second file with the very same config is the same instance: it keeps running while
+    // either file asks for it, and stops when neither does.
+    runner.write_confd(
+        "test_plugin.d/twin.yaml",
+        "instances:\n  - mode: ok\n    min_collection_interval: 0.2\n",
+    );
+    std::thread::sleep(Duration::from_millis(600));
+    let twin_runs = runs_of(&runner, &steady[0]);
+    std::fs::remove_file(runner.confd().join("test_plugin.d/steady.yaml")).unwrap();
+    runner.wait_for("the shared instance to keep running", WAIT, |r| {
+        runs_of(r, &steady[0]) > twin_runs + 3
+    });
+    std::fs::remove_file(runner.confd().join("test_plugin.d/twin.yaml")).unwrap();
+    runner.wait_for(
+        "the shared instance to stop with its last file",
+        WAIT,
+        |r| runs_of(r, &steady[0]) == 0,
+    );
+
+    // It ran all along under the same id, its stats never reset, scheduled once.
+    assert!(twin_runs >= 3, "steady ran {twin_runs} times");
     let log = runner.log();
     assert_eq!(
         log.lines()

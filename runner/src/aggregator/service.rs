@@ -10,9 +10,10 @@
 //!
 //! Tagging by origin: a datagram whose sender the kernel identified gets its container's tags
 //! (from the container store, at `dogstatsd_tag_cardinality`; `container_id:<id>` alone for a
-//! container the store does not know), whatever its `|c:` field says (a client cannot claim
-//! another container); over UDP, where the kernel says nothing, a client's `|c:ci-<id>` is
-//! used the same way, unless `dogstatsd_origin_detection_client` is off. Each container's tags
+//! container the store does not know, at `high`), whatever its `|c:` field says (a client
+//! cannot claim another container); over UDP, where the kernel says nothing, a metric's
+//! `|c:ci-<id>` is used the same way, unless `dogstatsd_origin_detection_client` is off
+//! (events and service checks get the kernel's answer only). Each container's tags
 //! are looked up once and cached until the store changes, so the hot path takes no lock.
 //!
 //! Every [`FLUSH_EVERY`] the loop flushes: the OpenMetrics store is updated and a one-line
@@ -306,7 +307,12 @@ fn container_tags(
     }
     let tags: Arc<[String]> = match origins.containers.as_ref().and_then(|s| s.get(id)) {
         Some(container) => container.tags.at(origins.cardinality).into(),
-        None => Arc::new([format!("container_id:{id}")]),
+        // A container the store does not know (not yet inspected, or not Docker's): its id is
+        // all there is, and a high-cardinality tag.
+        None if origins.cardinality == Cardinality::High => {
+            Arc::new([format!("container_id:{id}")])
+        }
+        None => Arc::new([]),
     };
     // Client-supplied ids (UDP) are arbitrary: the cache must not grow with them.
     if cache.len() >= MAX_CACHED_CONTAINERS {

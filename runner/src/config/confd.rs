@@ -183,6 +183,7 @@ struct InitShape {
 /// each bad file is reported in [`Loaded::errors`].
 pub fn load_dir(dir: &Path) -> std::io::Result<Loaded> {
     let mut candidates = Vec::new();
+    let mut loaded_errors = Vec::new();
     for entry in sorted_entries(dir)? {
         let name = entry.file_name().to_string_lossy().into_owned();
         let path = entry.path();
@@ -199,9 +200,12 @@ pub fn load_dir(dir: &Path) -> std::io::Result<Loaded> {
                         }
                     }
                 }
-                Err(error) => {
-                    tracing::warn!(path = %path.display(), %error, "cannot read config directory")
-                }
+                Err(error) => loaded_errors.push(ConfdError {
+                    check: check.to_owned(),
+                    path: path.clone(),
+                    line: None,
+                    message: format!("cannot read the directory: {error}"),
+                }),
             }
         } else if let Some(kind) = classify(&name) {
             let stem = name.trim_end_matches(".default");
@@ -216,7 +220,10 @@ pub fn load_dir(dir: &Path) -> std::io::Result<Loaded> {
         .map(|(check, _, _)| check.clone())
         .collect();
 
-    let mut loaded = Loaded::default();
+    let mut loaded = Loaded {
+        errors: loaded_errors,
+        ..Loaded::default()
+    };
     for (check, path, kind) in candidates {
         if kind == FileKind::Default && has_non_default.contains(&check) {
             tracing::debug!(path = %path.display(), "ignoring default config: another config exists for this check");

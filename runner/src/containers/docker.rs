@@ -3,11 +3,12 @@
 //! At each (re)connection the watcher lists the running containers, inspects each, and
 //! reconciles the store with that list: containers that went away while the daemon was
 //! unreachable are unset, new ones set. Then it follows the event stream (`type=container`,
-//! actions `start`, `die`, `destroy`, `rename`, `health_status`) from `since`: the last event
-//! seen before the connection was lost, or, on the first connection, the moment just before the
-//! listing, so nothing that happened during the listing or the gap is missed. Every update is
-//! idempotent (a container is re-inspected and compared with what the store holds), so a
-//! replayed or duplicate event never doubles a container or its checks.
+//! actions `start`, `die`, `destroy`, `rename`, `health_status`) with `since` set to the moment
+//! just before that listing, so nothing that happened during the listing is missed. Events
+//! from the outage itself are not replayed: the listing already holds their outcome, and a
+//! replayed `die` of a container that has since restarted would only stop and restart its
+//! checks. Every update is idempotent (a container is re-inspected and compared with what the
+//! store holds), so a duplicate event never doubles a container or its checks.
 //!
 //! `start`, `rename` and `health_status` re-inspect the container (a stopped one is unset);
 //! `die` and `destroy` unset it. A container that vanishes between the event and the inspect
@@ -154,7 +155,6 @@ pub struct DockerWatcher {
 impl DockerWatcher {
     pub async fn run(self) {
         let mut backoff = FIRST_BACKOFF;
-        let mut since: Option<i64> = None;
         // Log the first connection like a recovery.
         let mut down_since_logged = true;
         let mut missing_logged = false;
@@ -168,7 +168,7 @@ impl DockerWatcher {
                 tokio::time::sleep(MAX_BACKOFF).await;
                 continue;
             }
-            match self.follow(&mut since, &mut down_since_logged).await {
+            match self.follow(&mut down_since_logged).await {
                 Ok(Stop::Closed) => return,
                 Ok(Stop::StreamEnded) => {
                     tracing::warn!(socket = %self.socket.display(), "the Docker event stream ended: reconnecting");
@@ -196,11 +196,7 @@ impl DockerWatcher {
 
     /// One connection: resync, then follow events (from before the resync) until the stream
     /// ends.
-    async fn follow(
-        &self,
-        since: &mut Option<i64>,
-        down_logged: &mut bool,
-    ) -> Result<Stop, WatchError> {
+    async fn follow(&self, down_logged: &mut bool) -> Result<Stop, WatchError> {
         let client = DockerClient::connect(&self.socket, self.tagger.clone(), &self.procfs).await?;
         let started = unix_now();
         let filters = HashMap::from([
@@ -213,7 +209,7 @@ impl DockerWatcher {
             ),
         ]);
         let options = EventsOptions {
-            since: Some(since.unwrap_or(started).to_string()),
+            since: Some(started.to_string()),
             until: None,
             filters: Some(filters),
         };
@@ -226,16 +222,12 @@ impl DockerWatcher {
         if !self.resync(running).await {
             return Ok(Stop::Closed);
         }
-        since.get_or_insert(started);
 
         while let Some(message) = stream.next().await {
             let message = message.map_err(|source| WatchError::Api {
                 call: "events",
                 source,
             })?;
-            if let Some(time) = message.time {
-                *since = Some(since.map_or(time, |s| s.max(time)));
-            }
             if !self.handle(&client, message).await? {
                 return Ok(Stop::Closed);
             }

@@ -68,6 +68,16 @@ impl Problems {
             .remove(key);
     }
 
+    fn keys_with_prefix(&self, prefix: &str) -> std::collections::HashSet<String> {
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .filter(|key| key.starts_with(prefix))
+            .cloned()
+            .collect()
+    }
+
     fn clear_prefix(&self, prefix: &str) {
         self.0
             .write()
@@ -142,8 +152,8 @@ impl Discovery {
         self.scheduler.stats()
     }
 
-    /// How many instances are scheduled.
-    pub fn scheduled(&self) -> usize {
+    /// How many instances are wanted: scheduled, or waiting for their plugin.
+    pub fn wanted(&self) -> usize {
         self.wanted.len()
     }
 
@@ -158,16 +168,25 @@ impl Discovery {
         self.problems.clear_prefix("file:");
         for error in loaded.errors {
             let key = format!("file:{}", error.path.display());
-            match self.files.get(&error.path) {
-                Some(good) => {
+            // The error is a file's, or an unreadable `<check>.d` directory's: what was good
+            // under it keeps running.
+            let good: Vec<&CheckConfig> = self
+                .files
+                .values()
+                .filter(|c| c.path.starts_with(&error.path))
+                .collect();
+            match good.is_empty() {
+                false => {
                     tracing::error!(check = %error.check, "invalid check config, the last good one keeps running: {error}");
-                    next.insert(error.path.clone(), good.clone());
+                    for config in good {
+                        next.insert(config.path.clone(), config.clone());
+                    }
                     self.problems.set(
                         key,
                         format!("{error} (the last good version keeps running)"),
                     );
                 }
-                None => {
+                true => {
                     tracing::error!(check = %error.check, "invalid check config: {error}");
                     self.problems.set(key, error.to_string());
                 }
@@ -238,11 +257,16 @@ impl Discovery {
             self.files.values().filter(|c| c.is_template()).collect();
         let resolved = resolve_container(&self.config, container, &file_templates);
         let prefix = format!("container:{}:", container.id);
+        let before = self.problems.keys_with_prefix(&prefix);
         self.problems.clear_prefix(&prefix);
         for problem in &resolved.problems {
-            tracing::warn!(container = %container.display(), check = %problem.check, "{}", problem.message);
+            let key = format!("{prefix}{}:{}", problem.check, problem.message);
+            // Said once, not again at every health change or re-resolution.
+            if !before.contains(&key) {
+                tracing::warn!(container = %container.display(), check = %problem.check, "{}", problem.message);
+            }
             self.problems.set(
-                format!("{prefix}{}:{}", problem.check, problem.message),
+                key,
                 format!("container {}: {}", container.display(), problem.message),
             );
         }
@@ -251,7 +275,11 @@ impl Discovery {
 
     /// Makes `source` ask for exactly `instances`: new ones are scheduled, ones no source asks
     /// for any more unscheduled, the rest left running as they are.
-    fn replace(&mut self, source: Source, instances: Vec<Instance>) {
+    fn replace(&mut self, source: Source, mut instances: Vec<Instance>) {
+        // A source asks for an instance once, however often it lists it (`[{}, {}]`), so the
+        // counts stay one per source.
+        let mut seen = std::collections::HashSet::new();
+        instances.retain(|i| seen.insert(i.id.clone()));
         let ids: Vec<String> = instances.iter().map(|i| i.id.clone()).collect();
         let old = match ids.is_empty() {
             true => self.sources.remove(&source),
@@ -276,8 +304,12 @@ impl Discovery {
                 *count -= 1;
                 if *count == 0 {
                     self.wanted.remove(&id);
-                    self.pending.remove(&id);
                     self.scheduler.unschedule(&id);
+                    if let Some(instance) = self.pending.remove(&id)
+                        && !self.pending.values().any(|p| p.check == instance.check)
+                    {
+                        self.problems.clear(&format!("plugin:{}", instance.check));
+                    }
                 }
             }
         }
@@ -430,11 +462,13 @@ fn origin_text(origin: &TemplateOrigin) -> String {
 fn merge_tags(raw: &mut Value, container_tags: &[String]) {
     let Value::Object(map) = raw else { return };
     let mut tags: Vec<String> = match map.get("tags") {
-        Some(Value::Array(tags)) => tags
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(tags)) if tags.iter().all(Value::is_string) => tags
             .iter()
             .filter_map(|t| t.as_str().map(str::to_owned))
             .collect(),
-        _ => Vec::new(),
+        // Left as written, for the reserved keys' check to refuse with its message.
+        Some(_) => return,
     };
     tags.extend(container_tags.iter().cloned());
     tags.sort();

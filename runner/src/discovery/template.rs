@@ -61,6 +61,12 @@
 //!   host;
 //! - `%%env_*%%` reads only allowlisted variables (above).
 //!
+//! What a label can still do is point its checks where it likes: the `url` of an http_check
+//! instance is granted as it is for conf.d files, and `allowed_hosts` is honoured. A container
+//! author can thus have the runner reach any address the runner can reach (another container's
+//! service, a cloud metadata address) and see the check's result; hosts where that matters
+//! should run the runner in a network namespace that cannot reach them.
+//!
 //! A label error refuses all the container's label templates: half a set, silently, is
 //! harder to notice than none with a message. Errors name the label and what is wrong.
 //!
