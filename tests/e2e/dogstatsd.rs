@@ -2,17 +2,16 @@
 //! a real Rust client, `cadence`.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use cadence::prelude::*;
 use cadence::{BufferedUnixMetricSink, StatsdClient, UdpMetricSink};
 use kennel_tests::http_server::closed_port;
-use kennel_tests::{plugins_dir, runner_bin};
+use kennel_tests::runner_process::{Options, RunnerProcess};
 use runner::dogstatsd::listener::{Batch, ListenerConfig, ListenerStats, Listeners, Transport};
 use runner::dogstatsd::origin::Origin;
 
@@ -305,12 +304,11 @@ fn datagrams_taken_in_one_receive_keep_each_senders_origin() {
 }
 
 /// A `runner run` with DogStatsD on a Unix socket and UDP, 1 s buckets, and its OpenMetrics
-/// page; killed when dropped. (`kennel_tests::runner_process` starts runners without UDP.)
+/// page.
 struct Runner {
-    child: Child,
+    process: RunnerProcess,
     socket: std::path::PathBuf,
     udp_port: u16,
-    metrics_port: u16,
     _dir: tempfile::TempDir,
 }
 
@@ -318,63 +316,32 @@ impl Runner {
     fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("dsd.socket");
-        let (udp_port, metrics_port) = (closed_port(), closed_port());
-        let config = dir.path().join("kennel.yaml");
-        let confd = dir.path().join("conf.d");
-        std::fs::create_dir_all(&confd).unwrap();
-        std::fs::write(
-            &config,
-            format!(
-                "status_listen: null\nopenmetrics_listen: 127.0.0.1:{metrics_port}\n\
-                 dogstatsd_port: {udp_port}\ndogstatsd_socket: {}\ndocker_socket: null\n\
-                 aggregator:\n  bucket_size_seconds: 1\n",
-                socket.display()
-            ),
-        )
-        .unwrap();
-        let child = Command::new(runner_bin())
-            .args(["run", "--config"])
-            .arg(&config)
-            .arg("--confd")
-            .arg(&confd)
-            .arg("--plugins")
-            .arg(plugins_dir())
-            .env("XDG_CACHE_HOME", dir.path().join("cache"))
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("runner starts");
-        let runner = Self {
-            child,
+        let udp_port = closed_port();
+        let process = RunnerProcess::start(
+            Options {
+                dogstatsd_socket: Some(socket.clone()),
+                dogstatsd_port: udp_port,
+                extra: "aggregator:\n  bucket_size_seconds: 1\n".to_owned(),
+                log: Some("warn"),
+                ..Options::default()
+            },
+            &[],
+        );
+        process.wait_for("the DogStatsD socket", Duration::from_secs(20), |_| {
+            socket.exists()
+        });
+        Self {
+            process,
             socket,
             udp_port,
-            metrics_port,
             _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !(runner.socket.exists()
-            && std::net::TcpStream::connect(("127.0.0.1", metrics_port)).is_ok())
-        {
-            assert!(
-                Instant::now() < deadline,
-                "the runner did not start listening"
-            );
-            std::thread::sleep(Duration::from_millis(50));
         }
-        runner
     }
 
     /// The samples on `/metrics`: `name{labels}` → value, without the `container_id` label
     /// the runner adds if this test runs in a container.
     fn samples(&self) -> (BTreeMap<String, f64>, String) {
-        let mut stream =
-            std::net::TcpStream::connect(("127.0.0.1", self.metrics_port)).expect("connect");
-        std::io::Write::write_all(&mut stream, b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
-            .unwrap();
-        let mut page = String::new();
-        stream.read_to_string(&mut page).unwrap();
-        let body = page.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+        let body = self.process.metrics();
         let samples = body
             .lines()
             .filter(|line| !line.starts_with('#'))
@@ -398,14 +365,7 @@ impl Runner {
                 Some((series, value.parse().ok()?))
             })
             .collect();
-        (samples, body.to_owned())
-    }
-}
-
-impl Drop for Runner {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        (samples, body)
     }
 }
 

@@ -1,7 +1,7 @@
 //! `runner run` as a child process, driven through its status API and `/metrics` page.
 //!
 //! Each runner gets its own conf.d and config in a temporary directory, free loopback ports,
-//! no UDP listener and no Docker unless asked for, and its log in a file the test can read.
+//! no DogStatsD listener and no Docker unless asked for, and its log in a file the test can read.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -17,6 +17,8 @@ pub struct Options {
     pub docker: Option<String>,
     /// Serve DogStatsD on this Unix datagram socket.
     pub dogstatsd_socket: Option<PathBuf>,
+    /// Serve DogStatsD on this UDP port; 0 (the default) for none.
+    pub dogstatsd_port: u16,
     /// More runner config, YAML (keys not set above).
     pub extra: String,
     /// The log filter (`RUST_LOG`); `runner=debug` when not given, so tests can read every run
@@ -55,8 +57,9 @@ impl RunnerProcess {
         };
         let config = format!(
             "status_listen: 127.0.0.1:{status_port}\nopenmetrics_listen: 127.0.0.1:{metrics_port}\n\
-             dogstatsd_port: 0\ndogstatsd_socket: {dogstatsd}\ndocker_socket: {docker}\n\
+             dogstatsd_port: {}\ndogstatsd_socket: {dogstatsd}\ndocker_socket: {docker}\n\
              plugins:\n  path: {}\n  cache_path: null\n  state_path: null\n{}",
+            options.dogstatsd_port,
             plugins_dir().display(),
             options.extra
         );
