@@ -13,7 +13,8 @@
 //!
 //! Missing: a polling fallback for filesystems without inotify (NFS, some FUSE mounts). There
 //! the watcher starts, sees nothing, and changes need a restart, as with the Datadog Agent's
-//! defaults.
+//! defaults. Likewise, when the conf.d directory itself is replaced (removed and created again,
+//! a volume swapped), the watch goes with the old directory and changes need a restart.
 
 use std::path::PathBuf;
 use std::sync::Arc;
