@@ -390,3 +390,44 @@ fn without_docker_the_runner_says_so_once_and_runs_its_checks() {
     );
     assert_eq!(runner.status()["containers"], serde_json::json!([]));
 }
+
+#[test]
+fn editing_a_confd_template_re_resolves_it_for_running_containers() {
+    let _daemon = docker::shared();
+    let image = docker::image();
+    let template = |version: u32| {
+        format!(
+            "ad_identifiers: [kennel-test/httpd]\ninstances:\n  - name: edited\n    url: http://%%host%%:%%port%%/\n    tags: [template_version:{version}]\n"
+        )
+    };
+    let runner = runner(&[("http_check.d/auto.yaml", &template(1))]);
+    let name = unique_name("edited");
+    let _container = Container::run(&name, &[image]);
+    runner.wait_for("the template to run for the container", WAIT, |r| {
+        ran(r, &name)
+    });
+    let first: Vec<serde_json::Value> = runner.instances_from(&name);
+    assert_eq!(first.len(), 1, "{first:?}");
+
+    runner.write_confd("http_check.d/auto.yaml", &template(2));
+    runner.wait_for(
+        "the edited template to replace the old instance",
+        WAIT,
+        |r| {
+            let now = r.instances_from(&name);
+            now.len() == 1 && now[0]["instance_id"] != first[0]["instance_id"] && runs(&now[0]) >= 1
+        },
+    );
+    runner.wait_for("the new tag on the container's metrics", WAIT, |r| {
+        r.metrics().lines().any(|line| {
+            line.starts_with("network_http_can_connect{")
+                && line.contains(&format!("container_name=\"{name}\""))
+                && line.contains("template_version=\"2\"")
+        })
+    });
+
+    std::fs::remove_file(runner.confd().join("http_check.d/auto.yaml")).unwrap();
+    runner.wait_for("the removed template's instance to go", WAIT, |r| {
+        r.instances_from(&name).is_empty()
+    });
+}

@@ -131,3 +131,46 @@ fn confd_changes_are_reconciled_live_and_a_broken_file_keeps_its_last_good_confi
         "the steady instance was scheduled once:\n{log}"
     );
 }
+
+/// The reconciliation itself, driven with conf.d loads: an instance listed twice by one file
+/// is one instance, counted once, and goes when its file stops listing it.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_instance_listed_twice_runs_once_and_goes_with_its_file() {
+    use std::sync::Arc;
+
+    use kennel_tests::{host, plugin_config};
+    use runner::config::confd;
+    use runner::containers::Cardinality;
+    use runner::discovery::template::EnvPolicy;
+    use runner::discovery::{Discovery, DiscoveryConfig};
+    use runner::scheduler::Scheduler;
+
+    let host = host(plugin_config());
+    let (reports, _inbox) = tokio::sync::mpsc::channel(1024);
+    let scheduler = Scheduler::new(host.clone(), 4, reports);
+    let config = DiscoveryConfig {
+        hostname: "test-host".to_owned(),
+        env: Arc::new(EnvPolicy::new(Vec::new())),
+        cardinality: Cardinality::High,
+        default_timeout: Duration::from_secs(30),
+    };
+    let mut discovery = Discovery::new(config, host, scheduler);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("test_plugin.yaml");
+    let mut load = |text: Option<&str>| {
+        match text {
+            Some(text) => std::fs::write(&file, text).unwrap(),
+            None => std::fs::remove_file(&file).unwrap(),
+        }
+        confd::load_dir(dir.path()).expect("conf.d loads")
+    };
+    let scheduled = |d: &Discovery| d.stats().snapshot().len();
+
+    discovery.apply_confd(load(Some("instances:\n  - mode: ok\n  - mode: ok\n")));
+    assert_eq!((discovery.wanted(), scheduled(&discovery)), (1, 1));
+    discovery.apply_confd(load(Some("instances:\n  - mode: ok\n  - mode: fail\n")));
+    assert_eq!((discovery.wanted(), scheduled(&discovery)), (2, 2));
+    discovery.apply_confd(load(None));
+    assert_eq!((discovery.wanted(), scheduled(&discovery)), (0, 0));
+    assert!(discovery.problems().list().is_empty());
+}
