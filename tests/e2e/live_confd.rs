@@ -157,7 +157,7 @@ async fn an_instance_listed_twice_runs_once_and_goes_with_its_file() {
     let mut discovery = Discovery::new(config, host, scheduler);
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("test_plugin.yaml");
-    let mut load = |text: Option<&str>| {
+    let load = |text: Option<&str>| {
         match text {
             Some(text) => std::fs::write(&file, text).unwrap(),
             None => std::fs::remove_file(&file).unwrap(),
