@@ -28,6 +28,18 @@ fn runs(instance: &serde_json::Value) -> u64 {
     instance["runs"].as_u64().unwrap_or(0)
 }
 
+/// The lines of `/metrics` for the series `name` that carry every one of `labels`
+/// (`key="value"`).
+fn series(runner: &RunnerProcess, name: &str, labels: &[String]) -> Vec<String> {
+    let start = format!("{name}{{");
+    runner
+        .metrics()
+        .lines()
+        .filter(|line| line.starts_with(&start) && labels.iter().all(|l| line.contains(l)))
+        .map(str::to_owned)
+        .collect()
+}
+
 fn ran(runner: &RunnerProcess, name: &str) -> bool {
     runner.instances_from(name).iter().any(|i| runs(i) >= 1)
 }
@@ -55,16 +67,17 @@ fn a_labelled_container_is_checked_with_its_tags_and_unscheduled_when_it_stops()
     assert_eq!(instances[0]["errors"], 0, "{}", instances[0]);
     assert_eq!(instances[0]["check"], "http_check");
 
+    let labels = [
+        format!("container_name=\"{name}\""),
+        format!("container_id=\"{}\"", container.id),
+        "env=\"test\"".to_owned(),
+        "short_image=\"httpd\"".to_owned(),
+        "image_tag=\"1\"".to_owned(),
+    ];
     let tagged = |r: &RunnerProcess| {
-        r.metrics().lines().any(|line| {
-            line.starts_with("network_http_can_connect{")
-                && line.contains(&format!("container_name=\"{name}\""))
-                && line.contains(&format!("container_id=\"{}\"", container.id))
-                && line.contains("env=\"test\"")
-                && line.contains("short_image=\"httpd\"")
-                && line.contains("image_tag=\"1\"")
-                && line.ends_with(" 1")
-        })
+        series(r, "network_http_can_connect", &labels)
+            .iter()
+            .any(|line| line.ends_with(" 1"))
     };
     runner.wait_for(
         "the check's metrics with the container's tags",
@@ -109,6 +122,8 @@ fn confd_templates_and_v1_labels_resolve_and_unresolvable_variables_are_reported
         &[
             "-l",
             r#"com.datadoghq.ad.checks={"http_check":{"instances":[{"name":"leak","url":"http://%%host%%/?k=%%env_HOME%%"}]}}"#,
+            "-l",
+            "com.datadoghq.ad.tags=team:core",
             image,
         ],
     );
@@ -150,6 +165,15 @@ fn confd_templates_and_v1_labels_resolve_and_unresolvable_variables_are_reported
             .iter()
             .any(|e| e.contains(&secret) && e.contains("%%env_HOME%%"))
     });
+    // So is a tags label that is not a JSON list; the container's other tags still apply.
+    assert!(
+        runner
+            .config_errors()
+            .iter()
+            .any(|e| e.contains(&secret) && e.contains("com.datadoghq.ad.tags")),
+        "{:?}",
+        runner.config_errors()
+    );
     let secret_instances = runner.instances_from(&secret);
     assert_eq!(secret_instances.len(), 1, "{secret_instances:?}");
     assert!(
@@ -192,15 +216,15 @@ fn dogstatsd_metrics_from_a_container_carry_its_tags() {
             "/bin/dsd_send /run/kennel/dsd.socket 100 100 'app.orders:1|c|#route:checkout|c:ci-0000000000000000000000000000000000000000000000000000000000000000'; sleep 30",
         ],
     );
+    let labels = [
+        format!("container_name=\"{name}\""),
+        format!("container_id=\"{}\"", container.id),
+        "service=\"shop\"".to_owned(),
+        "short_image=\"httpd\"".to_owned(),
+        "route=\"checkout\"".to_owned(),
+    ];
     runner.wait_for("the container's metrics with its tags", WAIT, |r| {
-        r.metrics().lines().any(|line| {
-            line.starts_with("app_orders_total{")
-                && line.contains(&format!("container_name=\"{name}\""))
-                && line.contains(&format!("container_id=\"{}\"", container.id))
-                && line.contains("service=\"shop\"")
-                && line.contains("short_image=\"httpd\"")
-                && line.contains("route=\"checkout\"")
-        })
+        !series(r, "app_orders_total", &labels).is_empty()
     });
     assert!(
         !runner.metrics().contains("container_id=\"0000000000"),
@@ -418,12 +442,12 @@ fn editing_a_confd_template_re_resolves_it_for_running_containers() {
             now.len() == 1 && now[0]["instance_id"] != first[0]["instance_id"] && runs(&now[0]) >= 1
         },
     );
+    let labels = [
+        format!("container_name=\"{name}\""),
+        "template_version=\"2\"".to_owned(),
+    ];
     runner.wait_for("the new tag on the container's metrics", WAIT, |r| {
-        r.metrics().lines().any(|line| {
-            line.starts_with("network_http_can_connect{")
-                && line.contains(&format!("container_name=\"{name}\""))
-                && line.contains("template_version=\"2\"")
-        })
+        !series(r, "network_http_can_connect", &labels).is_empty()
     });
 
     std::fs::remove_file(runner.confd().join("http_check.d/auto.yaml")).unwrap();

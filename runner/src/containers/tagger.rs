@@ -19,8 +19,9 @@
 //! DogStatsD origin tag `container_id` was the point of identifying the sender. Users who pay
 //! per custom-metric context set `low`.
 //!
-//! Malformed tag labels (`com.datadoghq.ad.tags` that is not a JSON list of strings) are
-//! skipped with a warning naming the container; they never stop the container's other tags.
+//! A malformed tag label (`com.datadoghq.ad.tags` that is not a JSON list of strings) is left
+//! out, never stopping the container's other tags; autodiscovery reports it once, with the
+//! container, among the configuration problems.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -117,16 +118,9 @@ impl TaggerConfig {
             }
         }
 
-        if let Some(json) = container.labels.get(AD_TAGS_LABEL) {
-            match serde_json::from_str::<Vec<String>>(json) {
-                Ok(tags) => low.extend(tags.into_iter().filter(|t| !t.is_empty())),
-                Err(error) => tracing::warn!(
-                    container = %container.display(),
-                    label = AD_TAGS_LABEL,
-                    %error,
-                    "ignoring a label that is not a JSON list of strings"
-                ),
-            }
+        // A malformed label is left out here and reported (once) by autodiscovery.
+        if let Ok(tags) = ad_tags(&container.labels) {
+            low.extend(tags.into_iter().filter(|t| !t.is_empty()));
         }
 
         let mapped = |source: &BTreeMap<String, String>, globs: &BTreeMap<String, String>| {
@@ -149,6 +143,15 @@ impl TaggerConfig {
             low: low.into_iter().collect(),
             high: high.into_iter().collect(),
         }
+    }
+}
+
+/// The tags listed in a container's `com.datadoghq.ad.tags` label (none without one); an
+/// error when the label is not a JSON list of strings.
+pub fn ad_tags(labels: &BTreeMap<String, String>) -> Result<Vec<String>, serde_json::Error> {
+    match labels.get(AD_TAGS_LABEL) {
+        Some(json) => serde_json::from_str(json),
+        None => Ok(Vec::new()),
     }
 }
 

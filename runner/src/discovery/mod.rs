@@ -34,7 +34,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::check::Instance;
 use crate::config::confd::{self, CheckConfig, InstanceParts, Loaded};
-use crate::containers::{Cardinality, Container, ContainerEvent};
+use crate::containers::{Cardinality, Container, ContainerEvent, tagger};
 use crate::plugin::{Plugin, PluginHost};
 use crate::scheduler::{Scheduler, StatsView};
 use template::{EnvPolicy, Resolver, Template, TemplateOrigin};
@@ -394,6 +394,15 @@ pub fn resolve_container(
             Vec::new()
         }
     };
+    if let Err(error) = tagger::ad_tags(&container.labels) {
+        resolved.problems.push(ResolveProblem {
+            check: "labels".to_owned(),
+            message: format!(
+                "label {} ignored, it is not a JSON list of strings: {error}",
+                tagger::AD_TAGS_LABEL
+            ),
+        });
+    }
     for file in file_templates {
         if template::matches(&file.ad_identifiers, container) {
             templates.push(Template {
