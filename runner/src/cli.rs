@@ -775,7 +775,8 @@ fn status_text(status: &status::Status) -> String {
         let _ = writeln!(out);
     }
     if let Some(containers) = &status.containers {
-        let _ = writeln!(out, "  Containers ({})\n  ==========", containers.len());
+        let header = format!("Containers ({})", containers.len());
+        let _ = writeln!(out, "  {header}\n  {}", "=".repeat(header.len()));
         for container in containers {
             let _ = writeln!(out, "    {container}");
         }
