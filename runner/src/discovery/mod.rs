@@ -165,6 +165,7 @@ impl Discovery {
             self.start(instance);
         }
         let mut next: BTreeMap<PathBuf, CheckConfig> = BTreeMap::new();
+        let reported = self.problems.keys_with_prefix("file:");
         self.problems.clear_prefix("file:");
         for error in loaded.errors {
             let key = format!("file:{}", error.path.display());
@@ -175,38 +176,29 @@ impl Discovery {
                 .values()
                 .filter(|c| c.path.starts_with(&error.path))
                 .collect();
-            match good.is_empty() {
-                false => {
-                    tracing::error!(check = %error.check, "invalid check config, the last good one keeps running: {error}");
-                    for config in good {
-                        next.insert(config.path.clone(), config.clone());
-                    }
-                    self.problems.set(
-                        key,
-                        format!("{error} (the last good version keeps running)"),
-                    );
+            let message = if good.is_empty() {
+                error.to_string()
+            } else {
+                for config in good {
+                    next.insert(config.path.clone(), config.clone());
                 }
-                true => {
-                    tracing::error!(check = %error.check, "invalid check config: {error}");
-                    self.problems.set(key, error.to_string());
-                }
+                format!("{error} (the last good version keeps running)")
+            };
+            // Logged when it appears, not again at every reload while it stays.
+            if !reported.contains(&key) {
+                tracing::error!(check = %error.check, "invalid check config: {message}");
             }
+            self.problems.set(key, message);
         }
         for config in loaded.configs {
             next.insert(config.path.clone(), config);
         }
 
         let previous = std::mem::replace(&mut self.files, next);
-        let templates_changed = {
-            let templates = |files: &BTreeMap<PathBuf, CheckConfig>| -> Vec<CheckConfig> {
-                files
-                    .values()
-                    .filter(|c| c.is_template())
-                    .cloned()
-                    .collect()
-            };
-            templates(&previous) != templates(&self.files)
-        };
+        let templates_changed = !previous
+            .values()
+            .filter(|c| c.is_template())
+            .eq(self.files.values().filter(|c| c.is_template()));
         for path in previous.keys() {
             if !self.files.contains_key(path) {
                 tracing::info!(path = %path.display(), "config removed");
