@@ -1,6 +1,7 @@
 # Kennel's build. Two commands matter:
 #   make run    builds everything and runs `runner run` on the default config
-#   make test   builds everything and runs the whole test suite
+#   make test   prepares the machine (tests/prepare-machine), builds everything, runs every
+#               test suite to its end and closes with one total (tests/run-suites)
 #
 # Check plugins are WebAssembly components built in their own workspaces (checks/, and
 # tests/plugins/ for the plugins that exist to test the runner); each lands in
@@ -28,9 +29,11 @@ runner:
 run: all
 	./target/release/runner run --config kennel.yaml
 
-test: all
-	$(CARGO) test --release --workspace --all-features
-	CARGO_TARGET_DIR=$(PLUGIN_TARGET_DIR) $(CARGO) test --manifest-path checks/Cargo.toml
+# In this order whatever `-j` says: the build needs what the preparation installs.
+test:
+	tests/prepare-machine
+	$(MAKE) --no-print-directory all
+	CARGO="$(CARGO)" PLUGIN_TARGET_DIR="$(PLUGIN_TARGET_DIR)" tests/run-suites
 
 bench: all
 	$(CARGO) bench -p kennel-tests
