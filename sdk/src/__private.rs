@@ -28,10 +28,12 @@ use bindings::kennel::check::{emit, http, kv, log, sql, types as wit};
 
 /// Runs `C` for one call of the exported `run`.
 pub fn run<C: Check>(context: Context) -> Result<(), String> {
-    let init_config =
-        serde_json::from_str(&context.init_config).map_err(|e| format!("init_config: {e}"))?;
-    let config: C::Config = serde_json::from_str(&context.instance)
-        .map_err(|e| format!("invalid instance configuration: {e}"))?;
+    // The runner serialises both sections itself: text that is not JSON is its bug, not the
+    // user's, and has no key to name.
+    let init_config = serde_json::from_str(&context.init_config)
+        .map_err(|e| format!("the runner sent init_config that is not JSON: {e}"))?;
+    let instance = serde_json::from_str(&context.instance)
+        .map_err(|e| format!("the runner sent an instance that is not JSON: {e}"))?;
     let mut host = WasmHost;
     let mut cx = Ctx::new(
         context.check_name,
@@ -39,7 +41,7 @@ pub fn run<C: Check>(context: Context) -> Result<(), String> {
         init_config,
         &mut host,
     );
-    C::run(&mut cx, config).map_err(|e| e.to_string())
+    crate::config::run::<C>(&mut cx, instance).map_err(|e| e.to_string())
 }
 
 struct WasmHost;

@@ -1,5 +1,6 @@
 //! The handle a run gets on the outside world.
 
+use crate::config::{self, ConfigError};
 use crate::types::{
     AlertType, Event, HttpError, HttpRequest, HttpResponse, Metric, MetricType, Rows, ServiceCheck,
     SqlError, Status,
@@ -8,26 +9,43 @@ use crate::types::{
 /// No tags: `cx.gauge("x", 1.0, NO_TAGS)`.
 pub const NO_TAGS: &[&str] = &[];
 
+/// How severe a log line is, from least to most.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
+    /// Step-by-step detail.
     Trace,
+    /// What the run did, for its author.
     Debug,
+    /// What the run did, for its user.
     Info,
+    /// Something the user should fix; marks the run WARNING.
     Warn,
+    /// Something failed.
     Error,
 }
 
-/// What a check talks to: the runner when built for wasm, a recording host in tests.
+/// What a check talks to: the runner when built for wasm, a recording host in tests. Each
+/// method backs the [`Ctx`] method of the same name.
 pub trait Host {
+    /// Submits a metric.
     fn metric(&mut self, metric: Metric);
+    /// Submits a service check.
     fn service_check(&mut self, service_check: ServiceCheck);
+    /// Submits an event.
     fn event(&mut self, event: Event);
+    /// Logs a line.
     fn log(&mut self, level: Level, message: &str);
+    /// Sends an HTTP request.
     fn http(&mut self, request: &HttpRequest) -> Result<HttpResponse, HttpError>;
+    /// Runs a SQL statement.
     fn sql(&mut self, statement: &str) -> Result<Rows, SqlError>;
+    /// Reads a key of the instance's store.
     fn kv_get(&mut self, key: &str) -> Option<String>;
+    /// Writes a key of the instance's store.
     fn kv_set(&mut self, key: &str, value: &str) -> Result<(), String>;
+    /// Removes a key of the instance's store.
     fn kv_delete(&mut self, key: &str);
+    /// Every key of the instance's store.
     fn kv_keys(&mut self) -> Vec<String>;
 }
 
@@ -65,16 +83,19 @@ impl<'h> Ctx<'h> {
         &self.instance_id
     }
 
-    /// The `init_config` section deserialized into `T` (`null` when absent, so use a type that
-    /// accepts it, such as one with `#[serde(default)]` fields wrapped in `Option`).
-    pub fn init_config<T: serde::de::DeserializeOwned>(&self) -> crate::Result<T> {
-        Ok(T::deserialize(&self.init_config)?)
+    /// The `init_config` section deserialized into `T`. It is `null` when absent, so use a
+    /// type that accepts it, such as an `Option` of a struct. The error names the key
+    /// (`init_config.timeout: ...`); `?` turns it into the run's error.
+    pub fn init_config<T: serde::de::DeserializeOwned>(&self) -> Result<T, ConfigError> {
+        config::deserialize_ref(Some("init_config"), &self.init_config)
     }
 
+    /// Submits a gauge: the value now.
     pub fn gauge<T: AsRef<str>>(&mut self, name: &str, value: f64, tags: &[T]) {
         self.submit(name, MetricType::Gauge, value, tags);
     }
 
+    /// Submits a count: how many happened since the last run.
     pub fn count<T: AsRef<str>>(&mut self, name: &str, value: f64, tags: &[T]) {
         self.submit(name, MetricType::Count, value, tags);
     }
@@ -89,10 +110,12 @@ impl<'h> Ctx<'h> {
         self.submit(name, MetricType::Rate, value, tags);
     }
 
+    /// Submits one sample of a histogram.
     pub fn histogram<T: AsRef<str>>(&mut self, name: &str, value: f64, tags: &[T]) {
         self.submit(name, MetricType::Histogram, value, tags);
     }
 
+    /// Submits one sample of a distribution.
     pub fn distribution<T: AsRef<str>>(&mut self, name: &str, value: f64, tags: &[T]) {
         self.submit(name, MetricType::Distribution, value, tags);
     }
@@ -102,6 +125,8 @@ impl<'h> Ctx<'h> {
         self.host.metric(metric);
     }
 
+    /// Submits a service check: the status of something the check watches, with an optional
+    /// message saying why.
     pub fn service_check<T: AsRef<str>>(
         &mut self,
         name: &str,
@@ -118,6 +143,7 @@ impl<'h> Ctx<'h> {
         });
     }
 
+    /// Submits an event.
     pub fn event(&mut self, event: Event) {
         self.host.event(event);
     }
@@ -136,14 +162,17 @@ impl<'h> Ctx<'h> {
         self.host.event(event);
     }
 
+    /// Logs a line into the runner's log, tagged with the check and instance.
     pub fn log(&mut self, level: Level, message: &str) {
         self.host.log(level, message);
     }
 
+    /// Logs at debug level.
     pub fn debug(&mut self, message: &str) {
         self.host.log(Level::Debug, message);
     }
 
+    /// Logs at info level.
     pub fn info(&mut self, message: &str) {
         self.host.log(Level::Info, message);
     }
@@ -176,6 +205,7 @@ impl<'h> Ctx<'h> {
         self.host.kv_set(key, value).map_err(crate::Error::msg)
     }
 
+    /// Removes a key from the store.
     pub fn kv_delete(&mut self, key: &str) {
         self.host.kv_delete(key);
     }

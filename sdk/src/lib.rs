@@ -12,14 +12,15 @@
 //! A complete check, built with `cargo build --release --target wasm32-wasip2`:
 //!
 //! ```
-//! use kennel_sdk::{Check, Ctx, HttpRequest, Status, export_check};
+//! use kennel_sdk::options::Flag;
+//! use kennel_sdk::{Check, ConfigError, Ctx, HttpRequest, Status, export_check};
 //! use serde::Deserialize;
 //!
 //! #[derive(Deserialize)]
 //! pub struct Config {
 //!     url: String,
-//!     #[serde(default)]
-//!     tags: Vec<String>,
+//!     /// `verify_tls: no` works too, as in Datadog's configs. Defaults to true.
+//!     verify_tls: Option<Flag>,
 //! }
 //!
 //! pub struct Ping;
@@ -28,9 +29,9 @@
 //!     type Config = Config;
 //!
 //!     fn run(cx: &mut Ctx, config: Config) -> kennel_sdk::Result {
-//!         let mut tags = config.tags.clone();
-//!         tags.push(format!("url:{}", config.url));
-//!         match cx.http(HttpRequest::get(&config.url)) {
+//!         let tags = [format!("url:{}", config.url)];
+//!         let verify_tls = config.verify_tls.is_none_or(|Flag(verify)| verify);
+//!         match cx.http(HttpRequest::get(&config.url).verify_tls(verify_tls)) {
 //!             Ok(response) => {
 //!                 cx.gauge("ping.status_code", f64::from(response.status), &tags);
 //!                 cx.service_check("ping.up", Status::Ok, None, &tags);
@@ -42,11 +43,25 @@
 //!             }
 //!         }
 //!     }
+//!
+//!     // A bad instance (`verify_tls: maybe`) still turns `ping.up` CRITICAL, tagged with the
+//!     // url when it can be read, and the message names the key.
+//!     fn config_error(cx: &mut Ctx, error: &ConfigError) -> kennel_sdk::Result {
+//!         let url = error.raw().get("url").and_then(|url| url.as_str());
+//!         let tags: Vec<String> = url.map(|url| format!("url:{url}")).into_iter().collect();
+//!         cx.service_check("ping.up", Status::Critical, Some(&error.to_string()), &tags);
+//!         Err(error.clone().into())
+//!     }
 //! }
 //!
 //! export_check!(Ping);
 //! # fn main() {}
 //! ```
+//!
+//! The instance's keys that the runner reserves (`min_collection_interval`, `tags`, `service`,
+//! `timeout`, `allowed_hosts`, ...) reach the check too, so a `Config` ignores unknown keys
+//! rather than denying them. [`options`] has types that read values the way Datadog's checks
+//! do, for configs written for the Datadog Agent.
 //!
 //! With the `testing` feature, [`testing::Harness`] runs the same logic natively against a
 //! recording host, so a check's behaviour is unit tested with plain `cargo test`.
@@ -55,6 +70,12 @@
 //! [`Ctx::monotonic_count`] and the runner computes the per-second rate or the delta from the
 //! previous run, keyed by metric name, tags and host.
 
+// The bindings wit-bindgen generates are `unsafe` FFI glue, but the lint does not reach into
+// what a macro of another crate expands to: this covers every line written here.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+mod config;
 mod ctx;
 pub mod options;
 mod types;
@@ -66,6 +87,7 @@ pub mod testing;
 #[doc(hidden)]
 pub mod __private;
 
+pub use config::ConfigError;
 pub use ctx::{Ctx, Host, Level, NO_TAGS};
 pub use types::{
     AlertType, Error, Event, HttpError, HttpRequest, HttpResponse, Metric, MetricType, Priority,
@@ -74,16 +96,30 @@ pub use types::{
 
 extern crate self as kennel_sdk;
 
-/// A check: its instance configuration type and what one run does.
+/// A check: its instance configuration type, what one run does, and what a run does when the
+/// configuration is wrong.
 pub trait Check {
     /// The instance section of the check's YAML, deserialized with serde. Reserved keys the
     /// runner handles (`min_collection_interval`, `tags`, `service`, `timeout`, ...) are present
     /// too: ignore them, or read them if they matter to the check.
+    ///
+    /// Validation belongs here too: a type whose `Deserialize` rejects a bad value (a
+    /// `#[serde(try_from = ...)]` newtype, say) has the error reported under its key.
     type Config: serde::de::DeserializeOwned;
 
     /// Runs the check once. Returning an error marks the run failed with that reason; what was
     /// submitted before is still sent.
     fn run(cx: &mut Ctx, config: Self::Config) -> Result;
+
+    /// Runs instead of [`Check::run`] when the instance does not deserialize into
+    /// [`Check::Config`]. By default the run fails with the error, which names the key.
+    /// Override it to report the failure as the check reports others (a CRITICAL service
+    /// check, say), reading what it needs from [`ConfigError::raw`]; return an error so that
+    /// the run is still marked failed.
+    fn config_error(cx: &mut Ctx, error: &ConfigError) -> Result {
+        let _ = cx; // the default reports nothing but the run's error
+        Err(Error::msg(error))
+    }
 }
 
 /// Exports a [`Check`] as the plugin's entry point. Use it once, in the plugin's `lib.rs`

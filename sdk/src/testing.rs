@@ -1,30 +1,53 @@
 //! A native harness: runs a check's logic without wasm, against a host that records what the
-//! check submits and answers its HTTP requests from a closure the test provides.
+//! check submits and answers its HTTP requests and SQL queries from closures the test
+//! provides. The instance goes through the same deserialization as in the runner, so a bad
+//! one reaches [`Check::config_error`] with the same error.
 //!
 //! ```
 //! use kennel_sdk::testing::Harness;
-//! use kennel_sdk::{Check, Ctx, HttpResponse, NO_TAGS};
+//! use kennel_sdk::{Check, Ctx, NO_TAGS};
+//! use serde::Deserialize;
+//!
+//! #[derive(Deserialize)]
+//! struct Config {
+//!     greeting: String,
+//! }
 //!
 //! struct Hello;
 //! impl Check for Hello {
-//!     type Config = serde_json::Value;
-//!     fn run(cx: &mut Ctx, _config: serde_json::Value) -> kennel_sdk::Result {
-//!         cx.gauge("hello.world", 1.0, NO_TAGS);
+//!     type Config = Config;
+//!     fn run(cx: &mut Ctx, config: Config) -> kennel_sdk::Result {
+//!         cx.gauge("hello.world", 1.0, &[format!("greeting:{}", config.greeting)]);
 //!         Ok(())
 //!     }
 //! }
 //!
-//! let recorded = Harness::new().run::<Hello>(serde_json::json!({}));
+//! let recorded = Harness::new().run::<Hello>(serde_json::json!({"greeting": "hi"}));
 //! assert!(recorded.result.is_ok());
 //! assert_eq!(recorded.metric("hello.world").unwrap().value, 1.0);
+//!
+//! let recorded = Harness::new().run::<Hello>(serde_json::json!({"greeting": ["hi"]}));
+//! assert_eq!(
+//!     recorded.error(),
+//!     "greeting: invalid type: sequence, expected a string"
+//! );
 //! ```
 
 use std::collections::BTreeMap;
 
+use crate::config::{self, ConfigError};
 use crate::types::{
     Event, HttpError, HttpRequest, HttpResponse, Metric, Rows, ServiceCheck, SqlError,
 };
 use crate::{Check, Ctx, Host, Level};
+
+/// Deserializes `instance` into `T` as the sdk does before [`Check::run`], for unit tests of
+/// a config type: the error is the one [`Check::config_error`] would get.
+pub fn config<T: serde::de::DeserializeOwned>(
+    instance: serde_json::Value,
+) -> Result<T, ConfigError> {
+    config::deserialize(None, instance)
+}
 
 type HttpHandler = Box<dyn FnMut(&HttpRequest) -> Result<HttpResponse, HttpError>>;
 type SqlHandler = Box<dyn FnMut(&str) -> Result<Rows, SqlError>>;
@@ -78,11 +101,13 @@ impl Harness {
         self
     }
 
+    /// The check's name, as in `conf.d/<name>.d/`; `test` unless set.
     pub fn check_name(mut self, name: &str) -> Self {
         self.check_name = name.to_owned();
         self
     }
 
+    /// The `init_config` section; null unless set.
     pub fn init_config(mut self, init_config: serde_json::Value) -> Self {
         self.init_config = init_config;
         self
@@ -113,16 +138,9 @@ impl Harness {
             http: self.http,
             sql: self.sql,
         };
-        let result = match serde_json::from_value::<C::Config>(instance) {
-            Ok(config) => {
-                let instance_id = format!("{}:test", self.check_name);
-                let mut cx = Ctx::new(self.check_name, instance_id, self.init_config, &mut host);
-                C::run(&mut cx, config)
-            }
-            Err(error) => Err(crate::Error::msg(format!(
-                "invalid instance configuration: {error}"
-            ))),
-        };
+        let instance_id = format!("{}:test", self.check_name);
+        let mut cx = Ctx::new(self.check_name, instance_id, self.init_config, &mut host);
+        let result = config::run::<C>(&mut cx, instance);
         let RecordingHost { mut recorded, .. } = host;
         recorded.result = result;
         recorded
@@ -132,12 +150,19 @@ impl Harness {
 /// Everything one run submitted, in order, and how it ended.
 #[derive(Debug)]
 pub struct Recorded {
+    /// What the run returned.
     pub result: crate::Result,
+    /// The metrics submitted.
     pub metrics: Vec<Metric>,
+    /// The service checks submitted.
     pub service_checks: Vec<ServiceCheck>,
+    /// The events submitted.
     pub events: Vec<Event>,
+    /// The lines logged, with their level.
     pub logs: Vec<(Level, String)>,
+    /// The HTTP requests sent.
     pub http_requests: Vec<HttpRequest>,
+    /// The SQL statements sent.
     pub sql_queries: Vec<String>,
     /// The key-value store as the run left it.
     pub kv: BTreeMap<String, String>,
@@ -152,6 +177,28 @@ impl Recorded {
     /// The first service check with this name.
     pub fn service_check(&self, name: &str) -> Option<&ServiceCheck> {
         self.service_checks.iter().find(|s| s.name == name)
+    }
+
+    /// Why the run failed.
+    ///
+    /// # Panics
+    ///
+    /// When the run succeeded, failing the test that expected it to fail.
+    #[track_caller]
+    pub fn error(&self) -> &str {
+        match &self.result {
+            Ok(()) => panic!("the run succeeded"),
+            Err(error) => error.message(),
+        }
+    }
+
+    /// The warnings logged (which mark the run WARNING), in order.
+    pub fn warnings(&self) -> Vec<&str> {
+        self.logs
+            .iter()
+            .filter(|(level, _)| *level == Level::Warn)
+            .map(|(_, message)| message.as_str())
+            .collect()
     }
 }
 

@@ -10,10 +10,12 @@ pub type Result<T = ()> = std::result::Result<T, Error>;
 pub struct Error(String);
 
 impl Error {
+    /// An error with this message.
     pub fn msg(message: impl fmt::Display) -> Self {
         Self(message.to_string())
     }
 
+    /// The message.
     pub fn message(&self) -> &str {
         &self.0
     }
@@ -51,7 +53,9 @@ impl From<&str> for Error {
     }
 }
 
+/// How the runner treats a metric's values; see the [`Ctx`](crate::Ctx) method of each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(missing_docs)] // each is documented on its `Ctx` method
 pub enum MetricType {
     Gauge,
     Count,
@@ -61,17 +65,24 @@ pub enum MetricType {
     Distribution,
 }
 
+/// One metric sample.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Metric {
+    /// The metric's name, such as `http.ssl.days_left`.
     pub name: String,
+    /// How the runner treats the value.
     pub kind: MetricType,
+    /// The sample.
     pub value: f64,
+    /// `key:value` tags; the runner adds the instance's `tags` and `service:`.
     pub tags: Vec<String>,
     /// Overrides the runner's hostname; `Some("")` sends none.
     pub hostname: Option<String>,
 }
 
+/// A service check's status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(missing_docs)] // Datadog's four statuses
 pub enum Status {
     Ok,
     Warning,
@@ -79,16 +90,24 @@ pub enum Status {
     Unknown,
 }
 
+/// The status of something a check watches.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceCheck {
+    /// The service check's name, such as `http.can_connect`.
     pub name: String,
+    /// Its status.
     pub status: Status,
+    /// Why, for any status but OK.
     pub message: Option<String>,
+    /// `key:value` tags; the runner adds the instance's `tags` and `service:`.
     pub tags: Vec<String>,
+    /// Overrides the runner's hostname; `Some("")` sends none.
     pub hostname: Option<String>,
 }
 
+/// An event's kind, as Datadog shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(missing_docs)] // Datadog's four alert types
 pub enum AlertType {
     Error,
     Warning,
@@ -96,21 +115,32 @@ pub enum AlertType {
     Success,
 }
 
+/// An event's priority.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(missing_docs)] // Datadog's two priorities
 pub enum Priority {
     Normal,
     Low,
 }
 
+/// Something that happened, for Datadog's event stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Event {
+    /// The title.
     pub title: String,
+    /// The body, in Datadog's event markdown.
     pub text: String,
+    /// Its kind.
     pub alert_type: AlertType,
+    /// Its priority.
     pub priority: Priority,
+    /// Groups related events together.
     pub aggregation_key: Option<String>,
+    /// What the event comes from, such as `chef`.
     pub source_type_name: Option<String>,
+    /// `key:value` tags; the runner adds the instance's `tags` and `service:`.
     pub tags: Vec<String>,
+    /// Overrides the runner's hostname; `Some("")` sends none.
     pub hostname: Option<String>,
     /// Seconds since the Unix epoch; the submission time when `None`.
     pub timestamp: Option<i64>,
@@ -137,9 +167,13 @@ impl Event {
 /// URL's host (its `url` key, or `allowed_hosts`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpRequest {
+    /// `GET`, `POST`, ...
     pub method: String,
+    /// An `http://` or `https://` URL.
     pub url: String,
+    /// Sent in order, as given.
     pub headers: Vec<(String, String)>,
+    /// None sends no body.
     pub body: Option<Vec<u8>>,
     /// Defaults to 10 s; the runner also bounds it by the run's own deadline.
     pub timeout_ms: u32,
@@ -150,6 +184,7 @@ pub struct HttpRequest {
 }
 
 impl HttpRequest {
+    /// A request with no headers and no body, and the defaults above.
     pub fn new(method: impl Into<String>, url: impl Into<String>) -> Self {
         Self {
             method: method.into(),
@@ -162,40 +197,50 @@ impl HttpRequest {
         }
     }
 
+    /// A `GET` request.
     pub fn get(url: impl Into<String>) -> Self {
         Self::new("GET", url)
     }
 
+    /// Adds a header.
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.push((name.into(), value.into()));
         self
     }
 
+    /// Sets the body.
     pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
         self.body = Some(body.into());
         self
     }
 
+    /// Sets the timeout, in milliseconds.
     pub fn timeout_ms(mut self, timeout_ms: u32) -> Self {
         self.timeout_ms = timeout_ms;
         self
     }
 
+    /// Sets whether the certificate chain and name are verified.
     pub fn verify_tls(mut self, verify: bool) -> Self {
         self.verify_tls = verify;
         self
     }
 
+    /// Sets whether redirects are followed.
     pub fn follow_redirects(mut self, follow: bool) -> Self {
         self.follow_redirects = follow;
         self
     }
 }
 
+/// The answer to an [`HttpRequest`].
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct HttpResponse {
+    /// The status code.
     pub status: u16,
+    /// The headers, in the order received.
     pub headers: Vec<(String, String)>,
+    /// The body, up to the runner's cap.
     pub body: Vec<u8>,
     /// The body was longer than the runner's cap and was cut.
     pub body_truncated: bool,
@@ -225,11 +270,15 @@ impl HttpResponse {
 pub enum HttpError {
     /// The instance is not granted this host; the text says which host and how to grant it.
     Denied(String),
+    /// No answer within the request's timeout or the run's deadline.
     Timeout(String),
     /// Refused, unreachable, or the name did not resolve.
     Connect(String),
+    /// The TLS handshake failed, such as over a certificate that does not verify.
     Tls(String),
+    /// The request is malformed (its URL, say).
     InvalidRequest(String),
+    /// Anything else.
     Other(String),
 }
 
@@ -251,12 +300,17 @@ impl std::error::Error for HttpError {}
 /// One value of a SQL result row.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
+    /// SQL NULL.
     Null,
+    /// A boolean.
     Bool(bool),
+    /// An integer (and an OID).
     Int(i64),
+    /// A REAL or DOUBLE PRECISION.
     Float(f64),
     /// A NUMERIC, exactly, as decimal text.
     Numeric(String),
+    /// Text: TEXT, VARCHAR, CHAR, NAME and the like.
     Text(String),
     /// A column type the runner does not decode; the text names it. Cast it in the query.
     Unsupported(String),
@@ -291,7 +345,9 @@ impl Value {
 /// The result of a SQL query.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Rows {
+    /// The column names, in order.
     pub columns: Vec<String>,
+    /// The rows, each with one value per column.
     pub rows: Vec<Vec<Value>>,
     /// More rows came back than the runner's cap; the rest were dropped.
     pub truncated: bool,
@@ -306,6 +362,7 @@ pub enum SqlError {
     Connect(String),
     /// The server refused the statement.
     Query(String),
+    /// No answer within the instance's `query_timeout` or the run's deadline.
     Timeout(String),
 }
 

@@ -61,6 +61,8 @@
 //! `chef.resources.convergence_time`; `notify_on_failure` handles (use a monitor); reports
 //! written elsewhere than one directory (`Chef::Handler::JsonFile` has a single `path`).
 
+#![forbid(unsafe_code)]
+
 mod config;
 mod ledger;
 mod listing;
@@ -72,7 +74,6 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use kennel_sdk::{AlertType, Check, Ctx, Event, Metric, MetricType, Priority, export_check};
-use serde_json::Value;
 
 use config::Config;
 use ledger::{Ledger, MAX_RETRIES};
@@ -96,11 +97,9 @@ const SETTLE: Duration = Duration::from_secs(2);
 pub struct ChefCheck;
 
 impl Check for ChefCheck {
-    // Raw JSON, parsed in `config.rs`, so that errors name the key.
-    type Config = Value;
+    type Config = Config;
 
-    fn run(cx: &mut Ctx, instance: Value) -> kennel_sdk::Result {
-        let config = Config::parse(&instance)?;
+    fn run(cx: &mut Ctx, config: Config) -> kennel_sdk::Result {
         let dir = config.reports_dir.as_path();
         let files = listing::list(dir).map_err(|error| listing::unreadable_dir(dir, &error))?;
         let mut ledger = Ledger::load(cx);
@@ -481,13 +480,6 @@ mod tests {
         }
     }
 
-    fn error_of(recorded: &Recorded) -> String {
-        match &recorded.result {
-            Ok(()) => panic!("the run succeeded"),
-            Err(error) => error.to_string(),
-        }
-    }
-
     /// `(name, kind, value, hostname)` of every metric, in order.
     fn metrics(recorded: &Recorded) -> Vec<(&str, MetricType, f64, Option<&str>)> {
         recorded
@@ -499,15 +491,6 @@ mod tests {
 
     fn titles(recorded: &Recorded) -> Vec<&str> {
         recorded.events.iter().map(|e| e.title.as_str()).collect()
-    }
-
-    fn warnings(recorded: &Recorded) -> Vec<&str> {
-        recorded
-            .logs
-            .iter()
-            .filter(|(level, _)| *level == Level::Warn)
-            .map(|(_, message)| message.as_str())
-            .collect()
     }
 
     fn only_event(recorded: &Recorded) -> &Event {
@@ -573,7 +556,7 @@ mod tests {
                 timestamp: Some(1_795_168_842),
             }
         );
-        assert!(warnings(&recorded).is_empty(), "{:?}", recorded.logs);
+        assert!(recorded.warnings().is_empty(), "{:?}", recorded.logs);
     }
 
     #[test]
@@ -817,7 +800,7 @@ mod tests {
             titles(&recorded),
             ["Chef failed in 88 seconds on db01.example.com"]
         );
-        let warnings = warnings(&recorded);
+        let warnings = recorded.warnings();
         assert_eq!(warnings.len(), 1, "{warnings:?}");
         let expected = format!(
             "skipping Chef report {}: ",
@@ -845,7 +828,7 @@ mod tests {
 
         let second = reports.run(&first.kv);
         assert!(second.events.is_empty());
-        assert_eq!(warnings(&second).len(), 1, "still unreadable: warned again");
+        assert_eq!(second.warnings().len(), 1, "still unreadable: warned again");
 
         reports.write(&name, SUCCESS);
         let third = reports.run(&second.kv);
@@ -855,7 +838,7 @@ mod tests {
             ["Chef completed in 42 seconds on web01.example.com"]
         );
         assert_eq!(third.metrics.len(), 4);
-        assert!(warnings(&third).is_empty());
+        assert!(third.warnings().is_empty());
         assert!(!third.kv.keys().any(|key| key.starts_with("retry:")));
 
         let fourth = reports.run(&third.kv);
@@ -870,7 +853,7 @@ mod tests {
         let first = reports.run(&fresh());
         ok(&first);
         assert!(first.events.is_empty());
-        assert!(warnings(&first).is_empty(), "{:?}", first.logs);
+        assert!(first.warnings().is_empty(), "{:?}", first.logs);
         assert!(
             first
                 .logs
@@ -896,7 +879,7 @@ mod tests {
         let recorded = reports.run(&fresh());
         ok(&recorded);
         assert!(recorded.events.is_empty() && recorded.metrics.is_empty());
-        let warnings = warnings(&recorded);
+        let warnings = recorded.warnings();
         assert_eq!(warnings.len(), 1);
         assert!(warnings[0].contains(&name), "{}", warnings[0]);
         assert!(
@@ -912,7 +895,7 @@ mod tests {
         let missing = reports.path("not-there");
         let recorded =
             Harness::new().run::<ChefCheck>(json!({"reports_dir": missing.display().to_string()}));
-        let error = error_of(&recorded);
+        let error = recorded.error();
         let dir = missing.display();
         assert!(
             error.starts_with(&format!("cannot read `reports_dir` {dir}: ")),
@@ -931,7 +914,7 @@ mod tests {
         reports.write("plain.json", "{}");
         let file = reports.path("plain.json").display().to_string();
         let recorded = Harness::new().run::<ChefCheck>(json!({"reports_dir": file}));
-        let error = error_of(&recorded);
+        let error = recorded.error();
         assert!(error.contains("`allowed_paths: ["), "{error}");
     }
 
@@ -952,10 +935,22 @@ mod tests {
     #[test]
     fn wrong_options_fail_the_run_naming_the_key() {
         let recorded = Harness::new().run::<ChefCheck>(json!({"reports_dir": 42}));
-        assert!(error_of(&recorded).starts_with("`reports_dir` must be the path"));
+        assert!(
+            recorded
+                .error()
+                .starts_with("reports_dir: invalid type: integer `42`, expected the path"),
+            "{}",
+            recorded.error()
+        );
         let reports = Reports::new();
         let recorded = reports.run_with(json!({"max_reports_per_run": -3}), &fresh());
-        assert!(error_of(&recorded).starts_with("`max_reports_per_run` must be"));
+        assert!(
+            recorded
+                .error()
+                .starts_with("max_reports_per_run: must be a whole number of at least 1, got -3"),
+            "{}",
+            recorded.error()
+        );
     }
 
     #[test]
@@ -971,7 +966,7 @@ mod tests {
         reports.remove(&broken);
         let second = reports.run(&first.kv);
         ok(&second);
-        assert!(warnings(&second).is_empty());
+        assert!(second.warnings().is_empty());
         assert_eq!(second.kv.keys().collect::<Vec<_>>(), ["cursor"]);
     }
 
@@ -1064,7 +1059,7 @@ mod tests {
         let first = reports.run(&fresh());
         ok(&first);
         assert_eq!(titles(&first), ["Chef completed in 2 seconds on recent"]);
-        assert!(warnings(&first).is_empty());
+        assert!(first.warnings().is_empty());
 
         // With no age limit, it stays passed over: the cursor is past it.
         let second = reports.run_with(json!({"max_report_age": 0}), &first.kv);
@@ -1080,12 +1075,12 @@ mod tests {
         let name = chef_name("20261120100000");
         reports.write(&name, "{\"node\":");
         let first = reports.run(&fresh());
-        assert_eq!(warnings(&first).len(), 1);
+        assert_eq!(first.warnings().len(), 1);
 
         reports.age(&name, Duration::from_secs(2 * 86_400));
         let second = reports.run(&first.kv);
         ok(&second);
-        let warnings = warnings(&second);
+        let warnings = second.warnings();
         assert_eq!(warnings.len(), 1);
         assert!(
             warnings[0].starts_with("giving up on Chef report"),
@@ -1113,7 +1108,7 @@ mod tests {
             .filter(|k| k.starts_with("retry:"))
             .count();
         assert_eq!(retries, MAX_RETRIES);
-        let warnings = warnings(&recorded);
+        let warnings = recorded.warnings();
         assert_eq!(warnings.len(), MAX_RETRIES + 1);
         assert!(
             warnings[MAX_RETRIES].contains("It will not be read again"),
@@ -1135,7 +1130,7 @@ mod tests {
         let recorded = reports.run(&fresh());
         ok(&recorded);
         assert_eq!(recorded.events.len(), 1);
-        assert!(warnings(&recorded).is_empty(), "{:?}", recorded.logs);
+        assert!(recorded.warnings().is_empty(), "{:?}", recorded.logs);
     }
 
     #[test]
@@ -1155,6 +1150,6 @@ mod tests {
         let recorded = reports.run(&store);
         ok(&recorded);
         assert_eq!(recorded.events.len(), 1);
-        assert!(warnings(&recorded)[0].contains("unreadable `cursor`"));
+        assert!(recorded.warnings()[0].contains("unreadable `cursor`"));
     }
 }

@@ -20,37 +20,82 @@
 //! | `tls_verify` | verify the certificate chain and name; true, or the inverse of the legacy `disable_ssl_validation` |
 //! | `allow_redirects` | follow redirects (each hop must be granted); true |
 //!
-//! The instance arrives as raw JSON and each known key is read by hand rather than through a
-//! derived struct, for three reasons: a bad value must fail with a message naming the key (serde's
-//! own errors do not say which field), the run must still emit its CRITICAL service check when
-//! the configuration is wrong (a derived `Check::Config` fails before the check runs), and
-//! configs written for the Datadog Agent must keep working. The last one is why booleans also
-//! accept `"yes"`/`"no"`/`"on"`/`"off"`/`"1"`/`"0"` (PyYAML 1.1 reads a bare `yes` as true, and
+//! The options are a typed serde struct, [`Options`], whose values are checked as they are read
+//! (the url's scheme, the regexes, positive timeouts): a bad one fails the run with its key
+//! named, through `HttpCheck::config_error`, which still emits the CRITICAL service check.
+//! Configs written for the Datadog Agent keep working: booleans also accept
+//! `"yes"`/`"no"`/`"on"`/`"off"`/`"1"`/`"0"` (PyYAML 1.1 reads a bare `yes` as true, and
 //! Datadog's `is_affirmative` accepts the strings), and numbers and strings are accepted where
-//! Datadog calls `int()`/`str()` on the value. Unknown keys, such as the runner's reserved
-//! `tags`, `service`, `min_collection_interval` and `allowed_hosts`, are ignored.
+//! Datadog calls `int()`/`str()` on the value (the sdk's `options` types). Unknown keys, such as
+//! the runner's reserved `tags`, `service`, `min_collection_interval` and `allowed_hosts`, are
+//! ignored.
 //!
 //! Not supported (the runner's HTTP capability has no way to express them): client certificates
 //! (`tls_cert`, `tls_private_key`), custom CAs (`tls_ca_cert`, `ca_certs`), `check_hostname`,
 //! `ssl_server_name`, proxies, authentication schemes (`auth_type`, `username`, `password`; set an
 //! `Authorization` header instead) and `stream`. They are ignored like any unknown key.
 
+use std::fmt;
 use std::time::Duration;
 
-use kennel_sdk::options::{flag, number, scalar_text, text};
+use kennel_sdk::options::{Flag, Number, Text};
 use regex_lite::Regex;
-use serde_json::{Map, Value};
+use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde_json::Value;
 
 /// Datadog's default `http_response_status_code`.
 const DEFAULT_EXPECTED_CODE: &str = r"(1|2|3)\d\d";
+/// How the CRITICAL message words [`DEFAULT_EXPECTED_CODE`], as Datadog's does.
+const DEFAULT_EXPECTED_CODE_TEXT: &str = "1xx or 2xx or 3xx";
 /// Datadog sends a body only for these methods, whatever `data` says.
 const DATA_METHODS: [&str; 5] = ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"];
-const DEFAULT_TIMEOUT_SECONDS: f64 = 10.0;
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_DAYS_WARNING: f64 = 14.0;
 const DEFAULT_DAYS_CRITICAL: f64 = 7.0;
 pub const SECONDS_PER_DAY: f64 = 86_400.0;
 
-/// One instance's options, validated.
+/// One instance's options, as written; [`Config::new`] applies the defaults.
+#[derive(Debug, Deserialize)]
+pub struct Options {
+    url: Url,
+    name: Option<Text>,
+    method: Option<Text>,
+    data: Option<Data>,
+    headers: Option<Headers>,
+    extra_headers: Option<Headers>,
+    include_default_headers: Option<Flag>,
+    timeout: Option<Seconds>,
+    http_response_status_code: Option<StatusPattern>,
+    content_match: Option<Pattern>,
+    reverse_content_match: Option<Flag>,
+    include_content: Option<Flag>,
+    collect_response_time: Option<Flag>,
+    check_certificate_expiration: Option<Flag>,
+    days_warning: Option<NonNegative>,
+    days_critical: Option<NonNegative>,
+    seconds_warning: Option<NonNegative>,
+    seconds_critical: Option<NonNegative>,
+    tls_verify: Option<Flag>,
+    disable_ssl_validation: Option<Flag>,
+    allow_redirects: Option<Flag>,
+}
+
+impl Options {
+    /// The tags on everything the instance emits; see [`tags`].
+    pub fn tags(&self) -> Vec<String> {
+        tags(Some(&self.url.0), self.name.as_ref().map(Text::as_str))
+    }
+}
+
+/// The `init_config` options.
+#[derive(Debug, Deserialize)]
+pub struct InitConfig {
+    /// The instances' default `timeout`.
+    timeout: Option<Seconds>,
+}
+
+/// One instance's options, with the defaults applied.
 #[derive(Debug)]
 pub struct Config {
     pub url: String,
@@ -61,12 +106,9 @@ pub struct Config {
     /// User headers over the defaults; a `Content-Type` matching `body` unless the user set one.
     pub headers: Vec<(String, String)>,
     pub timeout: Duration,
-    pub status_code: Regex,
-    /// What the status-code message says was expected: the pattern, or Datadog's wording for
-    /// the default one.
-    pub expected_code: String,
-    /// The pattern as written (for messages) and compiled.
-    pub content_match: Option<(String, Regex)>,
+    pub expected_status: ExpectedStatus,
+    /// Not set for an empty pattern, which Datadog skips (it would match everything anyway).
+    pub content_match: Option<Pattern>,
     pub reverse_content_match: bool,
     pub include_content: bool,
     pub collect_response_time: bool,
@@ -78,53 +120,24 @@ pub struct Config {
 }
 
 impl Config {
-    /// Reads `instance`, falling back to `init_config` for `timeout`.
-    pub fn parse(
-        instance: &Value,
-        init_config: Option<&Map<String, Value>>,
-    ) -> Result<Self, String> {
-        let Value::Object(instance) = instance else {
-            return Err(format!(
-                "the instance must be a mapping of options, got {instance}"
-            ));
-        };
-        let url = text(instance, "url")?.ok_or(
-            "`url` is required: set it to the address to check, e.g. https://example.com/health",
-        )?;
-        if !is_http(&url) {
-            return Err(format!(
-                "`url` must start with http:// or https://, got {url:?}"
-            ));
-        }
-        let method = text(instance, "method")?
-            .unwrap_or_else(|| "get".to_owned())
-            .to_uppercase();
-
-        let (body, content_type) = match instance.get("data") {
-            None | Some(Value::Null) => (None, None),
-            Some(Value::Object(object)) => (
-                Some(Value::Object(object.clone()).to_string().into_bytes()),
-                Some("application/json"),
-            ),
-            Some(Value::String(form)) => (
-                Some(form.clone().into_bytes()),
-                Some("application/x-www-form-urlencoded"),
-            ),
-            Some(other) => {
-                return Err(format!(
-                    "`data` must be a mapping (sent as JSON) or a string (sent as is, \
-                     form-encoded), got {other}"
-                ));
-            }
-        };
-        let (body, content_type) = if DATA_METHODS.contains(&method.as_str()) {
-            (body, content_type)
-        } else {
-            (None, None)
+    /// Applies the defaults to `options`, `init_config`'s `timeout` among them.
+    pub fn new(options: Options, init_config: Option<InitConfig>) -> Self {
+        let method = options
+            .method
+            .map_or_else(|| "GET".to_owned(), |Text(method)| method.to_uppercase());
+        let (body, content_type) = match options.data {
+            Some(data) if DATA_METHODS.contains(&method.as_str()) => match data {
+                Data::Json(json) => (Some(json.into_bytes()), Some("application/json")),
+                Data::Form(form) => (
+                    Some(form.into_bytes()),
+                    Some("application/x-www-form-urlencoded"),
+                ),
+            },
+            _ => (None, None),
         };
 
         let mut headers = Vec::new();
-        if flag(instance, "include_default_headers")?.unwrap_or(true) {
+        if on(options.include_default_headers, true) {
             set_header(
                 &mut headers,
                 "User-Agent",
@@ -132,10 +145,8 @@ impl Config {
             );
             set_header(&mut headers, "Accept", "*/*");
         }
-        for (name, value) in string_map(instance, "headers")?
-            .into_iter()
-            .chain(string_map(instance, "extra_headers")?)
-        {
+        let configured = options.headers.into_iter().chain(options.extra_headers);
+        for (name, value) in configured.flat_map(|Headers(headers)| headers) {
             set_header(&mut headers, &name, &value);
         }
         if let Some(content_type) = content_type
@@ -146,74 +157,54 @@ impl Config {
             headers.push(("Content-Type".to_owned(), content_type.to_owned()));
         }
 
-        let timeout = match number(instance, "timeout")? {
-            Some(seconds) => seconds_to_duration("timeout", seconds)?,
-            None => match init_config
-                .map(|init| number(init, "timeout").map_err(|e| format!("init_config: {e}")))
-                .transpose()?
-            {
-                Some(Some(seconds)) => seconds_to_duration("init_config.timeout", seconds)?,
-                _ => Duration::from_secs_f64(DEFAULT_TIMEOUT_SECONDS),
-            },
-        };
-
-        let status_pattern = text(instance, "http_response_status_code")?
-            .unwrap_or_else(|| DEFAULT_EXPECTED_CODE.to_owned());
-        // Datadog uses Python's `re.match`, anchored at the start only: `2` accepts 200-299.
-        let status_code = compile(
-            "http_response_status_code",
-            &format!("^(?:{status_pattern})"),
-        )?;
-        let expected_code = if status_pattern == DEFAULT_EXPECTED_CODE {
-            "1xx or 2xx or 3xx".to_owned()
-        } else {
-            status_pattern
-        };
-
-        let content_match = match text(instance, "content_match")? {
-            // Datadog skips an empty pattern, which would match everything anyway.
-            Some(pattern) if !pattern.is_empty() => {
-                let regex = compile("content_match", &pattern)?;
-                Some((pattern, regex))
-            }
-            _ => None,
-        };
+        let timeout = options
+            .timeout
+            .or(init_config.and_then(|init| init.timeout))
+            .map_or(DEFAULT_TIMEOUT, |Seconds(timeout)| timeout);
 
         // Thresholds in seconds take precedence over days; as in Datadog, 0 means "not set".
-        let threshold = |seconds_key: &str, days_key: &str, default_days: f64| {
-            let seconds = non_negative(instance, seconds_key)?.filter(|s| *s > 0.0);
-            let days = non_negative(instance, days_key)?.filter(|d| *d > 0.0);
-            Ok::<_, String>(seconds.unwrap_or(days.unwrap_or(default_days) * SECONDS_PER_DAY))
+        let threshold = |seconds: Option<NonNegative>, days: Option<NonNegative>, default: f64| {
+            let set = |value: Option<NonNegative>| value.map(|v| v.0).filter(|v| *v > 0.0);
+            set(seconds).unwrap_or(set(days).unwrap_or(default) * SECONDS_PER_DAY)
         };
-        let seconds_warning = threshold("seconds_warning", "days_warning", DEFAULT_DAYS_WARNING)?;
-        let seconds_critical =
-            threshold("seconds_critical", "days_critical", DEFAULT_DAYS_CRITICAL)?;
+        let seconds_warning = threshold(
+            options.seconds_warning,
+            options.days_warning,
+            DEFAULT_DAYS_WARNING,
+        );
+        let seconds_critical = threshold(
+            options.seconds_critical,
+            options.days_critical,
+            DEFAULT_DAYS_CRITICAL,
+        );
 
         // `tls_verify` wins over the legacy, inverted `disable_ssl_validation`.
-        let tls_verify = match flag(instance, "tls_verify")? {
-            Some(verify) => verify,
-            None => !flag(instance, "disable_ssl_validation")?.unwrap_or(false),
+        let tls_verify = match options.tls_verify {
+            Some(Flag(verify)) => verify,
+            None => !on(options.disable_ssl_validation, false),
         };
 
-        Ok(Self {
-            url,
+        Self {
+            url: options.url.0,
             method,
             body,
             headers,
             timeout,
-            status_code,
-            expected_code,
-            content_match,
-            reverse_content_match: flag(instance, "reverse_content_match")?.unwrap_or(false),
-            include_content: flag(instance, "include_content")?.unwrap_or(false),
-            collect_response_time: flag(instance, "collect_response_time")?.unwrap_or(true),
-            check_certificate_expiration: flag(instance, "check_certificate_expiration")?
-                .unwrap_or(true),
+            expected_status: options
+                .http_response_status_code
+                .map_or(ExpectedStatus::Datadog, ExpectedStatus::Pattern),
+            content_match: options
+                .content_match
+                .filter(|pattern| !pattern.text.is_empty()),
+            reverse_content_match: on(options.reverse_content_match, false),
+            include_content: on(options.include_content, false),
+            collect_response_time: on(options.collect_response_time, true),
+            check_certificate_expiration: on(options.check_certificate_expiration, true),
             seconds_warning,
             seconds_critical,
             tls_verify,
-            allow_redirects: flag(instance, "allow_redirects")?.unwrap_or(true),
-        })
+            allow_redirects: on(options.allow_redirects, true),
+        }
     }
 
     /// The request's timeout for the HTTP capability, which counts in whole milliseconds.
@@ -230,24 +221,57 @@ impl Config {
     }
 }
 
-/// The tags on everything the instance emits, `url:<url>` and `instance:<name>`, read leniently
-/// so that a run whose configuration is rejected can still tag its service check.
+/// The status codes that count as up.
+#[derive(Debug)]
+pub enum ExpectedStatus {
+    /// Datadog's default, `(1|2|3)\d\d`: 100 to 399, the only three-digit codes it matches.
+    Datadog,
+    /// `http_response_status_code`.
+    Pattern(StatusPattern),
+}
+
+impl ExpectedStatus {
+    pub fn accepts(&self, status: u16) -> bool {
+        match self {
+            Self::Datadog => (100..400).contains(&status),
+            Self::Pattern(pattern) => pattern.regex.is_match(&status.to_string()),
+        }
+    }
+
+    /// What the status-code message says was expected: the pattern, or Datadog's wording for
+    /// the default one.
+    pub fn describe(&self) -> &str {
+        match self {
+            Self::Pattern(pattern) if pattern.text != DEFAULT_EXPECTED_CODE => &pattern.text,
+            _ => DEFAULT_EXPECTED_CODE_TEXT,
+        }
+    }
+}
+
+/// The tags on everything the instance emits, `url:<url>` and `instance:<name>`, from what
+/// could be read of `url` and `name`.
 ///
 /// Datadog requires `name`; here the url stands in when it is absent, as is (the tag normaliser
 /// would turn `https://a/b` into an unreadable `https:_a_b`).
-pub fn tags(instance: &Value) -> Vec<String> {
-    let Value::Object(instance) = instance else {
-        return Vec::new();
-    };
-    let url = instance.get("url").and_then(Value::as_str);
-    let name = match text(instance, "name") {
-        Ok(Some(name)) if !name.is_empty() => Some(normalize_tag(&name)),
+pub fn tags(url: Option<&str>, name: Option<&str>) -> Vec<String> {
+    let name = match name {
+        Some(name) if !name.is_empty() => Some(normalize_tag(name)),
         _ => url.map(str::to_owned),
     };
     let url = url.map(|url| format!("url:{url}"));
     url.into_iter()
         .chain(name.map(|name| format!("instance:{name}")))
         .collect()
+}
+
+/// [`tags`] read leniently from an instance that did not deserialize, so that its CRITICAL
+/// service check is tagged like any other.
+pub fn raw_tags(instance: &Value) -> Vec<String> {
+    let url = instance.get("url").and_then(Value::as_str);
+    let name = instance
+        .get("name")
+        .and_then(|name| Text::deserialize(name).ok());
+    tags(url, name.as_ref().map(Text::as_str))
 }
 
 /// Datadog's `AgentCheck.normalize_tag`: `, + * - / ( ) [ ] { }` and whitespace become `_`, runs
@@ -274,28 +298,9 @@ fn normalize_tag(tag: &str) -> String {
     out.trim_matches('_').to_owned()
 }
 
-fn is_http(url: &str) -> bool {
-    ["http://", "https://"].iter().any(|scheme| {
-        url.get(..scheme.len())
-            .is_some_and(|start| start.eq_ignore_ascii_case(scheme))
-    })
-}
-
-fn compile(key: &str, pattern: &str) -> Result<Regex, String> {
-    Regex::new(pattern).map_err(|e| format!("`{key}` is not a valid regular expression: {e}"))
-}
-
-fn seconds_to_duration(key: &str, seconds: f64) -> Result<Duration, String> {
-    if seconds.is_finite() && seconds > 0.0 {
-        // Beyond u32 milliseconds the capability cannot express it anyway.
-        Ok(Duration::from_secs_f64(
-            seconds.min(f64::from(u32::MAX) / 1000.0),
-        ))
-    } else {
-        Err(format!(
-            "`{key}` must be a positive number of seconds, got {seconds}"
-        ))
-    }
+/// A flag's value, or `default` when it is not set.
+fn on(flag: Option<Flag>, default: bool) -> bool {
+    flag.map_or(default, |Flag(on)| on)
 }
 
 /// Replaces a header of the same name (case-insensitive), as Datadog's `CaseInsensitiveDict`.
@@ -304,28 +309,160 @@ fn set_header(headers: &mut Vec<(String, String)>, name: &str, value: &str) {
     headers.push((name.to_owned(), value.to_owned()));
 }
 
-fn non_negative(map: &Map<String, Value>, key: &str) -> Result<Option<f64>, String> {
-    match number(map, key)? {
-        Some(n) if n < 0.0 || !n.is_finite() => {
-            Err(format!("`{key}` must be a non-negative number, got {n}"))
+/// `url`: an `http://` or `https://` address.
+#[derive(Debug, Deserialize)]
+#[serde(try_from = "Text")]
+struct Url(String);
+
+impl TryFrom<Text> for Url {
+    type Error = String;
+
+    fn try_from(Text(url): Text) -> Result<Self, String> {
+        let is_http = ["http://", "https://"].iter().any(|scheme| {
+            url.get(..scheme.len())
+                .is_some_and(|start| start.eq_ignore_ascii_case(scheme))
+        });
+        if is_http {
+            Ok(Self(url))
+        } else {
+            Err(format!("must start with http:// or https://, got {url:?}"))
         }
-        n => Ok(n),
     }
 }
 
-fn string_map(map: &Map<String, Value>, key: &str) -> Result<Vec<(String, String)>, String> {
-    match map.get(key) {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Object(entries)) => entries
-            .iter()
-            .map(|(name, value)| {
-                scalar_text(value)
-                    .map(|value| (name.clone(), value))
-                    .ok_or_else(|| format!("`{key}.{name}` must be a string, got {value}"))
-            })
-            .collect(),
-        Some(other) => Err(format!(
-            "`{key}` must be a mapping of names to values, got {other}"
-        )),
+/// A positive number of seconds, fractions allowed.
+#[derive(Debug, Deserialize)]
+#[serde(try_from = "Number")]
+struct Seconds(Duration);
+
+impl TryFrom<Number> for Seconds {
+    type Error = String;
+
+    fn try_from(Number(seconds): Number) -> Result<Self, String> {
+        if seconds > 0.0 {
+            // Beyond u32 milliseconds the capability cannot express it anyway.
+            let seconds = seconds.min(f64::from(u32::MAX) / 1000.0);
+            Ok(Self(Duration::from_secs_f64(seconds)))
+        } else {
+            Err(format!(
+                "must be a positive number of seconds, got {seconds}"
+            ))
+        }
+    }
+}
+
+/// A number of at least 0.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(try_from = "Number")]
+struct NonNegative(f64);
+
+impl TryFrom<Number> for NonNegative {
+    type Error = String;
+
+    fn try_from(Number(n): Number) -> Result<Self, String> {
+        if n >= 0.0 {
+            Ok(Self(n))
+        } else {
+            Err(format!("must be a non-negative number, got {n}"))
+        }
+    }
+}
+
+/// A regular expression, as written (for messages) and compiled.
+#[derive(Debug, Deserialize)]
+#[serde(try_from = "Text")]
+pub struct Pattern {
+    pub text: String,
+    pub regex: Regex,
+}
+
+impl TryFrom<Text> for Pattern {
+    type Error = String;
+
+    fn try_from(Text(text): Text) -> Result<Self, String> {
+        let regex = compile(&text)?;
+        Ok(Self { text, regex })
+    }
+}
+
+/// `http_response_status_code`: a regular expression matched at the start of the status code.
+#[derive(Debug, Deserialize)]
+#[serde(try_from = "Text")]
+pub struct StatusPattern {
+    text: String,
+    regex: Regex,
+}
+
+impl TryFrom<Text> for StatusPattern {
+    type Error = String;
+
+    fn try_from(Text(text): Text) -> Result<Self, String> {
+        // Datadog uses Python's `re.match`, anchored at the start only: `2` accepts 200-299.
+        let regex = compile(&format!("^(?:{text})"))?;
+        Ok(Self { text, regex })
+    }
+}
+
+fn compile(pattern: &str) -> Result<Regex, String> {
+    Regex::new(pattern).map_err(|e| format!("not a valid regular expression: {e}"))
+}
+
+/// `data`: a mapping, sent as JSON, or a string, sent as is.
+#[derive(Debug)]
+enum Data {
+    Json(String),
+    Form(String),
+}
+
+impl<'de> Deserialize<'de> for Data {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(DataVisitor)
+    }
+}
+
+struct DataVisitor;
+
+impl<'de> Visitor<'de> for DataVisitor {
+    type Value = Data;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a mapping (sent as JSON) or a string (sent as is, form-encoded)")
+    }
+
+    fn visit_str<E: de::Error>(self, form: &str) -> Result<Data, E> {
+        Ok(Data::Form(form.to_owned()))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Data, A::Error> {
+        let object = serde_json::Map::deserialize(de::value::MapAccessDeserializer::new(map))?;
+        Ok(Data::Json(Value::Object(object).to_string()))
+    }
+}
+
+/// `headers` and `extra_headers`: names to values, in order.
+#[derive(Debug)]
+struct Headers(Vec<(String, String)>);
+
+impl<'de> Deserialize<'de> for Headers {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(HeadersVisitor)
+    }
+}
+
+struct HeadersVisitor;
+
+impl<'de> Visitor<'de> for HeadersVisitor {
+    type Value = Headers;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a mapping of header names to values")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Headers, A::Error> {
+        let mut headers = Vec::new();
+        while let Some((name, Text(value))) = map.next_entry::<String, Text>()? {
+            headers.push((name, value));
+        }
+        Ok(Headers(headers))
     }
 }

@@ -36,16 +36,19 @@
 //! goes on to the next entry; a row of the wrong width fails the run at the end, after the other
 //! entries ran, where Datadog's exception stopped the whole collection.
 
+use std::fmt;
+
 use kennel_sdk::Rows;
-use serde_json::Value;
+use kennel_sdk::options::{Flag, Text};
+use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 
 use crate::Run;
+use crate::config::{pair, present};
 use crate::values::{Skipped, metric_value, tag_value};
-use kennel_sdk::options::{flag_value as flag, scalar_text};
 
 /// Datadog's cap on the rows of one custom metric query.
 pub const MAX_CUSTOM_RESULTS: usize = 100;
-const REQUIRED: [&str; 4] = ["descriptors", "metrics", "query", "relation"];
 
 /// Datadog's collector methods for custom metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +56,20 @@ enum Method {
     Rate,
     Gauge,
     Monotonic,
+}
+
+impl<'de> Deserialize<'de> for Method {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let Text(method) = Text::deserialize(deserializer)?;
+        match method.to_uppercase().as_str() {
+            "RATE" => Ok(Self::Rate),
+            "GAUGE" => Ok(Self::Gauge),
+            "MONOTONIC" => Ok(Self::Monotonic),
+            other => Err(de::Error::custom(format!(
+                "Collector method {other} is not known. Known methods are RATE, GAUGE, MONOTONIC"
+            ))),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -63,39 +80,126 @@ struct MetricColumn {
     method: Method,
 }
 
-/// One `custom_metrics` entry, validated, with its query filled in.
+/// `metrics`: column expressions to `[metric name, TYPE]`, in the mapping's order.
+#[derive(Debug)]
+struct MetricColumns(Vec<MetricColumn>);
+
+impl<'de> Deserialize<'de> for MetricColumns {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(MetricColumnsVisitor)
+    }
+}
+
+struct MetricColumnsVisitor;
+
+impl<'de> Visitor<'de> for MetricColumnsVisitor {
+    type Value = MetricColumns;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a mapping of column expressions to [metric_name, TYPE]")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<MetricColumns, A::Error> {
+        let mut columns = Vec::new();
+        while let Some((column, MetricSpec(Text(name), method))) = map.next_entry()? {
+            columns.push(MetricColumn {
+                column,
+                name,
+                method,
+            });
+        }
+        Ok(MetricColumns(columns))
+    }
+}
+
+/// `[metric name, TYPE]`.
+struct MetricSpec(Text, Method);
+
+impl<'de> Deserialize<'de> for MetricSpec {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let (name, method) = pair(deserializer, "a [metric_name, TYPE] pair")?;
+        Ok(Self(name, method))
+    }
+}
+
+/// `[column, tag name]`; only the position of the column matters.
+#[derive(Debug)]
+struct Descriptor {
+    column: String,
+    tag: String,
+}
+
+impl<'de> Deserialize<'de> for Descriptor {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let (Text(column), Text(tag)) = pair(deserializer, "a [column, tag_name] pair")?;
+        Ok(Self { column, tag })
+    }
+}
+
+/// One `custom_metrics` entry as written. Each key is required, as in Datadog, where a null
+/// counts as given.
+#[derive(Deserialize)]
+struct Entry {
+    #[serde(default, deserialize_with = "present")]
+    descriptors: Option<Vec<Descriptor>>,
+    #[serde(default, deserialize_with = "present")]
+    metrics: Option<MetricColumns>,
+    #[serde(default, deserialize_with = "present")]
+    query: Option<Text>,
+    #[serde(default, deserialize_with = "present")]
+    relation: Option<Flag>,
+}
+
+/// One `custom_metrics` entry, checked: every key is there and the query has its placeholders.
+#[derive(Debug, Deserialize)]
+#[serde(try_from = "Entry")]
+pub struct Definition {
+    descriptors: Vec<Descriptor>,
+    metrics: Vec<MetricColumn>,
+    query: String,
+    relation: bool,
+}
+
+impl TryFrom<Entry> for Definition {
+    type Error = String;
+
+    fn try_from(entry: Entry) -> Result<Self, String> {
+        let missing = |key: &str| format!("Missing {key} parameter in custom metric");
+        let descriptors = entry.descriptors.ok_or_else(|| missing("descriptors"))?;
+        let MetricColumns(metrics) = entry.metrics.ok_or_else(|| missing("metrics"))?;
+        let Text(query) = entry.query.ok_or_else(|| missing("query"))?;
+        let Flag(relation) = entry.relation.ok_or_else(|| missing("relation"))?;
+        check_placeholders(&query, if relation { 2 } else { 1 })
+            .map_err(|e| format!("`query` {e}"))?;
+        Ok(Self {
+            descriptors,
+            metrics,
+            query,
+            relation,
+        })
+    }
+}
+
+/// One `custom_metrics` entry, with its query filled in.
 #[derive(Debug)]
 pub struct CustomMetric {
     index: usize,
-    /// `[column, tag name]` pairs; only the position of the column matters.
-    descriptors: Vec<(String, String)>,
+    descriptors: Vec<Descriptor>,
     metrics: Vec<MetricColumn>,
     query: String,
     relation: bool,
 }
 
 impl CustomMetric {
-    pub fn parse(index: usize, entry: &Value, relations: &[String]) -> Result<Self, String> {
-        let what = format!("custom_metrics[{index}]");
-        let Value::Object(entry) = entry else {
-            return Err(format!(
-                "{what} must be a mapping with descriptors, metrics, query and relation, got \
-                 {entry}"
-            ));
-        };
-        for key in REQUIRED {
-            if !entry.contains_key(key) {
-                return Err(format!("{what}: Missing {key} parameter in custom metric"));
-            }
-        }
-
-        let relation = flag(&entry["relation"])
-            .ok_or_else(|| format!("{what}: `relation` must be true or false"))?;
-        let query = scalar_text(&entry["query"])
-            .ok_or_else(|| format!("{what}: `query` must be a string"))?;
-        check_placeholders(&query, if relation { 2 } else { 1 })
-            .map_err(|e| format!("{what}: `query` {e}"))?;
-        let metrics = metric_columns(&what, &entry["metrics"])?;
+    /// The entry at `index` of `custom_metrics`, its query filled with its metric columns and,
+    /// for `relation: true`, the `relations` names.
+    pub fn new(index: usize, definition: Definition, relations: &[String]) -> Self {
+        let Definition {
+            descriptors,
+            metrics,
+            query,
+            relation,
+        } = definition;
         let columns = metrics
             .iter()
             .map(|metric| metric.column.as_str())
@@ -111,14 +215,13 @@ impl CustomMetric {
         } else {
             fill(&query, &[&columns])
         };
-
-        Ok(Self {
+        Self {
             index,
-            descriptors: descriptors(&what, &entry["descriptors"])?,
+            descriptors,
             metrics,
             query,
             relation,
-        })
+        }
     }
 
     pub fn uses_relations(&self) -> bool {
@@ -170,7 +273,9 @@ impl CustomMetric {
 
             let mut described: Vec<(&str, String)> = Vec::with_capacity(self.descriptors.len());
             let mut tags_ok = true;
-            for ((column, tag), value) in self.descriptors.iter().zip(descriptor_values) {
+            for (Descriptor { column, tag }, value) in
+                self.descriptors.iter().zip(descriptor_values)
+            {
                 match tag_value(value, column) {
                     Ok(value) => match described.iter_mut().find(|(name, _)| name == tag) {
                         Some(slot) => slot.1 = value,
@@ -211,74 +316,6 @@ impl CustomMetric {
         }
         Ok(())
     }
-}
-
-/// `metrics`: a mapping of column expressions to `[metric name, TYPE]`, in the mapping's order.
-fn metric_columns(what: &str, metrics: &Value) -> Result<Vec<MetricColumn>, String> {
-    let Value::Object(metrics) = metrics else {
-        return Err(format!(
-            "{what}: `metrics` must be a mapping of column expressions to [metric_name, TYPE], \
-             got {metrics}"
-        ));
-    };
-    metrics
-        .iter()
-        .map(|(column, spec)| {
-            let pair = match spec {
-                Value::Array(pair) if pair.len() == 2 => {
-                    scalar_text(&pair[0]).zip(pair[1].as_str())
-                }
-                _ => None,
-            };
-            let Some((name, method)) = pair else {
-                return Err(format!(
-                    "{what}: `metrics.{column}` must be [metric_name, TYPE], got {spec}"
-                ));
-            };
-            let method = match method.to_uppercase().as_str() {
-                "RATE" => Method::Rate,
-                "GAUGE" => Method::Gauge,
-                "MONOTONIC" => Method::Monotonic,
-                other => {
-                    return Err(format!(
-                        "{what}: Collector method {other} is not known. Known methods are RATE, \
-                         GAUGE, MONOTONIC"
-                    ));
-                }
-            };
-            Ok(MetricColumn {
-                column: column.clone(),
-                name,
-                method,
-            })
-        })
-        .collect()
-}
-
-/// `descriptors`: a list of `[column, tag name]` pairs.
-fn descriptors(what: &str, descriptors: &Value) -> Result<Vec<(String, String)>, String> {
-    let Value::Array(descriptors) = descriptors else {
-        return Err(format!(
-            "{what}: `descriptors` must be a list of [column, tag_name] pairs, got {descriptors}"
-        ));
-    };
-    descriptors
-        .iter()
-        .enumerate()
-        .map(|(index, pair)| {
-            let names = match pair {
-                Value::Array(items) if items.len() == 2 => {
-                    scalar_text(&items[0]).zip(scalar_text(&items[1]))
-                }
-                _ => None,
-            };
-            names.ok_or_else(|| {
-                format!(
-                    "{what}: `descriptors[{index}]` must be a [column, tag_name] pair, got {pair}"
-                )
-            })
-        })
-        .collect()
 }
 
 /// Python's `query % args` for the only conversions Datadog's queries can use: `%s` takes the

@@ -26,12 +26,15 @@
 //! run. The types are the four above, where Datadog accepted the name of any `AgentCheck`
 //! method (`histogram`, ...).
 
+use std::collections::BTreeMap;
+
+use kennel_sdk::options::Text;
 use kennel_sdk::{Metric, MetricType, Rows};
-use serde_json::Value;
+use serde::Deserialize;
+use serde::de::IgnoredAny;
 
 use crate::Run;
 use crate::values::{Skipped, metric_value, tag_value};
-use kennel_sdk::options::scalar_text;
 
 const TYPES: &str = "tag, gauge, rate, monotonic_count or count";
 
@@ -47,7 +50,114 @@ struct Column {
     column_type: ColumnType,
 }
 
-/// One `custom_queries` entry, validated.
+/// One `columns` entry as written.
+#[derive(Deserialize)]
+struct ColumnEntry {
+    name: Option<Text>,
+    #[serde(rename = "type")]
+    column_type: Option<Text>,
+    /// To tell `{}`, an ignored column, from a mapping that lacks `name`.
+    #[serde(flatten)]
+    other: BTreeMap<String, IgnoredAny>,
+}
+
+/// One `columns` entry: `None` for `null` or `{}`, which ignore the column.
+#[derive(Debug, Deserialize)]
+#[serde(try_from = "Option<ColumnEntry>")]
+struct ColumnSlot(Option<Column>);
+
+impl TryFrom<Option<ColumnEntry>> for ColumnSlot {
+    type Error = String;
+
+    fn try_from(entry: Option<ColumnEntry>) -> Result<Self, String> {
+        let entry = entry.filter(|entry| {
+            entry.name.is_some() || entry.column_type.is_some() || !entry.other.is_empty()
+        });
+        let Some(entry) = entry else {
+            return Ok(Self(None));
+        };
+        let name = entry
+            .name
+            .map(String::from)
+            .filter(|name| !name.is_empty())
+            .ok_or("`name` is required")?;
+        let column_type = match entry.column_type.as_ref().map(Text::as_str) {
+            None | Some("") => {
+                return Err(format!(
+                    "`type` is required for column `{name}`: use {TYPES}"
+                ));
+            }
+            Some("tag") => ColumnType::Tag,
+            Some("gauge") => ColumnType::Metric(MetricType::Gauge),
+            Some("rate") => ColumnType::Metric(MetricType::Rate),
+            Some("monotonic_count") => ColumnType::Metric(MetricType::MonotonicCount),
+            Some("count") => ColumnType::Metric(MetricType::Count),
+            Some(other) => {
+                return Err(format!(
+                    "`type` of column `{name}` is `{other}`, which is not known: use {TYPES}"
+                ));
+            }
+        };
+        Ok(Self(Some(Column { name, column_type })))
+    }
+}
+
+/// One `custom_queries` entry as written.
+#[derive(Deserialize)]
+struct Entry {
+    metric_prefix: Option<Text>,
+    query: Option<Text>,
+    columns: Option<Vec<ColumnSlot>>,
+    tags: Option<Vec<Text>>,
+}
+
+/// One `custom_queries` entry, checked.
+#[derive(Debug, Deserialize)]
+#[serde(try_from = "Entry")]
+pub struct Definition {
+    prefix: String,
+    query: String,
+    /// `None` for an ignored column.
+    columns: Vec<Option<Column>>,
+    tags: Vec<String>,
+}
+
+impl TryFrom<Entry> for Definition {
+    type Error = String;
+
+    fn try_from(entry: Entry) -> Result<Self, String> {
+        let prefix = entry
+            .metric_prefix
+            .map(|Text(prefix)| prefix.trim_end_matches('.').to_owned())
+            .filter(|prefix| !prefix.is_empty())
+            .ok_or("`metric_prefix` is required")?;
+        let query = entry
+            .query
+            .map(String::from)
+            .filter(|query| !query.trim().is_empty())
+            .ok_or("`query` is required")?;
+        let columns = entry
+            .columns
+            .filter(|columns| !columns.is_empty())
+            .ok_or("`columns` is required: a list with one {name, type} per result column")?;
+        Ok(Self {
+            prefix,
+            query,
+            columns: columns
+                .into_iter()
+                .map(|ColumnSlot(column)| column)
+                .collect(),
+            tags: entry
+                .tags
+                .unwrap_or_default()
+                .into_iter()
+                .map(String::from)
+                .collect(),
+        })
+    }
+}
+
+/// One `custom_queries` entry, ready to run.
 #[derive(Debug)]
 pub struct CustomQuery {
     /// `custom_queries[i] (metric_prefix `p`)`, for messages.
@@ -60,61 +170,21 @@ pub struct CustomQuery {
 }
 
 impl CustomQuery {
-    pub fn parse(index: usize, entry: &Value) -> Result<Self, String> {
-        let what = format!("custom_queries[{index}]");
-        let Value::Object(entry) = entry else {
-            return Err(format!(
-                "{what} must be a mapping with metric_prefix, query and columns, got {entry}"
-            ));
-        };
-        let prefix = entry
-            .get("metric_prefix")
-            .and_then(scalar_text)
-            .map(|prefix| prefix.trim_end_matches('.').to_owned())
-            .filter(|prefix| !prefix.is_empty())
-            .ok_or_else(|| format!("{what}: `metric_prefix` is required"))?;
-        let what = format!("{what} (metric_prefix `{prefix}`)");
-        let query = entry
-            .get("query")
-            .and_then(scalar_text)
-            .filter(|query| !query.trim().is_empty())
-            .ok_or_else(|| format!("{what}: `query` is required"))?;
-        let columns = match entry.get("columns") {
-            Some(Value::Array(columns)) if !columns.is_empty() => columns
-                .iter()
-                .enumerate()
-                .map(|(index, column)| parse_column(&what, index, column))
-                .collect::<Result<Vec<_>, _>>()?,
-            _ => {
-                return Err(format!(
-                    "{what}: `columns` is required: a list with one {{name, type}} per result \
-                     column"
-                ));
-            }
-        };
-        let tags = match entry.get("tags") {
-            None | Some(Value::Null) => Vec::new(),
-            Some(Value::Array(tags)) => tags
-                .iter()
-                .map(|tag| {
-                    scalar_text(tag).ok_or_else(|| {
-                        format!("{what}: `tags` must be a list of strings, got {tag}")
-                    })
-                })
-                .collect::<Result<Vec<_>, _>>()?,
-            Some(other) => {
-                return Err(format!(
-                    "{what}: `tags` must be a list of strings, got {other}"
-                ));
-            }
-        };
-        Ok(Self {
-            what,
+    /// The entry at `index` of `custom_queries`.
+    pub fn new(index: usize, definition: Definition) -> Self {
+        let Definition {
             prefix,
             query,
             columns,
             tags,
-        })
+        } = definition;
+        Self {
+            what: format!("custom_queries[{index}] (metric_prefix `{prefix}`)"),
+            prefix,
+            query,
+            columns,
+            tags,
+        }
     }
 
     /// Runs the query and submits its rows.
@@ -184,43 +254,4 @@ impl CustomQuery {
             run.warn(summary);
         }
     }
-}
-
-/// One `columns` entry: `null` or `{}` to ignore the column, else `{name, type}`.
-fn parse_column(what: &str, index: usize, column: &Value) -> Result<Option<Column>, String> {
-    let column = match column {
-        Value::Null => return Ok(None),
-        Value::Object(column) if column.is_empty() => return Ok(None),
-        Value::Object(column) => column,
-        other => {
-            return Err(format!(
-                "{what}: `columns[{index}]` must be a mapping with name and type (or null to \
-                 ignore the column), got {other}"
-            ));
-        }
-    };
-    let name = column
-        .get("name")
-        .and_then(scalar_text)
-        .filter(|name| !name.is_empty())
-        .ok_or_else(|| format!("{what}: `columns[{index}].name` is required"))?;
-    let column_type = match column.get("type").and_then(Value::as_str) {
-        None | Some("") => {
-            return Err(format!(
-                "{what}: `columns[{index}].type` is required for column `{name}`: use {TYPES}"
-            ));
-        }
-        Some("tag") => ColumnType::Tag,
-        Some("gauge") => ColumnType::Metric(MetricType::Gauge),
-        Some("rate") => ColumnType::Metric(MetricType::Rate),
-        Some("monotonic_count") => ColumnType::Metric(MetricType::MonotonicCount),
-        Some("count") => ColumnType::Metric(MetricType::Count),
-        Some(other) => {
-            return Err(format!(
-                "{what}: `columns[{index}].type` of column `{name}` is `{other}`, which is not \
-                 known: use {TYPES}"
-            ));
-        }
-    };
-    Ok(Some(Column { name, column_type }))
 }

@@ -45,16 +45,17 @@
 //! Missing: Datadog's other metric groups (bgwriter, archiver, locks, replication, activity,
 //! database sizes, per-relation metrics), `tag_replication_role`, version metadata.
 
+#![forbid(unsafe_code)]
+
 mod config;
 mod custom_metrics;
 mod custom_queries;
 mod databases;
 mod values;
 
-use kennel_sdk::{Check, Ctx, Rows, SqlError, Status, export_check};
-use serde_json::Value;
+use kennel_sdk::{Check, ConfigError, Ctx, Rows, SqlError, Status, export_check};
 
-use config::Config;
+use config::{Config, Options};
 
 const CAN_CONNECT: &str = "postgres.can_connect";
 const DEPRECATION_NOTICE: &str = "DEPRECATION NOTICE: Please use the new custom_queries option \
@@ -65,14 +66,19 @@ const REDACTED: &str = "********";
 pub struct Postgres;
 
 impl Check for Postgres {
-    // Raw JSON, read by hand in `config.rs`, so that errors name the key and the entry.
-    type Config = Value;
+    type Config = Options;
 
-    fn run(cx: &mut Ctx, instance: Value) -> kennel_sdk::Result {
-        let password = config::lenient_password(&instance);
-        let config = Config::parse(&instance).map_err(|e| scrub(e, password.as_deref()))?;
+    fn run(cx: &mut Ctx, options: Options) -> kennel_sdk::Result {
+        let config = Config::new(options);
         let mut run = Run::new(cx, &config);
         run.collect().map_err(|e| run.scrub(e).into())
+    }
+
+    /// Fails the run, as Datadog raises its `ConfigurationError` before connecting: no service
+    /// check, and no password in the message (serde quotes the values it rejects).
+    fn config_error(_cx: &mut Ctx, error: &ConfigError) -> kennel_sdk::Result {
+        let password = config::raw_password(error.raw());
+        Err(scrub(error.to_string(), password.as_deref()).into())
     }
 }
 

@@ -84,13 +84,6 @@ fn service_check(recorded: &Recorded) -> &ServiceCheck {
     }
 }
 
-fn error_of(recorded: &Recorded) -> String {
-    match &recorded.result {
-        Ok(()) => panic!("the run succeeded"),
-        Err(error) => error.to_string(),
-    }
-}
-
 /// Every series of `name`, as (value, kind, tags).
 fn series(recorded: &Recorded, name: &str) -> Vec<(f64, MetricType, Vec<String>)> {
     recorded
@@ -109,15 +102,6 @@ fn only(recorded: &Recorded, name: &str) -> Metric {
 
 fn tags(list: &[&str]) -> Vec<String> {
     list.iter().map(|t| (*t).to_owned()).collect()
-}
-
-fn warnings(recorded: &Recorded) -> Vec<&str> {
-    recorded
-        .logs
-        .iter()
-        .filter(|(level, _)| *level == Level::Warn)
-        .map(|(_, message)| message.as_str())
-        .collect()
 }
 
 fn custom_queries_sent(recorded: &Recorded) -> Vec<&str> {
@@ -150,7 +134,7 @@ fn connect_error_is_can_connect_critical_and_fails_the_run() {
     let recorded = run(instance(), vec![(databases::QUERY, Err(refused))]);
     let expected = "Error establishing connection to postgres://db.local:5432/postgres, error \
                     is connection failed: postgres://datadog@db.local:5432/postgres: refused";
-    assert_eq!(error_of(&recorded), expected);
+    assert_eq!(recorded.error(), expected);
     let sc = service_check(&recorded);
     assert_eq!(sc.status, Status::Critical);
     assert_eq!(sc.message.as_deref(), Some(expected));
@@ -182,7 +166,7 @@ fn timeout_and_not_granted_are_can_connect_critical_too() {
         SqlError::NotGranted("the instance names no PostgreSQL server".into()),
     ] {
         let recorded = run(instance(), vec![(databases::QUERY, Err(error.clone()))]);
-        let message = error_of(&recorded);
+        let message = recorded.error();
         assert!(message.ends_with(&error.to_string()), "{message}");
         assert_eq!(service_check(&recorded).status, Status::Critical);
     }
@@ -205,7 +189,7 @@ fn refused_first_query_is_still_can_connect_ok_with_a_warning() {
     let recorded = run(instance(), vec![(databases::QUERY, Err(refused))]);
     assert!(recorded.result.is_ok(), "{:?}", recorded.result);
     assert_eq!(service_check(&recorded).status, Status::Ok);
-    let warnings = warnings(&recorded);
+    let warnings = recorded.warnings();
     assert_eq!(warnings.len(), 1);
     assert!(
         warnings[0].starts_with(
@@ -221,7 +205,7 @@ fn password_never_appears_in_messages() {
     let instance = json!({"host": HOST, "username": "kennel", "password": "s3cret"});
     let error = SqlError::Connect("password authentication failed (tried s3cret)".into());
     let recorded = run(instance.clone(), vec![(databases::QUERY, Err(error))]);
-    let message = error_of(&recorded);
+    let message = recorded.error();
     assert!(!message.contains("s3cret"), "{message}");
     assert!(message.ends_with("(tried ********)"), "{message}");
     let sc_message = service_check(&recorded).message.clone().unwrap_or_default();
@@ -240,7 +224,17 @@ fn password_never_appears_in_messages() {
 
     let bad = json!({"password": "s3cret", "custom_metrics": [{"query": "s3cret"}]});
     let recorded = run(bad, vec![]);
-    assert!(!error_of(&recorded).contains("s3cret"));
+    assert!(!recorded.error().contains("s3cret"));
+
+    // serde quotes a value it rejects.
+    let mut entry = connection_state();
+    entry["relation"] = json!("s3cret");
+    let quoted = json!({"password": "s3cret", "custom_metrics": [entry]});
+    let recorded = run(quoted, vec![]);
+    assert_eq!(
+        recorded.error(),
+        "custom_metrics[0].relation: invalid value: string \"********\", expected true or false"
+    );
 }
 
 #[test]
@@ -371,7 +365,7 @@ fn truncated_result_is_a_warning() {
     let mut answer = database_rows();
     answer.truncated = true;
     let recorded = run(instance(), vec![(databases::QUERY, Ok(answer))]);
-    let warnings = warnings(&recorded);
+    let warnings = recorded.warnings();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(
         warnings[0].starts_with(
@@ -444,7 +438,7 @@ fn connection_state_example_works_unchanged() {
             ),
         ]
     );
-    assert!(warnings(&recorded).is_empty(), "{:?}", warnings(&recorded));
+    assert!(recorded.warnings().is_empty(), "{:?}", recorded.warnings());
 }
 
 #[test]
@@ -516,7 +510,7 @@ fn relations_entries_without_a_name_are_warned_about_when_used() {
         vec![(sql, Ok(rows(&["?column?"], vec![vec![Value::Int(1)]])))],
     );
     assert_eq!(custom_queries_sent(&recorded), vec![sql]);
-    let warnings = warnings(&recorded);
+    let warnings = recorded.warnings();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(
         warnings[0].starts_with("`relations[1]` names no relation and is ignored"),
@@ -575,7 +569,7 @@ fn custom_metric_missing_a_key_fails_the_run_before_any_query() {
         );
         let recorded = run(instance, vec![]);
         assert_eq!(
-            error_of(&recorded),
+            recorded.error(),
             format!("custom_metrics[1]: Missing {key} parameter in custom metric")
         );
         assert!(recorded.sql_queries.is_empty());
@@ -589,9 +583,9 @@ fn unknown_collector_method_fails_the_run() {
     entry["metrics"] = json!({"COUNT(state)": ["postgresql.connection_state", "histogram"]});
     let recorded = run(with(instance(), "custom_metrics", json!([entry])), vec![]);
     assert_eq!(
-        error_of(&recorded),
-        "custom_metrics[0]: Collector method HISTOGRAM is not known. Known methods are RATE, \
-         GAUGE, MONOTONIC"
+        recorded.error(),
+        "custom_metrics[0].metrics.COUNT(state)[1]: Collector method HISTOGRAM is not known. \
+         Known methods are RATE, GAUGE, MONOTONIC"
     );
     assert!(recorded.sql_queries.is_empty());
 }
@@ -601,19 +595,23 @@ fn malformed_custom_metric_shapes_fail_the_run_naming_the_key() {
     let cases = [
         (
             json!({"metrics": {"a": "GAUGE"}}),
-            "custom_metrics[0]: `metrics.a` must be [metric_name, TYPE]",
+            "custom_metrics[0].metrics.a: invalid type: string \"GAUGE\", expected a \
+             [metric_name, TYPE] pair",
         ),
         (
             json!({"metrics": [["a", "GAUGE"]]}),
-            "custom_metrics[0]: `metrics` must be a mapping",
+            "custom_metrics[0].metrics: invalid type: sequence, expected a mapping of column \
+             expressions to [metric_name, TYPE]",
         ),
         (
             json!({"descriptors": [["datname"]]}),
-            "custom_metrics[0]: `descriptors[0]` must be a [column, tag_name] pair",
+            "custom_metrics[0].descriptors[0]: invalid length 1, expected a [column, tag_name] \
+             pair",
         ),
         (
             json!({"relation": "sometimes"}),
-            "custom_metrics[0]: `relation` must be true or false",
+            "custom_metrics[0].relation: invalid value: string \"sometimes\", expected true or \
+             false",
         ),
     ];
     for (change, expected) in cases {
@@ -622,7 +620,7 @@ fn malformed_custom_metric_shapes_fail_the_run_naming_the_key() {
             entry[key] = value.clone();
         }
         let recorded = run(with(instance(), "custom_metrics", json!([entry])), vec![]);
-        let error = error_of(&recorded);
+        let error = recorded.error();
         assert!(error.starts_with(expected), "{error}");
     }
 }
@@ -658,7 +656,7 @@ fn query_placeholders_follow_python_formatting() {
     ];
     for (custom_metrics, expected) in cases {
         let recorded = run(with(instance(), "custom_metrics", custom_metrics), vec![]);
-        let error = error_of(&recorded);
+        let error = recorded.error();
         assert!(error.starts_with(expected), "{error}");
     }
 
@@ -692,7 +690,7 @@ fn row_of_the_wrong_width_fails_the_run_naming_the_query_after_the_other_entries
         ],
     );
     assert_eq!(
-        error_of(&recorded),
+        recorded.error(),
         format!(
             "custom_metrics[0]: Row does not contain enough values: expected 4 (3 descriptors \
              + 1 columns), got 3. Query: {}",
@@ -730,7 +728,7 @@ fn more_than_100_rows_are_truncated_with_a_warning() {
         custom_metrics::MAX_CUSTOM_RESULTS
     );
     assert_eq!(
-        warnings(&recorded),
+        recorded.warnings(),
         vec![format!(
             "custom_metrics[0]: Query: {} returned more than 100 results (150). Truncating",
             CONNECTION_STATE_SQL.trim()
@@ -800,7 +798,7 @@ fn custom_metric_values_that_are_not_numbers_are_skipped_with_one_warning() {
     );
     assert!(series(&recorded, "m.a").is_empty());
     assert_eq!(
-        warnings(&recorded),
+        recorded.warnings(),
         vec![
             "custom_metrics[0]: skipped 4 of 8 values; the first because: non-numeric value \
              `lots` for metric column `a`. Query: SELECT name, a, b FROM t"
@@ -819,7 +817,7 @@ fn unsupported_column_types_say_which_cast_to_add() {
         with(instance(), "custom_metrics", json!([entry])),
         vec![("SELECT age FROM t", Ok(answer))],
     );
-    let warnings = warnings(&recorded);
+    let warnings = recorded.warnings();
     assert!(
         warnings[0].contains(
             "column `age` is of type interval, which the runner does not decode: cast it in \
@@ -846,7 +844,7 @@ fn refused_custom_query_is_logged_and_the_run_goes_on() {
     );
     assert!(recorded.result.is_ok(), "{:?}", recorded.result);
     assert!(recorded.metric("q.one").is_some());
-    let warnings = warnings(&recorded);
+    let warnings = recorded.warnings();
     assert!(
         warnings[0].starts_with(
             "custom_metrics[0]: Not all metrics may be available: query failed: permission \
@@ -866,7 +864,7 @@ fn connection_lost_after_the_first_query_fails_the_run_and_stops_querying() {
     let lost = SqlError::Connect("connection reset by peer".into());
     let recorded = run(instance, vec![(CONNECTION_STATE_SQL, Err(lost))]);
     assert_eq!(
-        error_of(&recorded),
+        recorded.error(),
         "custom_metrics[0]: lost the connection, no further queries sent: connection failed: \
          connection reset by peer"
     );
@@ -963,7 +961,7 @@ fn custom_query_submits_each_type_with_the_prefix_and_tags() {
             ),
         ]
     );
-    assert!(warnings(&recorded).is_empty(), "{:?}", warnings(&recorded));
+    assert!(recorded.warnings().is_empty(), "{:?}", recorded.warnings());
 }
 
 #[test]
@@ -991,7 +989,7 @@ fn custom_query_rows_of_the_wrong_width_are_skipped_with_a_warning_naming_the_qu
     assert_eq!(orders.len(), 1);
     assert!(orders[0].2.contains(&"region:us".to_owned()));
     assert_eq!(
-        warnings(&recorded),
+        recorded.warnings(),
         vec![format!(
             "custom_queries[0] (metric_prefix `postgresql.app`): skipped 1 of 2 rows; the first \
              because: expected 6 columns, got 3. Query: {CUSTOM_SQL}"
@@ -1036,7 +1034,7 @@ fn custom_query_row_with_a_non_numeric_or_null_metric_is_skipped_whole() {
     }
     assert_eq!(series(&recorded, "postgresql.app.orders")[0].0, 12.0);
     assert_eq!(series(&recorded, "postgresql.app.amount")[0].0, 0.0);
-    let warnings = warnings(&recorded);
+    let warnings = recorded.warnings();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(
         warnings[0].starts_with(
@@ -1061,7 +1059,7 @@ fn custom_query_tag_column_of_an_unsupported_type_skips_the_row() {
     );
     let recorded = run(instance, vec![("SELECT id, n FROM t", Ok(answer))]);
     assert!(recorded.metric("t.n").is_none());
-    let warnings = warnings(&recorded);
+    let warnings = recorded.warnings();
     assert!(
         warnings[0].contains("column `id` is of type uuid, which the runner does not decode: cast it in the query (`::text`)"),
         "{warnings:?}"
@@ -1096,29 +1094,33 @@ fn bad_custom_query_config_fails_the_run_naming_the_entry_and_key() {
         ),
         (
             json!({"query": ""}),
-            "custom_queries[1] (metric_prefix `p`): `query` is required",
+            "custom_queries[1]: `query` is required",
         ),
         (
             json!({"columns": []}),
-            "custom_queries[1] (metric_prefix `p`): `columns` is required",
+            "custom_queries[1]: `columns` is required",
         ),
         (
             json!({"columns": [{"type": "gauge"}]}),
-            "custom_queries[1] (metric_prefix `p`): `columns[0].name` is required",
+            "custom_queries[1].columns[0]: `name` is required",
+        ),
+        (
+            json!({"columns": [{"nmae": "one", "tpye": "gauge"}]}),
+            "custom_queries[1].columns[0]: `name` is required",
         ),
         (
             json!({"columns": [null, {"name": "one"}]}),
-            "custom_queries[1] (metric_prefix `p`): `columns[1].type` is required for column \
-             `one`: use tag, gauge, rate, monotonic_count or count",
+            "custom_queries[1].columns[1]: `type` is required for column `one`: use tag, gauge, \
+             rate, monotonic_count or count",
         ),
         (
             json!({"columns": [{"name": "one", "type": "gauge_it"}]}),
-            "custom_queries[1] (metric_prefix `p`): `columns[0].type` of column `one` is \
-             `gauge_it`, which is not known: use tag, gauge, rate, monotonic_count or count",
+            "custom_queries[1].columns[0]: `type` of column `one` is `gauge_it`, which is not \
+             known: use tag, gauge, rate, monotonic_count or count",
         ),
         (
             json!({"tags": "team:a"}),
-            "custom_queries[1] (metric_prefix `p`): `tags` must be a list of strings",
+            "custom_queries[1].tags: invalid type: string \"team:a\", expected a sequence",
         ),
     ];
     for (change, expected) in cases {
@@ -1128,7 +1130,7 @@ fn bad_custom_query_config_fails_the_run_naming_the_entry_and_key() {
         }
         let instance = with(instance(), "custom_queries", json!([good, entry]));
         let recorded = run(instance, vec![]);
-        let error = error_of(&recorded);
+        let error = recorded.error();
         assert!(error.starts_with(expected), "{error}");
         assert!(recorded.sql_queries.is_empty());
     }
@@ -1146,7 +1148,7 @@ fn custom_query_truncated_by_the_runner_is_a_warning() {
     let recorded = run(instance, vec![("SELECT 1", Ok(answer))]);
     assert_eq!(only(&recorded, "p.one").value, 1.0);
     assert_eq!(
-        warnings(&recorded),
+        recorded.warnings(),
         vec![
             "custom_queries[0] (metric_prefix `p`): more rows came back than the runner hands \
              a plugin (`plugins.sql_row_limit`); only the first 1 were read. Query: SELECT 1"
