@@ -28,9 +28,11 @@
 //! down, drops it, which stops the plugin at once and frees its runner.
 
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::FutureExt as _;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, mpsc};
@@ -39,6 +41,7 @@ use tokio::time::Instant;
 
 use crate::aggregator::CheckSampler;
 use crate::check::{Instance, RunError, RunReport, unix_seconds};
+use crate::health::Reporter;
 use crate::plugin::{Plugin, PluginHost};
 
 /// The first run of a new instance comes within this long.
@@ -94,6 +97,7 @@ impl StatsView {
 
 /// Runs scheduled instances until shut down.
 pub struct Scheduler {
+    health: Reporter,
     host: Arc<PluginHost>,
     permits: Arc<Semaphore>,
     output: mpsc::Sender<RunReport>,
@@ -103,8 +107,15 @@ pub struct Scheduler {
 
 impl Scheduler {
     /// A scheduler running at most `concurrency` runs at once, sending every report to `output`.
-    pub fn new(host: Arc<PluginHost>, concurrency: usize, output: mpsc::Sender<RunReport>) -> Self {
+    /// Its health is reported on `health`.
+    pub fn new(
+        host: Arc<PluginHost>,
+        concurrency: usize,
+        output: mpsc::Sender<RunReport>,
+        health: Reporter,
+    ) -> Self {
         Self {
+            health,
             host,
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
             output,
@@ -136,7 +147,20 @@ impl Scheduler {
             plugin,
             sampler: CheckSampler::new(),
         };
-        self.tasks.insert(id, tokio::spawn(task.run()));
+        let health = self.health.clone();
+        let check = task.instance.check.clone();
+        let instance_id = id.clone();
+        // An instance's task ends only when it is unscheduled or the runner stops; a panic
+        // there is a bug in the runner, never the plugin's doing (plugins trap in their own
+        // sandbox), and it must not pass silently.
+        let run = async move {
+            if let Err(panic) = AssertUnwindSafe(task.run()).catch_unwind().await {
+                let message = crate::health::panic_message(panic.as_ref());
+                tracing::error!(check = %check, instance = %instance_id, panic = %message, "an instance's task panicked: it no longer runs");
+                health.failed(format!("the task of {instance_id} panicked: {message}"));
+            }
+        };
+        self.tasks.insert(id, tokio::spawn(run));
     }
 
     /// Stops running the instance `id`; a run in progress is stopped too.
@@ -151,11 +175,6 @@ impl Scheduler {
             }
             None => false,
         }
-    }
-
-    /// The ids of the scheduled instances.
-    pub fn scheduled(&self) -> impl Iterator<Item = &str> {
-        self.tasks.keys().map(String::as_str)
     }
 
     /// A view of every scheduled instance's stats that outlives borrows of the scheduler.

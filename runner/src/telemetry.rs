@@ -1,5 +1,6 @@
 //! The runner's own metrics: every name in one table, every value flowing out through the
-//! aggregator's flush beside the metrics it aggregates.
+//! aggregator's flush beside the metrics it aggregates. Every component reports here (the
+//! listeners, the aggregator, the sinks); this module depends on none of them.
 //!
 //! | name | type | tag | what it counts |
 //! |---|---|---|---|
@@ -8,6 +9,7 @@
 //! | `kennel.aggregator.contexts_expired` | count | | contexts forgotten after going idle |
 //! | `kennel.aggregator.samples` | count | `metric_type` | samples received, by type (`gauge`, `count`, `rate`, `set`, `histogram`, `timer`, `distribution`) |
 //! | `kennel.aggregator.samples_dropped` | count | `reason` | samples, service checks and events dropped (reasons below) |
+//! | `kennel.aggregator.longest_turn_seconds` | gauge | | the aggregation loop's longest turn (one input batch, or one flush) since the previous flush |
 //! | `kennel.aggregator.flushed` | count | `payload` | `series`, `sketches`, `service_checks`, `events` handed out |
 //! | `kennel.dogstatsd.datagrams` | count | `transport` | datagrams (or stream frames) read |
 //! | `kennel.dogstatsd.bytes` | count | `transport` | bytes read |
@@ -15,6 +17,10 @@
 //! | `kennel.dogstatsd.messages` | count | `message_type` | messages parsed: `metric`, `event`, `service_check` |
 //! | `kennel.dogstatsd.parse_errors` | count | `reason` | messages that could not be parsed, by reason |
 //! | `kennel.dogstatsd.origin_detection_errors` | count | `reason` | datagrams whose sender's container could not be found |
+//! | `kennel.sink.flushes` | count | `sink` | flushes an output took |
+//! | `kennel.sink.flushes_dropped` | count | `sink` | flushes dropped, oldest first, because the output's queue was full |
+//! | `kennel.sink.errors` | count | `sink` | flushes the output failed to deliver |
+//! | `kennel.sink.last_send_seconds` | gauge | `sink` | how long the output took with its latest flush |
 //!
 //! `samples_dropped` reasons from the aggregator: `context_limit` (a new context past
 //! `max_contexts`), `pending_limit` (a timestamped sample, service check or event past
@@ -36,8 +42,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use super::context::Tags;
-use super::flush::{Point, Series, SeriesKind};
+/// A metric's tags, shared with whoever reads them (the aggregator's flush copies no string).
+pub type Tags = Arc<[Arc<str>]>;
 
 /// How an internal metric is reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,28 +63,38 @@ pub enum InternalMetric {
     AggregatorSamples,
     AggregatorSamplesDropped,
     AggregatorFlushed,
+    AggregatorLongestTurn,
     DogstatsdDatagrams,
     DogstatsdBytes,
     DogstatsdReadErrors,
     DogstatsdMessages,
     DogstatsdParseErrors,
     DogstatsdOriginDetectionErrors,
+    SinkFlushes,
+    SinkFlushesDropped,
+    SinkErrors,
+    SinkLastSendSeconds,
 }
 
 impl InternalMetric {
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 17] = [
         Self::AggregatorContexts,
         Self::AggregatorContextsCreated,
         Self::AggregatorContextsExpired,
         Self::AggregatorSamples,
         Self::AggregatorSamplesDropped,
         Self::AggregatorFlushed,
+        Self::AggregatorLongestTurn,
         Self::DogstatsdDatagrams,
         Self::DogstatsdBytes,
         Self::DogstatsdReadErrors,
         Self::DogstatsdMessages,
         Self::DogstatsdParseErrors,
         Self::DogstatsdOriginDetectionErrors,
+        Self::SinkFlushes,
+        Self::SinkFlushesDropped,
+        Self::SinkErrors,
+        Self::SinkLastSendSeconds,
     ];
 
     /// Name, type, tag key and meaning.
@@ -128,6 +144,12 @@ impl InternalMetric {
                 Some("payload"),
                 "Series, sketches, service checks and events handed out.",
             ),
+            Self::AggregatorLongestTurn => (
+                "kennel.aggregator.longest_turn_seconds",
+                Gauge,
+                None,
+                "The aggregation loop's longest turn (one input batch, or one flush) since the previous flush.",
+            ),
             Self::DogstatsdDatagrams => (
                 "kennel.dogstatsd.datagrams",
                 Counter,
@@ -163,6 +185,30 @@ impl InternalMetric {
                 Counter,
                 Some("reason"),
                 "DogStatsD datagrams whose sending container could not be found.",
+            ),
+            Self::SinkFlushes => (
+                "kennel.sink.flushes",
+                Counter,
+                Some("sink"),
+                "Flushes an output took.",
+            ),
+            Self::SinkFlushesDropped => (
+                "kennel.sink.flushes_dropped",
+                Counter,
+                Some("sink"),
+                "Flushes dropped, oldest first, because the output's queue was full.",
+            ),
+            Self::SinkErrors => (
+                "kennel.sink.errors",
+                Counter,
+                Some("sink"),
+                "Flushes the output failed to deliver.",
+            ),
+            Self::SinkLastSendSeconds => (
+                "kennel.sink.last_send_seconds",
+                Gauge,
+                Some("sink"),
+                "How long the output took with its latest flush.",
             ),
         }
     }
@@ -314,43 +360,60 @@ impl Telemetry {
             .collect()
     }
 
-    /// Appends one series per registered metric: counters as what happened since the previous
-    /// call, gauges as their value, stamped `timestamp`.
-    pub(super) fn flush_into(&self, series: &mut Vec<Series>, timestamp: i64, interval: u64) {
+    /// Hands each registered metric to `each`: counters as what happened since the previous
+    /// call, gauges as their value.
+    pub fn drain(&self, mut each: impl FnMut(Reading<'_>)) {
         let mut registered = self
             .registered
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let empty_host: Arc<str> = Arc::from("");
         for r in registered.iter_mut() {
             let raw = r.cell.load(Ordering::Relaxed);
-            let (kind, value) = match r.metric.kind() {
+            let value = match r.metric.kind() {
                 InternalKind::Counter => {
                     let delta = raw.wrapping_sub(r.flushed);
                     r.flushed = raw;
-                    (SeriesKind::Count, delta as f64)
+                    delta as f64
                 }
-                InternalKind::Gauge => (SeriesKind::Gauge, f64::from_bits(raw)),
+                InternalKind::Gauge => f64::from_bits(raw),
             };
-            series.push(Series {
-                name: Arc::clone(&r.name),
-                tags: Arc::clone(&r.tags),
-                host: Arc::clone(&empty_host),
-                kind,
-                interval: if kind == SeriesKind::Gauge {
-                    0
-                } else {
-                    interval
-                },
-                points: vec![Point { timestamp, value }],
+            each(Reading {
+                name: &r.name,
+                tags: &r.tags,
+                kind: r.metric.kind(),
+                value,
             });
         }
     }
 }
 
+/// One metric's value at a [`Telemetry::drain`].
+#[derive(Debug)]
+pub struct Reading<'a> {
+    pub name: &'a Arc<str>,
+    pub tags: &'a Tags,
+    pub kind: InternalKind,
+    /// What a counter counted since the previous drain, or a gauge's value.
+    pub value: f64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// (name, tags, kind, value) of every metric drained.
+    fn drained(t: &Telemetry) -> Vec<(String, Vec<String>, InternalKind, f64)> {
+        let mut out = Vec::new();
+        t.drain(|r| {
+            out.push((
+                r.name.to_string(),
+                r.tags.iter().map(|t| t.to_string()).collect(),
+                r.kind,
+                r.value,
+            ))
+        });
+        out
+    }
 
     #[test]
     fn every_name_is_unique_and_under_the_kennel_prefix() {
@@ -368,28 +431,21 @@ mod tests {
         let same = t.counter(InternalMetric::DogstatsdParseErrors, Some("no_type"));
         errors.increment(2);
         same.increment(1);
-        let mut series = Vec::new();
-        t.flush_into(&mut series, 100, 10);
-        assert_eq!(series.len(), 1, "one metric for one metric and tag value");
-        let s = &series[0];
-        assert_eq!(&*s.name, "kennel.dogstatsd.parse_errors");
-        assert_eq!(s.tags().collect::<Vec<_>>(), ["reason:no_type"]);
-        assert_eq!(s.kind, SeriesKind::Count);
+        let first = drained(&t);
         assert_eq!(
-            s.points,
-            [Point {
-                timestamp: 100,
-                value: 3.0
-            }]
+            first,
+            [(
+                "kennel.dogstatsd.parse_errors".to_owned(),
+                vec!["reason:no_type".to_owned()],
+                InternalKind::Counter,
+                3.0
+            )],
+            "one metric for one metric and tag value"
         );
 
         errors.increment(4);
-        series.clear();
-        t.flush_into(&mut series, 110, 10);
-        assert_eq!(series[0].points[0].value, 4.0);
-        series.clear();
-        t.flush_into(&mut series, 120, 10);
-        assert_eq!(series[0].points[0].value, 0.0, "nothing new is a zero");
+        assert_eq!(drained(&t)[0].3, 4.0);
+        assert_eq!(drained(&t)[0].3, 0.0, "nothing new is a zero");
         assert_eq!(errors.total(), 7);
     }
 
@@ -398,11 +454,10 @@ mod tests {
         let t = Telemetry::new();
         let g = t.gauge(InternalMetric::AggregatorContexts, Some("ignored"));
         g.set(42.0);
-        let mut series = Vec::new();
-        t.flush_into(&mut series, 100, 10);
-        assert_eq!(series[0].kind, SeriesKind::Gauge);
-        assert_eq!(series[0].tags.len(), 0);
-        assert_eq!(series[0].points[0].value, 42.0);
+        let gauge = &drained(&t)[0];
+        assert_eq!(gauge.2, InternalKind::Gauge);
+        assert!(gauge.1.is_empty());
+        assert_eq!(gauge.3, 42.0);
         assert_eq!(
             t.snapshot(),
             [TelemetryValue {

@@ -1,5 +1,5 @@
 //! Load runs of the DogStatsD path. Prints:
-//! - parse + aggregate throughput on one core (the parser and the aggregator as the
+//! - parse + aggregate throughput on one core (the DogStatsD decoder and the aggregator as the
 //!   aggregation loop drives them), in metric samples per second;
 //! - end to end over the Unix datagram socket, one metric per datagram, from [`SENDERS`]
 //!   threads each sending batches of [`SEND_BATCH`] datagrams per `sendmmsg`, in rounds that
@@ -27,9 +27,10 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use kennel_tests::runner_process::{Options, RunnerProcess};
-use runner::aggregator::service::numeric_value;
-use runner::aggregator::{Aggregator, AggregatorConfig, Sample};
-use runner::dogstatsd::parser::{self, Message, MetricValue};
+use runner::aggregator::{Aggregator, AggregatorConfig};
+use runner::dogstatsd::decode::{Decoder, Origins};
+use runner::dogstatsd::origin::Origin;
+use runner::telemetry::{InternalMetric, Telemetry};
 
 /// Datagrams per round.
 const DATAGRAMS: usize = 2_000_000;
@@ -78,43 +79,25 @@ fn parse_and_aggregate() {
         }
         datagrams.push(datagram.into_bytes());
     }
-    let mut aggregator = Aggregator::new(AggregatorConfig::default()).expect("aggregator");
+    // The production decoder, as the aggregation loop drives it.
+    let telemetry = Arc::new(Telemetry::new());
+    let mut aggregator = Aggregator::with_telemetry(AggregatorConfig::default(), telemetry.clone())
+        .expect("aggregator");
+    let mut decoder = Decoder::new("bench-host".to_owned(), Origins::default(), &telemetry);
+    let metrics = telemetry.counter(InternalMetric::DogstatsdMessages, Some("metric"));
     let now = 1_800_000_000.0;
-    let mut samples = 0u64;
     let started = Instant::now();
     let mut rounds = 0;
     while started.elapsed() < Duration::from_secs(3) {
         for datagram in &datagrams {
-            parser::parse_datagram(datagram, |message| {
-                if let Ok(Message::Metric(metric)) = message {
-                    let MetricValue::Numbers(values) = metric.value else {
-                        return;
-                    };
-                    for value in values.iter() {
-                        let Some(value) = numeric_value(metric.kind, value) else {
-                            continue;
-                        };
-                        aggregator.insert(
-                            Sample {
-                                name: metric.name,
-                                tags: metric.tags.iter(),
-                                host: "",
-                                value,
-                                sample_rate: metric.sample_rate,
-                                timestamp: None,
-                            },
-                            now,
-                        );
-                        samples += 1;
-                    }
-                }
-            });
+            decoder.datagram(datagram, &Origin::Unknown, &mut aggregator, now);
         }
         rounds += 1;
         if rounds % 10 == 0 {
             let _ = aggregator.flush(now + 20.0);
         }
     }
+    let samples = metrics.total();
     let rate = samples as f64 / started.elapsed().as_secs_f64();
     println!(
         "parse + aggregate, one core: {:.2} M metric samples/s",

@@ -36,9 +36,8 @@ fn start(config: &ListenerConfig) -> (Listeners, Received) {
     let listeners = Listeners::start(
         config,
         sink,
-        Arc::new(ListenerStats::new(
-            &runner::aggregator::telemetry::Telemetry::new(),
-        )),
+        Arc::new(ListenerStats::new(&runner::telemetry::Telemetry::new())),
+        &runner::health::Health::new(),
     )
     .expect("listeners start");
     (listeners, received)
@@ -200,9 +199,8 @@ fn a_stale_socket_is_replaced_and_anything_else_is_refused() {
     let error = Listeners::start(
         &config,
         sink,
-        Arc::new(ListenerStats::new(
-            &runner::aggregator::telemetry::Telemetry::new(),
-        )),
+        Arc::new(ListenerStats::new(&runner::telemetry::Telemetry::new())),
+        &runner::health::Health::new(),
     )
     .err()
     .expect("refused");
@@ -252,9 +250,8 @@ fn datagrams_taken_in_one_receive_keep_each_senders_origin() {
     let _listeners = Listeners::start(
         &config,
         sink,
-        Arc::new(ListenerStats::new(
-            &runner::aggregator::telemetry::Telemetry::new(),
-        )),
+        Arc::new(ListenerStats::new(&runner::telemetry::Telemetry::new())),
+        &runner::health::Health::new(),
     )
     .expect("listeners start");
     let socket = config.socket.as_ref().unwrap();

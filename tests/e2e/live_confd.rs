@@ -147,7 +147,12 @@ async fn an_instance_listed_twice_runs_once_and_goes_with_its_file() {
 
     let host = host(plugin_config());
     let (reports, _inbox) = tokio::sync::mpsc::channel(1024);
-    let scheduler = Scheduler::new(host.clone(), 4, reports);
+    let scheduler = Scheduler::new(
+        host.clone(),
+        4,
+        reports,
+        runner::health::Health::new().register("scheduler", true),
+    );
     let config = DiscoveryConfig {
         hostname: "test-host".to_owned(),
         env: Arc::new(EnvPolicy::new(Vec::new())),

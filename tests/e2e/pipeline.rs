@@ -4,70 +4,22 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use runner::aggregator::service::{self, Input};
-use runner::aggregator::telemetry::Telemetry;
-use runner::aggregator::{Aggregator, AggregatorConfig, Flush, SeriesKind};
-use runner::dogstatsd::listener::{ListenerConfig, ListenerStats, Listeners, Sink};
+use kennel_tests::pipeline::{self, TestPipeline};
+use runner::aggregator::{Flush, SeriesKind};
 
-struct Pipeline {
-    flushes: Arc<Mutex<Vec<Flush>>>,
-    _listeners: Listeners,
-    udp_port: u16,
-    socket: String,
+/// The production pipeline with its DogStatsD listeners under `dir`, trusting UDP clients'
+/// container ids, and reading senders' cgroups from `procfs`.
+fn start(dir: &Path, procfs: &Path) -> TestPipeline {
+    let mut config = pipeline::config(dir);
+    config.procfs_root = procfs.to_owned();
+    config.dogstatsd_origin_detection_client = true;
+    TestPipeline::start(config, Vec::new())
 }
 
-fn pipeline(dir: &Path) -> Pipeline {
-    pipeline_with_procfs(dir, "/proc".into())
-}
-
-fn pipeline_with_procfs(dir: &Path, procfs: std::path::PathBuf) -> Pipeline {
-    let telemetry = Arc::new(Telemetry::new());
-    let config = AggregatorConfig {
-        bucket_size_seconds: 1,
-        ..AggregatorConfig::default()
-    };
-    let aggregator = Aggregator::with_telemetry(config, telemetry.clone()).expect("aggregator");
-    let flushes: Arc<Mutex<Vec<Flush>>> = Arc::default();
-    let into = flushes.clone();
-    let outputs: Vec<service::Output> = vec![Box::new(move |flush: &Flush| {
-        into.lock().unwrap().push(flush.clone())
-    })];
-    let (handle, _thread) = service::start(
-        aggregator,
-        "test-host".to_owned(),
-        service::Origins {
-            trust_client: true,
-            ..Default::default()
-        },
-        outputs,
-    )
-    .expect("aggregator starts");
-    let sink: Sink = Arc::new(move |batch| handle.send(Input::Datagrams(batch)));
-    let socket = dir.join("dsd.socket");
-    let listeners = Listeners::start(
-        &ListenerConfig {
-            socket: Some(socket.clone()),
-            stream_socket: None,
-            udp: Some("127.0.0.1:0".parse().unwrap()),
-            origin_detection: true,
-            buffer_size: 8192,
-            so_rcvbuf: 1 << 20,
-            procfs,
-        },
-        sink,
-        Arc::new(ListenerStats::new(&telemetry)),
-    )
-    .expect("listeners start");
-    Pipeline {
-        flushes,
-        udp_port: listeners.udp_addr.unwrap().port(),
-        _listeners: listeners,
-        socket: socket.display().to_string(),
-    }
-}
+/// How long a test waits for what it sent to be flushed.
+const WAIT: Duration = Duration::from_secs(15);
 
 /// Runs the `datadog` client with `client` bound to a `DogStatsd`. The calls start just after
 /// a whole second, so that (with 1 s buckets) they all land in one bucket.
@@ -123,11 +75,11 @@ fn every_type_from_the_datadog_client_over_uds_is_aggregated() {
         "raise net.unix.max_dgram_qlen to 512 or more (.ci/run does): it is {qlen}"
     );
     let dir = tempfile::tempdir().unwrap();
-    let pipeline = pipeline(dir.path());
+    let pipeline = start(dir.path(), Path::new("/proc"));
     datadog_client(
         &format!(
             "DogStatsd(socket_path='{}', disable_telemetry=True)",
-            pipeline.socket
+            pipeline.socket.display()
         ),
         "client.gauge('t.gauge', 5, tags=['env:test'])\n\
          client.gauge('t.gauge', 7, tags=['env:test'])\n\
@@ -142,9 +94,10 @@ fn every_type_from_the_datadog_client_over_uds_is_aggregated() {
          client.event('Deploy', 'version 2 is out', alert_type='success', tags=['env:test'])\n\
          client.service_check('t.up', 1, message='degraded')",
     );
-    std::thread::sleep(Duration::from_millis(2500));
-
-    let flushes = pipeline.flushes.lock().unwrap().clone();
+    // The service check was sent last: once it is flushed, two more flushes close every
+    // bucket the client's samples went into.
+    pipeline.wait_for(WAIT, |f| f.iter().any(|f| !f.service_checks.is_empty()));
+    let flushes = pipeline.wait_for_flushes(2);
     let got = series(&flushes);
     let tagged = |name: &str| (name.to_owned(), vec!["env:test".to_owned()]);
     let plain = |name: &str| (name.to_owned(), Vec::<String>::new());
@@ -209,7 +162,7 @@ fn every_type_from_the_datadog_client_over_uds_is_aggregated() {
 #[test]
 fn udp_clients_and_malformed_datagrams() {
     let dir = tempfile::tempdir().unwrap();
-    let pipeline = pipeline(dir.path());
+    let pipeline = start(dir.path(), Path::new("/proc"));
     datadog_client(
         &format!(
             "DogStatsd(host='127.0.0.1', port={}, disable_telemetry=True)",
@@ -230,9 +183,9 @@ fn udp_clients_and_malformed_datagrams() {
             .unwrap()
             .success()
     );
-    std::thread::sleep(Duration::from_millis(2500));
-
-    let flushes = pipeline.flushes.lock().unwrap().clone();
+    let flushes = pipeline.wait_for(WAIT, |f| {
+        series(f).contains_key(&("u.after".to_owned(), vec![])) && parse_errors(f) >= 3.0
+    });
     let got = series(&flushes);
     assert_eq!(
         got.get(&("u.gauge".to_owned(), vec![])),
@@ -243,14 +196,22 @@ fn udp_clients_and_malformed_datagrams() {
         Some(&(SeriesKind::Gauge, 1.0)),
         "the good message after bad ones"
     );
-    let parse_errors: f64 = flushes
+    assert_eq!(
+        parse_errors(&flushes),
+        3.0,
+        "three malformed messages counted"
+    );
+}
+
+/// The DogStatsD parse errors counted in `flushes`.
+fn parse_errors(flushes: &[Flush]) -> f64 {
+    flushes
         .iter()
         .flat_map(|f| &f.series)
         .filter(|s| &*s.name == "kennel.dogstatsd.parse_errors")
         .flat_map(|s| &s.points)
         .map(|p| p.value)
-        .sum();
-    assert_eq!(parse_errors, 3.0, "three malformed messages counted");
+        .sum()
 }
 
 #[test]
@@ -258,7 +219,7 @@ fn the_kernel_names_the_sending_container_and_a_spoofed_one_is_ignored() {
     const CONTAINER: &str = "3f1b2c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f809";
     let dir = tempfile::tempdir().unwrap();
     let procfs = dir.path().join("proc");
-    let pipeline = pipeline_with_procfs(dir.path(), procfs.clone());
+    let pipeline = start(dir.path(), &procfs);
     let sender = |code: String| {
         Command::new("python3")
             .arg("-c")
@@ -268,7 +229,7 @@ fn the_kernel_names_the_sending_container_and_a_spoofed_one_is_ignored() {
     };
     let mut in_container = sender(format!(
         "s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\ns.sendto(b'o.uds:1|c|c:ci-spoofed', '{}')",
-        pipeline.socket
+        pipeline.socket.display()
     ));
     let cgroup = procfs.join(in_container.id().to_string());
     std::fs::create_dir_all(&cgroup).unwrap();
@@ -282,9 +243,11 @@ fn the_kernel_names_the_sending_container_and_a_spoofed_one_is_ignored() {
         pipeline.udp_port
     ));
     assert!(in_container.wait().unwrap().success() && over_udp.wait().unwrap().success());
-    std::thread::sleep(Duration::from_millis(2500));
-
-    let got = series(&pipeline.flushes.lock().unwrap());
+    let flushes = pipeline.wait_for(WAIT, |f| {
+        let got = series(f);
+        got.keys().any(|(name, _)| name == "o.uds") && got.keys().any(|(name, _)| name == "o.udp")
+    });
+    let got = series(&flushes);
     assert!(
         got.contains_key(&(
             "o.uds".to_owned(),

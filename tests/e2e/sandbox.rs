@@ -18,7 +18,12 @@ async fn schedule_and_collect(
     let host = host(plugin_config());
     let plugin = host.load("test_plugin").expect("test_plugin loads");
     let (reports, mut inbox) = mpsc::channel(64);
-    let mut scheduler = Scheduler::new(host, 4, reports);
+    let mut scheduler = Scheduler::new(
+        host,
+        4,
+        reports,
+        runner::health::Health::new().register("scheduler", true),
+    );
     scheduler.schedule(instance("test_plugin", yaml), plugin);
     let mut collected = Vec::new();
     let until = tokio::time::Instant::now() + window;
@@ -184,7 +189,12 @@ async fn misbehaving_checks_do_not_delay_a_healthy_one() {
     });
     let plugin = host.load("test_plugin").expect("test_plugin loads");
     let (reports, mut inbox) = mpsc::channel(1024);
-    let mut scheduler = Scheduler::new(host.clone(), 8, reports);
+    let mut scheduler = Scheduler::new(
+        host.clone(),
+        8,
+        reports,
+        runner::health::Health::new().register("scheduler", true),
+    );
     let healthy = instance(
         "test_plugin",
         "instances:\n  - mode: ok\n    min_collection_interval: 1\n",
@@ -307,7 +317,12 @@ async fn a_run_longer_than_its_interval_skips_runs_and_counts_them() {
     let host = host(plugin_config());
     let plugin = host.load("test_plugin").expect("test_plugin loads");
     let (reports, mut inbox) = mpsc::channel(64);
-    let mut scheduler = Scheduler::new(host, 4, reports);
+    let mut scheduler = Scheduler::new(
+        host,
+        4,
+        reports,
+        runner::health::Health::new().register("scheduler", true),
+    );
     scheduler.schedule(
         instance(
             "test_plugin",

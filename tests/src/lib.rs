@@ -5,6 +5,8 @@
 
 pub mod docker;
 pub mod http_server;
+pub mod load;
+pub mod pipeline;
 pub mod postgres;
 pub mod runner_process;
 

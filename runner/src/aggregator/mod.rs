@@ -10,8 +10,8 @@
 //!
 //! Inside it: `context` resolves a sample's name, tags and host to a context without
 //! allocating; `metric` holds each type's per-bucket state and flush maths; `sketch` is the
-//! Agent's DDSketch for distributions; `telemetry` is the table of the runner's own `kennel.*`
-//! metrics, which flow out through the same flush; `config` is [`AggregatorConfig`].
+//! Agent's DDSketch for distributions; `config` is [`AggregatorConfig`]. The runner's own
+//! `kennel.*` metrics ([`crate::telemetry`]) flow out through the same flush.
 
 mod check_sampler;
 mod config;
@@ -20,7 +20,6 @@ mod flush;
 mod metric;
 pub mod service;
 mod sketch;
-pub mod telemetry;
 mod time_sampler;
 
 #[cfg(test)]
@@ -33,5 +32,4 @@ pub use config::{AggregatorConfig, ConfigError, HistogramAggregate};
 pub use context::{ContextId, Tags};
 pub use flush::{Flush, Point, Series, SeriesKind, SketchPoint, SketchSeries};
 pub use sketch::{Bin, Sketch};
-pub use telemetry::{Counter, Gauge, InternalKind, InternalMetric, Telemetry, TelemetryValue};
 pub use time_sampler::{Aggregator, Sample, Value};

@@ -6,6 +6,7 @@ use super::*;
 use crate::check::{
     AlertType, Event, MetricSample, MetricType, Priority, RunReport, ServiceCheck, Status,
 };
+use crate::telemetry::InternalMetric;
 
 const T0: f64 = 1_000_000.0;
 

@@ -30,7 +30,7 @@
 //! argument (Unix seconds), never read from a clock, so tests and replays drive it.
 //!
 //! Every sample, context and drop is counted in the runner's telemetry (see
-//! [`super::telemetry`]), published on each flush under `kennel.aggregator.*`. The aggregator is
+//! [`crate::telemetry`]), published on each flush under `kennel.aggregator.*`. The aggregator is
 //! single-threaded (`&mut self`): DogStatsD workers and the check scheduler feed it through a
 //! channel, as the Agent's batcher does.
 //!
@@ -45,8 +45,8 @@ use super::config::{AggregatorConfig, ConfigError, HistogramAggregate};
 use super::context::{ContextId, ContextResolver, Resolved};
 use super::flush::{Flush, Point, Series, SeriesKind, SketchPoint, SketchSeries};
 use super::metric::{Buckets, Input, Reset, State};
-use super::telemetry::{Counter, Gauge, InternalMetric, Telemetry};
 use crate::check::{Event, MetricType, RunReport, ServiceCheck};
+use crate::telemetry::{Counter, Gauge, InternalKind, InternalMetric, Telemetry};
 
 /// A DogStatsD sample's value, with its type.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -634,8 +634,27 @@ impl Aggregator {
             *count += size as u64;
         }
         self.stats.publish(self.contexts.len());
-        self.telemetry
-            .flush_into(&mut flush.series, cutoff - interval, interval_secs);
+        // The runner's own metrics go straight into the flush, never through contexts, so the
+        // context limit can never drop them.
+        let timestamp = cutoff - interval;
+        let empty_host: Arc<str> = Arc::from("");
+        self.telemetry.drain(|reading| {
+            let (kind, interval) = match reading.kind {
+                InternalKind::Counter => (SeriesKind::Count, interval_secs),
+                InternalKind::Gauge => (SeriesKind::Gauge, 0),
+            };
+            flush.series.push(Series {
+                name: Arc::clone(reading.name),
+                tags: Arc::clone(reading.tags),
+                host: Arc::clone(&empty_host),
+                kind,
+                interval,
+                points: vec![Point {
+                    timestamp,
+                    value: reading.value,
+                }],
+            });
+        });
         flush
     }
 

@@ -12,7 +12,9 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-use crate::plugin::sql::PgTarget;
+mod pg_target;
+
+pub use pg_target::{PgTarget, SslMode};
 
 /// One configured instance of a check, ready to run.
 #[derive(Clone, PartialEq)]

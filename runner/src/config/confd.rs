@@ -31,7 +31,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::check::Instance;
-use crate::plugin::sql::PgTarget;
+use crate::check::PgTarget;
 
 /// The Datadog Agent's default check interval.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(15);

@@ -36,6 +36,7 @@ use tokio::sync::mpsc;
 
 use super::tagger::TaggerConfig;
 use super::{Container, ContainerEvent, ContainerStore, Port, Protocol};
+use crate::health::Reporter;
 
 /// The longest wait between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
@@ -150,6 +151,8 @@ pub struct DockerWatcher {
     pub store: ContainerStore,
     /// Every change applied to the store, in order.
     pub events: mpsc::Sender<ContainerEvent>,
+    /// Degraded while Docker cannot be reached (containers stay as last seen).
+    pub health: Reporter,
 }
 
 impl DockerWatcher {
@@ -160,6 +163,8 @@ impl DockerWatcher {
         let mut missing_logged = false;
         loop {
             if !self.socket.exists() {
+                self.health
+                    .degraded(format!("no Docker socket at {}", self.socket.display()));
                 if !missing_logged {
                     tracing::info!(socket = %self.socket.display(), "no Docker daemon socket: container autodiscovery waits for one (set `docker_socket` to change the path, `null` to turn it off)");
                     missing_logged = true;
@@ -178,6 +183,7 @@ impl DockerWatcher {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Err(error) => {
+                    self.health.degraded(format!("Docker unavailable: {error}"));
                     if !down_since_logged {
                         tracing::warn!(%error, "Docker unavailable: retrying with back-off; containers stay as last seen until it returns");
                         down_since_logged = true;
@@ -216,6 +222,7 @@ impl DockerWatcher {
         let mut stream = client.docker.events(Some(options));
 
         let running = client.running().await?;
+        self.health.ok();
         if std::mem::take(down_logged) {
             tracing::info!(socket = %self.socket.display(), containers = running.len(), "connected to Docker");
         }
@@ -385,7 +392,7 @@ fn read_cgroup(procfs: &Path, pid: u32, id: &str) -> Option<String> {
         return None;
     }
     let text = std::fs::read_to_string(procfs.join(pid.to_string()).join("cgroup")).ok()?;
-    crate::dogstatsd::origin::container_cgroup(&text, id).map(str::to_owned)
+    super::cgroup::container_cgroup(&text, id).map(str::to_owned)
 }
 
 /// `80/tcp`, `53/udp`, `8000-8002/tcp` (a range, expanded).

@@ -8,6 +8,7 @@
 //! A [`Container`] is immutable once built; a change (a rename, a health status) replaces it
 //! whole, so a reader holding an `Arc<Container>` never sees half an update.
 
+pub mod cgroup;
 pub mod docker;
 pub mod store;
 pub mod tagger;

@@ -55,7 +55,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::origin::{Origin, OriginResolver};
-use crate::aggregator::telemetry::{Counter, InternalMetric, Telemetry};
+use crate::health::{self, Health};
+use crate::telemetry::{Counter, InternalMetric, Telemetry};
 
 /// Datagrams received by one `recvmmsg` and handed on together, at most.
 pub const BATCH_PACKETS: usize = 64;
@@ -253,7 +254,11 @@ impl ListenerStats {
 /// The running listeners; dropping them stops them.
 pub struct Listeners {
     stop: Arc<AtomicBool>,
-    threads: Vec<JoinHandle<()>>,
+    /// Test builds only: the listeners' threads panic at their next turn.
+    #[cfg(feature = "fault-injection")]
+    panic: Arc<AtomicBool>,
+    health: Health,
+    threads: Vec<JoinHandle<Option<()>>>,
     socket_paths: Vec<PathBuf>,
     /// Where UDP is bound (the real port when `0` was asked for).
     pub udp_addr: Option<SocketAddr>,
@@ -261,15 +266,20 @@ pub struct Listeners {
 
 impl Listeners {
     /// Binds every configured socket (an error names the socket and the key to change) and
-    /// starts receiving into `sink`.
+    /// starts receiving into `sink`. Each socket's thread is a required health component
+    /// (`dogstatsd:<transport>`): a listener that dies turns `/health` red.
     pub fn start(
         config: &ListenerConfig,
         sink: Sink,
         stats: Arc<ListenerStats>,
+        health: &Health,
     ) -> io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let resolver = Arc::new(Mutex::new(OriginResolver::new(config.procfs.clone())));
         let mut listeners = Self {
+            #[cfg(feature = "fault-injection")]
+            panic: Arc::new(AtomicBool::new(false)),
+            health: health.clone(),
             stop: stop.clone(),
             threads: Vec::new(),
             socket_paths: Vec::new(),
@@ -333,9 +343,8 @@ impl Listeners {
                 stats: stats.clone(),
                 stop: stop.clone(),
             };
-            let thread = std::thread::Builder::new()
-                .name("kennel-dsd-stream".to_owned())
-                .spawn(move || accept.run())?;
+            let reporter = health.register("dogstatsd:unix_stream", true);
+            let thread = health::spawn_thread("kennel-dsd-stream", reporter, move || accept.run())?;
             listeners.threads.push(thread);
         }
         Ok(listeners)
@@ -350,12 +359,65 @@ impl Listeners {
         socket: DatagramSocket,
     ) -> io::Result<()> {
         let stop = self.stop.clone();
+        #[cfg(feature = "fault-injection")]
+        let panic = self.panic.clone();
         let buffer_size = config.buffer_size;
-        let thread = std::thread::Builder::new()
-            .name(name.to_owned())
-            .spawn(move || socket.run(buffer_size, &sink, &stats, &stop))?;
+        let reporter = self
+            .health
+            .register(format!("dogstatsd:{}", socket.transport.as_str()), true);
+        let thread = health::spawn_thread(name, reporter, move || {
+            #[cfg(feature = "fault-injection")]
+            let stop = &Turn { stop, panic };
+            #[cfg(not(feature = "fault-injection"))]
+            let stop = &*stop;
+            socket.run(buffer_size, &sink, &stats, stop);
+        })?;
         self.threads.push(thread);
         Ok(())
+    }
+
+    /// Test builds only: every datagram listener panics at its next turn, as a bug would.
+    #[cfg(feature = "fault-injection")]
+    pub fn inject_panic(&self) {
+        self.panic.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Test builds: the stop flag, and a panic on demand at the same check.
+#[cfg(feature = "fault-injection")]
+struct Turn {
+    stop: Arc<AtomicBool>,
+    panic: Arc<AtomicBool>,
+}
+
+#[cfg(feature = "fault-injection")]
+impl Turn {
+    fn load(&self, order: Ordering) -> bool {
+        assert!(!self.panic.load(order), "injected fault");
+        self.stop.load(order)
+    }
+}
+
+#[cfg(feature = "fault-injection")]
+type StopFlag = Turn;
+#[cfg(not(feature = "fault-injection"))]
+type StopFlag = AtomicBool;
+
+/// Clients send to the Unix datagram socket without blocking, and the kernel queues only
+/// `net.unix.max_dgram_qlen` datagrams per socket (10 by default): past that, a burst is dropped
+/// by the clients before the runner sees it. The setting is the host's, so say so rather than
+/// change it.
+pub fn warn_on_small_datagram_queue() {
+    let qlen = std::fs::read_to_string("/proc/sys/net/unix/max_dgram_qlen")
+        .ok()
+        .and_then(|q| q.trim().parse::<u32>().ok());
+    if let Some(qlen) = qlen
+        && qlen < 512
+    {
+        tracing::warn!(
+            qlen,
+            "net.unix.max_dgram_qlen is small: DogStatsD clients will drop bursts; raise it with `sysctl -w net.unix.max_dgram_qlen=1024`"
+        );
     }
 }
 
@@ -381,7 +443,7 @@ struct DatagramSocket {
 
 impl DatagramSocket {
     /// Receives until the listener stops or the sink is gone.
-    fn run(&self, buffer_size: usize, sink: &Sink, stats: &ListenerStats, stop: &AtomicBool) {
+    fn run(&self, buffer_size: usize, sink: &Sink, stats: &ListenerStats, stop: &StopFlag) {
         let transport = self.transport;
         let slots = (RECEIVE_AREA / buffer_size).clamp(1, BATCH_PACKETS);
         let mut receiver = MultiReceiver::new(slots, buffer_size, self.origins.is_some());

@@ -2,7 +2,9 @@
 //! served at `/metrics` on `openmetrics_listen`, so Prometheus can scrape what the runner
 //! aggregates.
 //!
-//! Each flush of the aggregator updates a store that scrapes read:
+//! The store is a sink ([`crate::sink`]): its own thread takes each flush of the aggregator,
+//! and scrapes read it ([`server`]: rendered off the async workers, at most once per flush,
+//! the page shared by the scrapes in between). What the store keeps:
 //! - gauges keep their last value;
 //! - counts and rates become Prometheus *counters*: their totals (a rate point times its
 //!   interval) are added up since the runner started, and exposed as `<name>_total`, so
@@ -31,10 +33,14 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::ops::Range;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::aggregator::{Flush, SeriesKind, Tags};
+
+mod server;
+
+pub use server::{Page, serve};
 
 /// How long a series stays on the page after its last update.
 pub const STALE_AFTER: Duration = Duration::from_secs(300);
@@ -269,9 +275,6 @@ fn write_row(out: &mut String, name: &str, kind: Kind, labels: &str, alike: &[Ro
         }
     }
 }
-
-/// A store shared by the aggregator (writer) and the HTTP endpoint (reader).
-pub type SharedStore = Arc<Mutex<Store>>;
 
 /// `name` as a Prometheus metric name.
 pub fn sanitize(name: &str) -> String {

@@ -18,7 +18,8 @@ use super::bindings::kennel::check::{
 };
 use super::http::{Grant, HttpClient};
 use super::kv::RunStore;
-use super::sql::{PgTarget, SqlConnections};
+use super::sql::SqlConnections;
+use crate::check::PgTarget;
 use crate::check::{self, MetricSample};
 
 /// The most bytes one call may move from a plugin into the host.

@@ -26,16 +26,15 @@
 //! the system's roots.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use serde_json::Value as Json;
 use tokio_postgres::types::{FromSql, Type};
 use tokio_postgres::{Client, Statement};
 
 use super::bindings::kennel::check::sql::{Error, Rows, Value};
+use crate::check::{PgTarget, SslMode};
 
 /// Kept back from the run's deadline so the plugin can still report a timed-out query.
 const DEADLINE_RESERVE: Duration = Duration::from_millis(50);
@@ -44,124 +43,20 @@ const MAX_STATEMENTS: usize = 256;
 /// Longest wait for a connection, within the run's deadline.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SslMode {
-    Disable,
-    Require,
-    VerifyFull,
-}
-
-/// The server an instance names.
-#[derive(Clone, PartialEq)]
-pub struct PgTarget {
-    pub host: String,
-    pub port: u16,
-    pub user: String,
-    password: Option<String>,
-    pub dbname: String,
-    pub ssl: SslMode,
-    /// The instance's `query_timeout`, when set.
-    pub query_timeout: Option<Duration>,
-}
-
-impl fmt::Debug for PgTarget {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{self} (ssl: {:?})", self.ssl)
+/// The connection settings of `target`.
+fn pg_config(target: &PgTarget, timeout: Duration) -> tokio_postgres::Config {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(&target.host)
+        .port(target.port)
+        .user(&target.user)
+        .dbname(&target.dbname)
+        .application_name("kennel")
+        .connect_timeout(timeout);
+    if let Some(password) = target.password() {
+        config.password(password);
     }
-}
-
-impl fmt::Display for PgTarget {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "postgres://{}@{}:{}/{}",
-            self.user, self.host, self.port, self.dbname
-        )
-    }
-}
-
-impl PgTarget {
-    /// The server named by an instance's config; `Ok(None)` when it names none (no `host`).
-    pub fn from_instance(config: &Json) -> Result<Option<Self>, String> {
-        let Some(host) = config.get("host") else {
-            return Ok(None);
-        };
-        let host = host
-            .as_str()
-            .filter(|h| !h.is_empty())
-            .ok_or("`host` must be a host name, an address, or a socket directory")?
-            .to_owned();
-        let port = match config.get("port") {
-            None | Some(Json::Null) => 5432,
-            Some(Json::Number(n)) => n
-                .as_u64()
-                .and_then(|p| u16::try_from(p).ok())
-                .ok_or("`port` must be a port number")?,
-            Some(Json::String(s)) => s.parse().map_err(|_| "`port` must be a port number")?,
-            Some(_) => return Err("`port` must be a port number".to_owned()),
-        };
-        let text = |key: &str| -> Result<Option<String>, String> {
-            match config.get(key) {
-                None | Some(Json::Null) => Ok(None),
-                Some(Json::String(s)) => Ok(Some(s.clone())),
-                Some(Json::Number(n)) => Ok(Some(n.to_string())),
-                Some(_) => Err(format!("`{key}` must be text")),
-            }
-        };
-        let user = match text("username")? {
-            Some(user) => user,
-            None => text("user")?.unwrap_or_else(|| "datadog".to_owned()),
-        };
-        let ssl = match config.get("ssl") {
-            None | Some(Json::Null) | Some(Json::Bool(false)) => SslMode::Disable,
-            Some(Json::Bool(true)) => SslMode::Require,
-            Some(Json::String(mode)) => match mode.to_ascii_lowercase().as_str() {
-                "disable" | "allow" | "prefer" | "false" => SslMode::Disable,
-                "require" | "true" => SslMode::Require,
-                "verify-ca" | "verify-full" => SslMode::VerifyFull,
-                other => {
-                    return Err(format!(
-                        "`ssl: {other}` is not a mode: use disable, require, verify-ca or verify-full"
-                    ));
-                }
-            },
-            Some(_) => return Err("`ssl` must be true, false or a mode name".to_owned()),
-        };
-        let query_timeout = match config.get("query_timeout") {
-            None | Some(Json::Null) => None,
-            Some(value) => Some(
-                value
-                    .as_f64()
-                    .filter(|ms| *ms > 0.0)
-                    .map(|ms| Duration::from_secs_f64(ms / 1000.0))
-                    .ok_or("`query_timeout` must be a positive number of milliseconds")?,
-            ),
-        };
-        Ok(Some(Self {
-            host,
-            port,
-            user,
-            password: text("password")?,
-            dbname: text("dbname")?.unwrap_or_else(|| "postgres".to_owned()),
-            ssl,
-            query_timeout,
-        }))
-    }
-
-    fn config(&self, timeout: Duration) -> tokio_postgres::Config {
-        let mut config = tokio_postgres::Config::new();
-        config
-            .host(&self.host)
-            .port(self.port)
-            .user(&self.user)
-            .dbname(&self.dbname)
-            .application_name("kennel")
-            .connect_timeout(timeout);
-        if let Some(password) = &self.password {
-            config.password(password);
-        }
-        config
-    }
+    config
 }
 
 struct Connection {
@@ -271,7 +166,7 @@ impl SqlConnections {
 }
 
 async fn connect(target: &PgTarget, timeout: Duration) -> Result<Connection, Error> {
-    let config = target.config(timeout);
+    let config = pg_config(target, timeout);
     let failed =
         |error: tokio_postgres::Error| Error::Connect(format!("{target}: {}", chain(&error)));
     let client = match target.ssl {
@@ -588,25 +483,5 @@ mod tests {
         assert_eq!(numeric_text(&numeric(0, 0, 0, 0, &[])).unwrap(), "0");
         assert_eq!(numeric_text(&numeric(0, 0, 0xC000, 0, &[])).unwrap(), "NaN");
         assert_eq!(numeric_text(&[0, 1]), None, "truncated header");
-    }
-
-    #[test]
-    fn target_comes_from_the_instance_and_hides_the_password() {
-        let config = serde_json::json!({
-            "host": "db.local", "port": "6432", "username": "kennel", "password": "hunter2",
-            "dbname": "app", "ssl": "require", "query_timeout": 500
-        });
-        let target = PgTarget::from_instance(&config).unwrap().unwrap();
-        assert_eq!(target.to_string(), "postgres://kennel@db.local:6432/app");
-        assert_eq!(target.ssl, SslMode::Require);
-        assert_eq!(target.query_timeout, Some(Duration::from_millis(500)));
-        assert!(!format!("{target:?}").contains("hunter2"));
-        assert_eq!(
-            PgTarget::from_instance(&serde_json::json!({"url": "x"})).unwrap(),
-            None
-        );
-        let error =
-            PgTarget::from_instance(&serde_json::json!({"host": "h", "ssl": "maybe"})).unwrap_err();
-        assert!(error.contains("ssl: maybe"), "{error}");
     }
 }

@@ -1,0 +1,156 @@
+//! `runner status`: asks the running runner's status API and prints the answer.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use super::StatusArgs;
+use crate::check::unix_seconds;
+use crate::config::RunnerConfig;
+use crate::health::State;
+use crate::scheduler::InstanceStats;
+use crate::status;
+
+/// `runner status`: asks the running runner's status API and prints the answer.
+pub(super) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let config = match &args.config {
+        Some(path) => RunnerConfig::load(path)?,
+        None => RunnerConfig::default(),
+    };
+    let listen = config
+        .status_listen
+        .context("the status API is off (`status_listen: null`): there is nothing to ask")?;
+    let url = format!("http://{listen}/status");
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()?;
+    let response = client.get(&url).send().await.with_context(|| {
+        format!("no runner answers at {url}: is `runner run` running with this config?")
+    })?;
+    let body = response.error_for_status()?.text().await?;
+    if args.json {
+        println!("{body}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let status: status::Status =
+        serde_json::from_str(&body).context("unexpected answer from the status API")?;
+    print!("{}", status_text(&status));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn status_text(status: &status::Status) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Kennel runner {} on {}, up {:.0} s",
+        status.version, status.hostname, status.uptime_s
+    );
+    let _ = writeln!(out, "conf.d: {}\n", status.confd_path);
+    if !status.components.is_empty() {
+        let _ = writeln!(out, "  Components\n  ==========");
+        let width = status
+            .components
+            .iter()
+            .map(|c| c.name.len())
+            .max()
+            .unwrap_or(0);
+        for component in &status.components {
+            let state = match component.state {
+                State::Ok => "OK",
+                State::Degraded => "DEGRADED",
+                State::Failed => "FAILED",
+            };
+            let since = (unix_seconds(std::time::SystemTime::now()) - component.since).max(0.0);
+            let _ = write!(
+                out,
+                "    {:width$}  {state:8} for {since:.0} s",
+                component.name
+            );
+            if let Some(reason) = &component.reason {
+                let _ = write!(out, ": {reason}");
+            }
+            let _ = writeln!(out);
+        }
+        let _ = writeln!(out);
+    }
+    if !status.config_errors.is_empty() {
+        let _ = writeln!(out, "  Config Errors\n  =============");
+        for error in &status.config_errors {
+            let _ = writeln!(out, "    {error}");
+        }
+        let _ = writeln!(out);
+    }
+    if let Some(containers) = &status.containers {
+        let header = format!("Containers ({})", containers.len());
+        let _ = writeln!(out, "  {header}\n  {}", "=".repeat(header.len()));
+        for container in containers {
+            let _ = writeln!(out, "    {container}");
+        }
+        let _ = writeln!(out);
+    }
+    let _ = writeln!(out, "  Running Checks\n  ==============");
+    if status.instances.is_empty() {
+        let _ = writeln!(out, "    (none)");
+    }
+    for stats in &status.instances {
+        let _ = writeln!(
+            out,
+            "\n    {} ({}) [{}]",
+            stats.check,
+            stats.instance_id,
+            instance_state(stats)
+        );
+        let _ = writeln!(out, "      Configuration Source: {}", stats.source);
+        let _ = writeln!(
+            out,
+            "      Total Runs: {}, Errors: {}, Skipped: {}",
+            stats.runs, stats.errors, stats.skipped
+        );
+        let _ = writeln!(
+            out,
+            "      Metric Samples: {}, Service Checks: {}, Events: {}",
+            stats.metric_samples, stats.service_checks, stats.events
+        );
+        let _ = writeln!(
+            out,
+            "      Last Execution Time : {:.3}ms",
+            stats.last_duration_ms
+        );
+        let ago = |t: Option<f64>| match t {
+            Some(t) => format!(
+                "{:.0} s ago",
+                (unix_seconds(std::time::SystemTime::now()) - t).max(0.0)
+            ),
+            None => "Never".to_owned(),
+        };
+        let _ = writeln!(out, "      Last Execution Date : {}", ago(stats.last_run));
+        let _ = writeln!(
+            out,
+            "      Last Successful Execution Date : {}",
+            ago(stats.last_success)
+        );
+        if let Some(error) = &stats.last_error {
+            let _ = writeln!(out, "      Error: {error}");
+        }
+        for warning in &stats.last_warnings {
+            let _ = writeln!(out, "      Warning: {warning}");
+        }
+    }
+    out
+}
+
+fn instance_state(stats: &InstanceStats) -> &'static str {
+    match (
+        &stats.last_error,
+        stats.last_warnings.is_empty(),
+        stats.runs,
+    ) {
+        (_, _, 0) => "PENDING",
+        (Some(_), _, _) => "ERROR",
+        (None, false, _) => "WARNING",
+        (None, true, _) => "OK",
+    }
+}

@@ -1,0 +1,206 @@
+//! `/health` tells the truth: red (503), naming the component, when the aggregation loop, a
+//! DogStatsD listener or an output dies or fails, and green again when what failed recovers.
+//! Faults are injected into the production pipeline through its test-only hooks.
+
+use std::os::unix::net::UnixDatagram;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use kennel_tests::pipeline::{self, TestPipeline};
+use runner::aggregator::Flush;
+use runner::pipeline::Fault;
+use runner::sink::Sink;
+
+/// Polls `/health` until `done` holds of (status code, body), for up to 10 s; returns the last
+/// answer.
+fn health_until(
+    pipeline: &TestPipeline,
+    done: impl Fn(u16, &serde_json::Value) -> bool,
+) -> (u16, serde_json::Value) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, body) = pipeline.get("/health");
+        if done(code, &body) || Instant::now() >= deadline {
+            return (code, body);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The names of the failed components in a `/health` body.
+fn failed(body: &serde_json::Value) -> Vec<String> {
+    body["failed"]
+        .as_array()
+        .map(|failed| {
+            failed
+                .iter()
+                .filter_map(|c| c["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_panicking_aggregation_loop_turns_health_red_and_so_do_the_listeners_it_leaves() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = TestPipeline::start(pipeline::config(dir.path()), Vec::new());
+    let (code, body) = pipeline.get("/health");
+    assert_eq!((code, body["status"].as_str()), (200, Some("ok")), "{body}");
+
+    pipeline.running().inject(Fault::AggregatorPanic);
+    let (code, body) = health_until(&pipeline, |code, _| code == 503);
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(body["status"], "failed");
+    let aggregator = body["failed"]
+        .as_array()
+        .and_then(|failed| failed.iter().find(|c| c["name"] == "aggregator"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        aggregator["reason"], "panicked: injected fault",
+        "the loop's own failure says why: {body}"
+    );
+
+    // The listener finds out at its next datagram that nobody takes its batches: it stops,
+    // and says so, rather than going quiet.
+    let client = UnixDatagram::unbound().unwrap();
+    client
+        .send_to(b"after.death:1|c", &pipeline.socket)
+        .unwrap();
+    let (_, body) = health_until(&pipeline, |_, body| {
+        failed(body).contains(&"dogstatsd:uds".to_owned())
+    });
+    assert!(
+        failed(&body).contains(&"dogstatsd:uds".to_owned()),
+        "{body}"
+    );
+    let (_, status) = pipeline.get("/status");
+    let aggregator = status["components"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == "aggregator"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(aggregator["state"], "failed", "{status}");
+}
+
+#[test]
+fn a_dead_listener_turns_health_red() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = TestPipeline::start(pipeline::config(dir.path()), Vec::new());
+    pipeline.running().inject(Fault::ListenerPanic);
+    let (code, body) = health_until(&pipeline, |_, body| failed(body).len() >= 2);
+    assert_eq!(code, 503, "{body}");
+    let failed = failed(&body);
+    for listener in ["dogstatsd:uds", "dogstatsd:udp"] {
+        assert!(failed.contains(&listener.to_owned()), "{body}");
+    }
+    assert!(!failed.contains(&"aggregator".to_owned()), "{body}");
+}
+
+/// Fails every flush while its switch is on.
+struct Switchable(Arc<AtomicBool>);
+
+impl Sink for Switchable {
+    fn name(&self) -> &str {
+        "switchable"
+    }
+
+    fn send(&mut self, _: &Flush) -> Result<(), String> {
+        if self.0.load(Ordering::Relaxed) {
+            Err("the intake refused the payload".to_owned())
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[test]
+fn a_failing_output_turns_health_red_until_it_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let failing = Arc::new(AtomicBool::new(true));
+    let pipeline = TestPipeline::start(
+        pipeline::config(dir.path()),
+        vec![Box::new(Switchable(failing.clone()))],
+    );
+    let (code, body) = health_until(&pipeline, |code, _| code == 503);
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(failed(&body), ["sink:switchable"], "{body}");
+    assert_eq!(
+        body["failed"][0]["reason"], "the intake refused the payload",
+        "{body}"
+    );
+
+    failing.store(false, Ordering::Relaxed);
+    let (code, body) = health_until(&pipeline, |code, _| code == 200);
+    assert_eq!(code, 200, "{body}");
+}
+
+/// Takes a long time over every flush, and keeps only one waiting.
+struct Slow;
+
+impl Sink for Slow {
+    fn name(&self) -> &str {
+        "slow"
+    }
+
+    fn send(&mut self, _: &Flush) -> Result<(), String> {
+        std::thread::sleep(Duration::from_secs(3));
+        Ok(())
+    }
+
+    fn queue_flushes(&self) -> usize {
+        1
+    }
+}
+
+#[test]
+fn a_slow_output_delays_nothing_else_and_its_drops_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = TestPipeline::start(pipeline::config(dir.path()), vec![Box::new(Slow)]);
+    let client = UnixDatagram::unbound().unwrap();
+    let started = Instant::now();
+    let before = pipeline.flushes().len();
+    for i in 0..6 {
+        client
+            .send_to(format!("beside.slow:{i}|g").as_bytes(), &pipeline.socket)
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // The recording output, beside the slow one, got a flush a second all along.
+    let flushes = pipeline.wait_for(Duration::from_secs(10), |f| {
+        f.len() >= before + 6 && dropped(f, "slow") > 0.0
+    });
+    let elapsed = started.elapsed().as_secs_f64();
+    assert!(
+        flushes.len() - before >= 4,
+        "{} flushes in {elapsed:.1} s beside a slow output",
+        flushes.len() - before
+    );
+    assert!(
+        flushes
+            .iter()
+            .flat_map(|f| &f.series)
+            .any(|s| &*s.name == "beside.slow"),
+        "the metric reached the other output"
+    );
+    assert!(
+        dropped(&flushes, "slow") > 0.0,
+        "the slow output's drops are counted"
+    );
+    assert_eq!(dropped(&flushes, "test_recorder"), 0.0);
+    let (code, body) = pipeline.get("/health");
+    assert_eq!(code, 200, "a slow output is not a dead one: {body}");
+}
+
+/// `kennel.sink.flushes_dropped` for `sink`, summed over `flushes`.
+fn dropped(flushes: &[Flush], sink: &str) -> f64 {
+    let tag = format!("sink:{sink}");
+    flushes
+        .iter()
+        .flat_map(|f| &f.series)
+        .filter(|s| &*s.name == "kennel.sink.flushes_dropped" && s.tags().any(|t| t == tag))
+        .flat_map(|s| &s.points)
+        .map(|p| p.value)
+        .sum()
+}
