@@ -115,7 +115,10 @@ impl Pipeline {
         outputs.extend(extra_sinks);
         let sinks = outputs
             .into_iter()
-            .map(|sink| SinkHandle::start(sink, &telemetry, &health))
+            .map(|sink| {
+                SinkHandle::start(sink, &telemetry, &health)
+                    .map(|handle| Box::new(handle) as Box<dyn service::Output>)
+            })
             .collect::<Result<Vec<_>, _>>()
             .context("cannot start an output")?;
 

@@ -22,6 +22,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crate::aggregator::Flush;
+use crate::aggregator::service::Output;
 use crate::health::{self, Health};
 use crate::telemetry::{Counter, Gauge, InternalMetric, Telemetry};
 
@@ -123,6 +124,10 @@ impl SinkHandle {
     /// Queues `flush`, dropping (and counting) the oldest one waiting if the queue is full.
     /// Never blocks for longer than the queue's lock.
     pub fn offer(&self, flush: Arc<Flush>) {
+        self.enqueue(flush);
+    }
+
+    fn enqueue(&self, flush: Arc<Flush>) {
         let mut queue = self.lock();
         if queue.flushes.len() >= self.capacity {
             queue.flushes.pop_front();
@@ -151,6 +156,16 @@ impl SinkHandle {
             .queue
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Output for SinkHandle {
+    fn offer(&self, flush: Arc<Flush>) {
+        self.enqueue(flush);
+    }
+
+    fn close(self: Box<Self>) {
+        SinkHandle::close(*self);
     }
 }
 

@@ -11,7 +11,8 @@
 //! parser can borrow from the batch and nothing is copied per message).
 //!
 //! Every [`FLUSH_EVERY`] the closed buckets are flushed into one shared [`Flush`] that every
-//! sink's queue gets a handle on; the loop never waits for a sink ([`crate::sink`]). The loop
+//! [`Output`] gets a handle on; the loop never waits for one (the pipeline's outputs are
+//! [`crate::sink`]s, each with its own queue and thread). The loop
 //! beats its health heartbeat on every turn: if it stops turning for [`STALL_LIMIT`], `/health`
 //! says so even while its thread is alive.
 
@@ -22,10 +23,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc;
 
-use crate::aggregator::Aggregator;
+use crate::aggregator::{Aggregator, Flush};
 use crate::check::{self, RunReport};
 use crate::health::{self, Health, Reporter};
-use crate::sink::SinkHandle;
 use crate::telemetry::{Gauge, InternalMetric};
 
 /// How often closed buckets are flushed.
@@ -34,6 +34,15 @@ pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
 pub const STALL_LIMIT: Duration = Duration::from_secs(15);
 /// Batches (or reports) queued before producers wait.
 const QUEUE: usize = 1024;
+
+/// Where the loop hands each flush ([`crate::sink::SinkHandle`] in the pipeline): it must
+/// take the flush at once, whatever it does with it later.
+pub trait Output: Send {
+    /// Takes one flush, without waiting.
+    fn offer(&self, flush: Arc<Flush>);
+    /// No more flushes: take what is queued, then end.
+    fn close(self: Box<Self>);
+}
 
 /// The loop's thread: `None` when it panicked.
 pub type LoopThread = JoinHandle<Option<()>>;
@@ -86,11 +95,11 @@ impl<B> AggregatorHandle<B> {
 
 /// Starts the loop on its own thread, reporting as the `aggregator` health component. It
 /// stops when every [`AggregatorHandle`] is dropped, after a last flush, and then closes the
-/// sinks (each sends what it has queued).
+/// outputs (each sends what it has queued).
 pub fn start<D: Decode>(
     aggregator: Aggregator,
     decoder: D,
-    sinks: Vec<SinkHandle>,
+    outputs: Vec<Box<dyn Output>>,
     health: &Health,
 ) -> std::io::Result<(AggregatorHandle<D::Batch>, LoopThread)> {
     let (sender, receiver) = std::sync::mpsc::sync_channel(QUEUE);
@@ -102,7 +111,7 @@ pub fn start<D: Decode>(
             .gauge(InternalMetric::AggregatorLongestTurn, None),
         aggregator,
         decoder,
-        sinks,
+        outputs,
         reporter: reporter.clone(),
     };
     let thread = health::spawn_thread("kennel-aggregator", reporter, move || state.run(receiver))?;
@@ -112,7 +121,7 @@ pub fn start<D: Decode>(
 struct Loop<D> {
     aggregator: Aggregator,
     decoder: D,
-    sinks: Vec<SinkHandle>,
+    outputs: Vec<Box<dyn Output>>,
     reporter: Reporter,
     /// The longest turn (one input, or one flush) since the previous flush.
     longest_turn: Gauge,
@@ -139,8 +148,8 @@ impl<D: Decode> Loop<D> {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
                     self.flush();
-                    for sink in self.sinks {
-                        sink.close();
+                    for output in self.outputs {
+                        output.close();
                     }
                     return;
                 }
@@ -165,8 +174,8 @@ impl<D: Decode> Loop<D> {
             self.aggregator
                 .flush(check::unix_seconds(SystemTime::now())),
         );
-        for sink in &self.sinks {
-            sink.offer(flush.clone());
+        for output in &self.outputs {
+            output.offer(flush.clone());
         }
     }
 }
