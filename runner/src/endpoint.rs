@@ -16,13 +16,13 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 
 /// A response, being made.
-pub type Reply = Pin<Box<dyn Future<Output = Response<Full<Bytes>>> + Send>>;
+pub(crate) type Reply = Pin<Box<dyn Future<Output = Response<Full<Bytes>>> + Send>>;
 /// What answers each request.
-pub type Handler = Arc<dyn Fn(Request<Incoming>) -> Reply + Send + Sync>;
+pub(crate) type Handler = Arc<dyn Fn(Request<Incoming>) -> Reply + Send + Sync>;
 
 /// Binds `listen` (at start-up, so a taken port is an error the user sees at once) and serves
 /// `handler` until the runtime shuts down; returns the bound address.
-pub async fn serve(listen: SocketAddr, handler: Handler) -> std::io::Result<SocketAddr> {
+pub(crate) async fn serve(listen: SocketAddr, handler: Handler) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(listen).await?;
     let bound = listener.local_addr()?;
     tokio::spawn(async move {
@@ -56,7 +56,7 @@ pub async fn serve(listen: SocketAddr, handler: Handler) -> std::io::Result<Sock
 }
 
 /// A JSON response.
-pub fn json<T: Serialize>(status: StatusCode, body: &T) -> Response<Full<Bytes>> {
+pub(crate) fn json<T: Serialize>(status: StatusCode, body: &T) -> Response<Full<Bytes>> {
     let body = serde_json::to_vec_pretty(body)
         .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}").into_bytes());
     let mut response = Response::new(Full::new(Bytes::from(body)));

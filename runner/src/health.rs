@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 /// How a component is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum State {
+pub(crate) enum State {
     Ok,
     /// Working, but not fully: what it delivers may be late or partial.
     Degraded,
@@ -36,28 +36,18 @@ pub enum State {
     Failed,
 }
 
-impl State {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Ok => "ok",
-            Self::Degraded => "degraded",
-            Self::Failed => "failed",
-        }
-    }
-}
-
 /// One component's state, as `/status` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ComponentState {
-    pub name: String,
-    pub state: State,
+pub(crate) struct ComponentState {
+    pub(crate) name: String,
+    pub(crate) state: State,
     /// Why it is not ok; absent when ok.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    pub(crate) reason: Option<String>,
     /// Unix seconds since which it has been in this state.
-    pub since: f64,
+    pub(crate) since: f64,
     /// Whether `/health` turns red when it fails.
-    pub required: bool,
+    pub(crate) required: bool,
 }
 
 #[derive(Debug)]
@@ -120,7 +110,7 @@ impl Health {
     }
 
     /// Every component's state now.
-    pub fn components(&self) -> Vec<ComponentState> {
+    pub(crate) fn components(&self) -> Vec<ComponentState> {
         let now_ms = self.elapsed_ms();
         self.lock()
             .iter()
@@ -151,7 +141,7 @@ impl Health {
     }
 
     /// The required components that have failed.
-    pub fn failed(&self) -> Vec<ComponentState> {
+    pub(crate) fn failed(&self) -> Vec<ComponentState> {
         self.components()
             .into_iter()
             .filter(|c| c.required && c.state == State::Failed)
@@ -159,11 +149,11 @@ impl Health {
     }
 
     /// From now on, components ending is the shutdown, not a failure.
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         self.0.stopping.store(true, Ordering::Relaxed);
     }
 
-    pub fn stopping(&self) -> bool {
+    pub(crate) fn stopping(&self) -> bool {
         self.0.stopping.load(Ordering::Relaxed)
     }
 
@@ -188,31 +178,31 @@ pub struct Reporter {
 }
 
 impl Reporter {
-    pub fn ok(&self) {
+    pub(crate) fn ok(&self) {
         self.set(State::Ok, None);
     }
 
-    pub fn degraded(&self, reason: impl Into<String>) {
+    pub(crate) fn degraded(&self, reason: impl Into<String>) {
         self.set(State::Degraded, Some(reason.into()));
     }
 
-    pub fn failed(&self, reason: impl Into<String>) {
+    pub(crate) fn failed(&self, reason: impl Into<String>) {
         self.set(State::Failed, Some(reason.into()));
     }
 
     /// The component's name, for its log lines.
-    pub fn name(&self) -> String {
+    pub(crate) fn name(&self) -> String {
         self.health.lock()[self.index].name.clone()
     }
 
     /// The component reads as failed once `limit` passes without a [`Self::beat`].
-    pub fn stall_after(&self, limit: Duration) {
+    pub(crate) fn stall_after(&self, limit: Duration) {
         self.beat();
         self.health.lock()[self.index].stall_after = Some(limit);
     }
 
     /// Progress: one relaxed store, cheap enough for a hot loop.
-    pub fn beat(&self) {
+    pub(crate) fn beat(&self) {
         self.beat.store(self.health.elapsed_ms(), Ordering::Relaxed);
     }
 
@@ -246,7 +236,7 @@ impl Reporter {
 }
 
 /// Starts `run` on a named thread whose panic or end is caught and reported on `reporter`.
-pub fn spawn_thread<T: Send + 'static>(
+pub(crate) fn spawn_thread<T: Send + 'static>(
     thread_name: &str,
     reporter: Reporter,
     run: impl FnOnce() -> T + Send + 'static,
@@ -269,7 +259,10 @@ pub fn spawn_thread<T: Send + 'static>(
 
 /// Spawns `task` on the runtime; its panic or end is caught and reported on `reporter`. The
 /// handle yields the task's output, or `None` if it panicked or was aborted.
-pub fn spawn_task<F>(reporter: Reporter, task: F) -> tokio::task::JoinHandle<Option<F::Output>>
+pub(crate) fn spawn_task<F>(
+    reporter: Reporter,
+    task: F,
+) -> tokio::task::JoinHandle<Option<F::Output>>
 where
     F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,

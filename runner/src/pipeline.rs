@@ -50,15 +50,13 @@ pub struct Pipeline {
 /// The running pipeline; [`Running::stop`] stops it in order.
 pub struct Running {
     /// Every component's state.
-    pub health: Health,
-    /// The runner's own metrics.
-    pub telemetry: Arc<Telemetry>,
+    pub(crate) health: Health,
     /// Where each listener and endpoint is bound (the real ports when `0` was asked for).
     pub udp_addr: Option<SocketAddr>,
     pub status_addr: Option<SocketAddr>,
     pub metrics_addr: Option<SocketAddr>,
     /// The instances conf.d asked for at start.
-    pub instances_at_start: usize,
+    pub(crate) instances_at_start: usize,
     listeners: Listeners,
     aggregator: AggregatorHandle<Batch>,
     aggregator_thread: std::thread::JoinHandle<Option<()>>,
@@ -259,7 +257,6 @@ impl Pipeline {
 
         Ok(Running {
             health,
-            telemetry,
             udp_addr: listeners.udp_addr,
             status_addr,
             metrics_addr,
@@ -320,7 +317,7 @@ pub enum Fault {
 }
 
 /// What discovery needs from the runner's config.
-pub fn discovery_config(config: &RunnerConfig) -> DiscoveryConfig {
+pub(crate) fn discovery_config(config: &RunnerConfig) -> DiscoveryConfig {
     DiscoveryConfig {
         hostname: config.resolved_hostname(),
         env: Arc::new(EnvPolicy::new(config.ad_allowed_env_vars.clone())),

@@ -45,33 +45,33 @@ use crate::health::Reporter;
 use crate::plugin::{Plugin, PluginHost};
 
 /// The first run of a new instance comes within this long.
-pub const FIRST_RUN_SPREAD: Duration = Duration::from_millis(200);
+pub(crate) const FIRST_RUN_SPREAD: Duration = Duration::from_millis(200);
 /// Consecutive failures before runs back off.
-pub const BACKOFF_AFTER: u32 = 3;
+pub(crate) const BACKOFF_AFTER: u32 = 3;
 /// The longest a failing instance waits between runs.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(600);
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(600);
 
 /// What the scheduler knows of one instance, for status output.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct InstanceStats {
-    pub check: String,
-    pub instance_id: String,
-    pub source: String,
+    pub(crate) check: String,
+    pub(crate) instance_id: String,
+    pub(crate) source: String,
     pub runs: u64,
     pub errors: u64,
     /// Runs not started because the previous one was still going.
     pub skipped: u64,
     pub consecutive_failures: u32,
-    pub last_duration_ms: f64,
-    pub last_error: Option<RunError>,
-    pub last_warnings: Vec<String>,
+    pub(crate) last_duration_ms: f64,
+    pub(crate) last_error: Option<RunError>,
+    pub(crate) last_warnings: Vec<String>,
     /// Seconds since the Unix epoch.
-    pub last_run: Option<f64>,
+    pub(crate) last_run: Option<f64>,
     /// Seconds since the Unix epoch.
-    pub last_success: Option<f64>,
-    pub metric_samples: u64,
-    pub service_checks: u64,
-    pub events: u64,
+    pub(crate) last_success: Option<f64>,
+    pub(crate) metric_samples: u64,
+    pub(crate) service_checks: u64,
+    pub(crate) events: u64,
 }
 
 type Stats = Arc<Mutex<HashMap<String, InstanceStats>>>;
@@ -164,7 +164,7 @@ impl Scheduler {
     }
 
     /// Stops running the instance `id`; a run in progress is stopped too.
-    pub fn unschedule(&mut self, id: &str) -> bool {
+    pub(crate) fn unschedule(&mut self, id: &str) -> bool {
         self.lock_stats().remove(id);
         self.host.forget(id);
         match self.tasks.remove(id) {

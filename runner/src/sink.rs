@@ -28,7 +28,7 @@ use crate::telemetry::{Counter, Gauge, InternalMetric, Telemetry};
 
 /// Flushes waiting per sink before the oldest is dropped: at one flush a second, a sink may be
 /// this many seconds behind.
-pub const QUEUE_FLUSHES: usize = 16;
+pub(crate) const QUEUE_FLUSHES: usize = 16;
 
 /// An output of the pipeline.
 pub trait Sink: Send + 'static {
@@ -61,8 +61,7 @@ struct Shared {
 }
 
 /// The aggregation loop's side of one sink: a bounded queue and the thread that drains it.
-pub struct SinkHandle {
-    name: String,
+pub(crate) struct SinkHandle {
     capacity: usize,
     shared: Arc<Shared>,
     dropped: Counter,
@@ -71,7 +70,7 @@ pub struct SinkHandle {
 
 impl SinkHandle {
     /// Starts `sink` on its own thread, reporting to `telemetry` and `health`.
-    pub fn start(
+    pub(crate) fn start(
         mut sink: Box<dyn Sink>,
         telemetry: &Telemetry,
         health: &Health,
@@ -110,23 +109,14 @@ impl SinkHandle {
         };
         Ok(Self {
             dropped: telemetry.counter(InternalMetric::SinkFlushesDropped, Some(&name)),
-            name,
             capacity,
             shared,
             thread: Some(thread),
         })
     }
 
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     /// Queues `flush`, dropping (and counting) the oldest one waiting if the queue is full.
     /// Never blocks for longer than the queue's lock.
-    pub fn offer(&self, flush: Arc<Flush>) {
-        self.enqueue(flush);
-    }
-
     fn enqueue(&self, flush: Arc<Flush>) {
         let mut queue = self.lock();
         if queue.flushes.len() >= self.capacity {
@@ -139,7 +129,7 @@ impl SinkHandle {
     }
 
     /// Lets the sink take what is queued, then stops it and waits for its thread.
-    pub fn close(mut self) {
+    pub(crate) fn close(mut self) {
         self.mark_closed();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
@@ -201,7 +191,7 @@ fn record(gauge: &Gauge, started: Instant) {
 /// Adds up flushes and logs them every [`SUMMARY_EVERY`] in one line: what `runner run` shows
 /// in its log without any output configured.
 #[derive(Default)]
-pub struct LogSummary {
+pub(crate) struct LogSummary {
     series: usize,
     sketches: usize,
     service_checks: usize,
@@ -210,7 +200,7 @@ pub struct LogSummary {
 }
 
 /// How often [`LogSummary`] logs.
-pub const SUMMARY_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+pub(crate) const SUMMARY_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Sink for LogSummary {
     fn name(&self) -> &str {

@@ -26,36 +26,36 @@ use crate::scheduler::{InstanceStats, StatsView};
 
 /// What `/status` returns.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Status {
-    pub version: String,
-    pub hostname: String,
-    pub uptime_s: f64,
-    pub confd_path: String,
+pub(crate) struct Status {
+    pub(crate) version: String,
+    pub(crate) hostname: String,
+    pub(crate) uptime_s: f64,
+    pub(crate) confd_path: String,
     /// Every component of the runner and its state.
     #[serde(default)]
-    pub components: Vec<ComponentState>,
+    pub(crate) components: Vec<ComponentState>,
     /// conf.d files that could not be used, with file and line; checks whose plugin could not
     /// be loaded; container templates that could not be resolved, with the container.
-    pub config_errors: Vec<String>,
+    pub(crate) config_errors: Vec<String>,
     /// The running containers known from Docker, by name; absent when containers are off.
     #[serde(default)]
-    pub containers: Option<Vec<String>>,
-    pub instances: Vec<InstanceStats>,
+    pub(crate) containers: Option<Vec<String>>,
+    pub(crate) instances: Vec<InstanceStats>,
 }
 
 /// What the status API reads from the rest of the runner.
-pub struct StatusSource {
-    pub hostname: String,
-    pub confd_path: String,
-    pub config_errors: Problems,
-    pub containers: Option<ContainerStore>,
-    pub stats: StatsView,
-    pub health: Health,
-    pub started: Instant,
+pub(crate) struct StatusSource {
+    pub(crate) hostname: String,
+    pub(crate) confd_path: String,
+    pub(crate) config_errors: Problems,
+    pub(crate) containers: Option<ContainerStore>,
+    pub(crate) stats: StatsView,
+    pub(crate) health: Health,
+    pub(crate) started: Instant,
 }
 
 impl StatusSource {
-    pub fn status(&self) -> Status {
+    pub(crate) fn status(&self) -> Status {
         Status {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             hostname: self.hostname.clone(),
@@ -77,7 +77,7 @@ impl StatusSource {
 
 /// Binds `listen` (at start-up, so a taken port is an error the user sees at once) and serves
 /// the API until the runtime shuts down.
-pub async fn serve(listen: SocketAddr, source: StatusSource) -> std::io::Result<SocketAddr> {
+pub(crate) async fn serve(listen: SocketAddr, source: StatusSource) -> std::io::Result<SocketAddr> {
     let source = Arc::new(source);
     let handler: Handler = Arc::new(move |request| {
         let response = route(&source, &request);

@@ -43,11 +43,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// A metric's tags, shared with whoever reads them (the aggregator's flush copies no string).
-pub type Tags = Arc<[Arc<str>]>;
+pub(crate) type Tags = Arc<[Arc<str>]>;
 
 /// How an internal metric is reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InternalKind {
+pub(crate) enum InternalKind {
     /// A running total, flushed as what happened since the previous flush.
     Counter,
     /// A current value.
@@ -77,7 +77,8 @@ pub enum InternalMetric {
 }
 
 impl InternalMetric {
-    pub const ALL: [Self; 17] = [
+    #[cfg(test)]
+    pub(crate) const ALL: [Self; 17] = [
         Self::AggregatorContexts,
         Self::AggregatorContextsCreated,
         Self::AggregatorContextsExpired,
@@ -97,138 +98,55 @@ impl InternalMetric {
         Self::SinkLastSendSeconds,
     ];
 
-    /// Name, type, tag key and meaning.
-    const fn spec(
-        self,
-    ) -> (
-        &'static str,
-        InternalKind,
-        Option<&'static str>,
-        &'static str,
-    ) {
+    /// Name, type and tag key.
+    const fn spec(self) -> (&'static str, InternalKind, Option<&'static str>) {
         use InternalKind::{Counter, Gauge};
         match self {
-            Self::AggregatorContexts => (
-                "kennel.aggregator.contexts",
-                Gauge,
-                None,
-                "Live contexts after the flush.",
-            ),
-            Self::AggregatorContextsCreated => (
-                "kennel.aggregator.contexts_created",
-                Counter,
-                None,
-                "Contexts created.",
-            ),
-            Self::AggregatorContextsExpired => (
-                "kennel.aggregator.contexts_expired",
-                Counter,
-                None,
-                "Contexts forgotten after going idle.",
-            ),
-            Self::AggregatorSamples => (
-                "kennel.aggregator.samples",
-                Counter,
-                Some("metric_type"),
-                "Samples received, by metric type.",
-            ),
-            Self::AggregatorSamplesDropped => (
-                "kennel.aggregator.samples_dropped",
-                Counter,
-                Some("reason"),
-                "Samples, service checks and events dropped, by reason.",
-            ),
-            Self::AggregatorFlushed => (
-                "kennel.aggregator.flushed",
-                Counter,
-                Some("payload"),
-                "Series, sketches, service checks and events handed out.",
-            ),
-            Self::AggregatorLongestTurn => (
-                "kennel.aggregator.longest_turn_seconds",
-                Gauge,
-                None,
-                "The aggregation loop's longest turn (one input batch, or one flush) since the previous flush.",
-            ),
-            Self::DogstatsdDatagrams => (
-                "kennel.dogstatsd.datagrams",
-                Counter,
-                Some("transport"),
-                "DogStatsD datagrams (or stream frames) read.",
-            ),
-            Self::DogstatsdBytes => (
-                "kennel.dogstatsd.bytes",
-                Counter,
-                Some("transport"),
-                "DogStatsD bytes read.",
-            ),
-            Self::DogstatsdReadErrors => (
-                "kennel.dogstatsd.read_errors",
-                Counter,
-                Some("transport"),
-                "Failed DogStatsD socket reads.",
-            ),
-            Self::DogstatsdMessages => (
-                "kennel.dogstatsd.messages",
-                Counter,
-                Some("message_type"),
-                "DogStatsD messages parsed, by type.",
-            ),
-            Self::DogstatsdParseErrors => (
-                "kennel.dogstatsd.parse_errors",
-                Counter,
-                Some("reason"),
-                "DogStatsD messages that could not be parsed, by reason.",
-            ),
+            Self::AggregatorContexts => ("kennel.aggregator.contexts", Gauge, None),
+            Self::AggregatorContextsCreated => {
+                ("kennel.aggregator.contexts_created", Counter, None)
+            }
+            Self::AggregatorContextsExpired => {
+                ("kennel.aggregator.contexts_expired", Counter, None)
+            }
+            Self::AggregatorSamples => ("kennel.aggregator.samples", Counter, Some("metric_type")),
+            Self::AggregatorSamplesDropped => {
+                ("kennel.aggregator.samples_dropped", Counter, Some("reason"))
+            }
+            Self::AggregatorFlushed => ("kennel.aggregator.flushed", Counter, Some("payload")),
+            Self::AggregatorLongestTurn => ("kennel.aggregator.longest_turn_seconds", Gauge, None),
+            Self::DogstatsdDatagrams => ("kennel.dogstatsd.datagrams", Counter, Some("transport")),
+            Self::DogstatsdBytes => ("kennel.dogstatsd.bytes", Counter, Some("transport")),
+            Self::DogstatsdReadErrors => {
+                ("kennel.dogstatsd.read_errors", Counter, Some("transport"))
+            }
+            Self::DogstatsdMessages => ("kennel.dogstatsd.messages", Counter, Some("message_type")),
+            Self::DogstatsdParseErrors => {
+                ("kennel.dogstatsd.parse_errors", Counter, Some("reason"))
+            }
             Self::DogstatsdOriginDetectionErrors => (
                 "kennel.dogstatsd.origin_detection_errors",
                 Counter,
                 Some("reason"),
-                "DogStatsD datagrams whose sending container could not be found.",
             ),
-            Self::SinkFlushes => (
-                "kennel.sink.flushes",
-                Counter,
-                Some("sink"),
-                "Flushes an output took.",
-            ),
-            Self::SinkFlushesDropped => (
-                "kennel.sink.flushes_dropped",
-                Counter,
-                Some("sink"),
-                "Flushes dropped, oldest first, because the output's queue was full.",
-            ),
-            Self::SinkErrors => (
-                "kennel.sink.errors",
-                Counter,
-                Some("sink"),
-                "Flushes the output failed to deliver.",
-            ),
-            Self::SinkLastSendSeconds => (
-                "kennel.sink.last_send_seconds",
-                Gauge,
-                Some("sink"),
-                "How long the output took with its latest flush.",
-            ),
+            Self::SinkFlushes => ("kennel.sink.flushes", Counter, Some("sink")),
+            Self::SinkFlushesDropped => ("kennel.sink.flushes_dropped", Counter, Some("sink")),
+            Self::SinkErrors => ("kennel.sink.errors", Counter, Some("sink")),
+            Self::SinkLastSendSeconds => ("kennel.sink.last_send_seconds", Gauge, Some("sink")),
         }
     }
 
-    pub const fn name(self) -> &'static str {
+    pub(crate) const fn name(self) -> &'static str {
         self.spec().0
     }
 
-    pub const fn kind(self) -> InternalKind {
+    pub(crate) const fn kind(self) -> InternalKind {
         self.spec().1
     }
 
     /// The key of its one tag, if it has one (`reason` for `reason:<value>`).
-    pub const fn tag_key(self) -> Option<&'static str> {
+    pub(crate) const fn tag_key(self) -> Option<&'static str> {
         self.spec().2
-    }
-
-    /// One sentence for humans (OpenMetrics `# HELP`, `runner status`).
-    pub const fn help(self) -> &'static str {
-        self.spec().3
     }
 }
 
@@ -237,7 +155,7 @@ impl InternalMetric {
 pub struct Counter(Arc<AtomicU64>);
 
 impl Counter {
-    pub fn increment(&self, n: u64) {
+    pub(crate) fn increment(&self, n: u64) {
         self.0.fetch_add(n, Ordering::Relaxed);
     }
 
@@ -249,26 +167,23 @@ impl Counter {
 
 /// A handle on a gauge: clone it freely, set it from any thread.
 #[derive(Debug, Clone)]
-pub struct Gauge(Arc<AtomicU64>);
+pub(crate) struct Gauge(Arc<AtomicU64>);
 
 impl Gauge {
-    pub fn set(&self, value: f64) {
+    pub(crate) fn set(&self, value: f64) {
         self.0.store(value.to_bits(), Ordering::Relaxed);
-    }
-
-    pub fn get(&self) -> f64 {
-        f64::from_bits(self.0.load(Ordering::Relaxed))
     }
 }
 
-/// One internal metric's current value, for `runner status`.
+/// One internal metric's current value.
+#[cfg(test)]
 #[derive(Debug, Clone, PartialEq)]
-pub struct TelemetryValue {
-    pub metric: InternalMetric,
+pub(crate) struct TelemetryValue {
+    pub(crate) metric: InternalMetric,
     /// `key:value`, if the metric has a tag.
-    pub tag: Option<Arc<str>>,
+    pub(crate) tag: Option<Arc<str>>,
     /// A counter's total since start, or a gauge's value.
-    pub value: f64,
+    pub(crate) value: f64,
 }
 
 #[derive(Debug)]
@@ -302,7 +217,7 @@ impl Telemetry {
     }
 
     /// The gauge `metric` tagged `<tag key>:<tag_value>` (see [`Self::counter`]).
-    pub fn gauge(&self, metric: InternalMetric, tag_value: Option<&str>) -> Gauge {
+    pub(crate) fn gauge(&self, metric: InternalMetric, tag_value: Option<&str>) -> Gauge {
         debug_assert_eq!(metric.kind(), InternalKind::Gauge, "{metric:?}");
         Gauge(self.cell(metric, tag_value))
     }
@@ -339,7 +254,8 @@ impl Telemetry {
     }
 
     /// Every registered metric's current value.
-    pub fn snapshot(&self) -> Vec<TelemetryValue> {
+    #[cfg(test)]
+    pub(crate) fn snapshot(&self) -> Vec<TelemetryValue> {
         let registered = self
             .registered
             .lock()
@@ -362,7 +278,7 @@ impl Telemetry {
 
     /// Hands each registered metric to `each`: counters as what happened since the previous
     /// call, gauges as their value.
-    pub fn drain(&self, mut each: impl FnMut(Reading<'_>)) {
+    pub(crate) fn drain(&self, mut each: impl FnMut(Reading<'_>)) {
         let mut registered = self
             .registered
             .lock()
@@ -389,12 +305,12 @@ impl Telemetry {
 
 /// One metric's value at a [`Telemetry::drain`].
 #[derive(Debug)]
-pub struct Reading<'a> {
-    pub name: &'a Arc<str>,
-    pub tags: &'a Tags,
-    pub kind: InternalKind,
+pub(crate) struct Reading<'a> {
+    pub(crate) name: &'a Arc<str>,
+    pub(crate) tags: &'a Tags,
+    pub(crate) kind: InternalKind,
     /// What a counter counted since the previous drain, or a gauge's value.
-    pub value: f64,
+    pub(crate) value: f64,
 }
 
 #[cfg(test)]

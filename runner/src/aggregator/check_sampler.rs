@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use crate::check::{MetricType, RunReport};
 
 /// Runs after which an unsubmitted context's previous sample is dropped.
-pub const EXPIRY_RUNS: u64 = 10;
+pub(crate) const EXPIRY_RUNS: u64 = 10;
 
 #[derive(Debug, Default)]
 pub struct CheckSampler {

@@ -28,7 +28,7 @@ pub enum HistogramAggregate {
 
 impl HistogramAggregate {
     /// The suffix added to the metric name: `.max`, `.count`, ...
-    pub const fn suffix(self) -> &'static str {
+    pub(crate) const fn suffix(self) -> &'static str {
         match self {
             Self::Max => ".max",
             Self::Min => ".min",
@@ -133,7 +133,7 @@ pub enum ConfigError {
 
 impl AggregatorConfig {
     /// Checks the settings; the aggregator refuses to start on an error.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
         if self.bucket_size_seconds == 0 {
             return Err(ConfigError::ZeroBucket);
         }

@@ -39,12 +39,12 @@ use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 /// The tags of a series: sorted and de-duplicated, shared by the context and its flushed series.
-pub type Tags = Arc<[Arc<str>]>;
+pub(crate) type Tags = Arc<[Arc<str>]>;
 
 /// A handle on a live context, from [`super::Aggregator::context`]. It goes stale when the
 /// context expires; samples added through a stale handle are dropped and counted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ContextId {
+pub(crate) struct ContextId {
     pub(super) index: u32,
     generation: u32,
 }
@@ -63,12 +63,12 @@ pub(super) enum Resolved {
 /// A live context: what the flushed series are named and tagged with.
 #[derive(Debug)]
 pub(super) struct Entry {
-    pub name: Arc<str>,
+    pub(crate) name: Arc<str>,
     /// Empty when the sample came without a host.
-    pub host: Arc<str>,
-    pub tags: Tags,
+    pub(crate) host: Arc<str>,
+    pub(crate) tags: Tags,
     /// When a sample last resolved to this context, in Unix seconds.
-    pub last_seen: i64,
+    pub(crate) last_seen: i64,
     key: u64,
     /// The next context with the same key, or [`NONE`].
     next: u32,
@@ -88,6 +88,7 @@ impl Entry {
     }
 
     /// Heap bytes owned by this context alone (its share of interned strings excluded).
+    #[cfg(test)]
     fn heap_bytes(&self) -> usize {
         // An `Arc<[T]>` allocation holds two reference counts before the slice.
         2 * std::mem::size_of::<usize>()
@@ -165,14 +166,14 @@ pub(super) struct ContextResolver {
 }
 
 impl ContextResolver {
-    pub fn new(max: usize) -> Self {
+    pub(crate) fn new(max: usize) -> Self {
         Self::with_seed(
             max,
             std::collections::hash_map::RandomState::new().hash_one(0x6b65_6e6e_656c_u64),
         )
     }
 
-    pub fn with_seed(max: usize, seed: u64) -> Self {
+    pub(crate) fn with_seed(max: usize, seed: u64) -> Self {
         Self {
             seed,
             map: HashMap::default(),
@@ -188,7 +189,7 @@ impl ContextResolver {
 
     /// The context of `name`, `tags` (any order, duplicates allowed) and `host` (empty for
     /// none), created if new and under the limit. `now` (Unix seconds) marks it as seen.
-    pub fn resolve<'a, I>(&mut self, name: &str, tags: I, host: &str, now: i64) -> Resolved
+    pub(crate) fn resolve<'a, I>(&mut self, name: &str, tags: I, host: &str, now: i64) -> Resolved
     where
         I: IntoIterator<Item = &'a str>,
     {
@@ -309,12 +310,12 @@ impl ContextResolver {
     }
 
     /// A seeded 64-bit hash of `s` (set members are kept as these).
-    pub fn hash(&self, s: &str) -> u64 {
+    pub(crate) fn hash(&self, s: &str) -> u64 {
         hash_str(self.seed, s)
     }
 
     /// The live context `id` refers to, if it has not expired since.
-    pub fn get(&self, id: ContextId) -> Option<&Entry> {
+    pub(crate) fn get(&self, id: ContextId) -> Option<&Entry> {
         let slot = self.slots.get(id.index as usize)?;
         if slot.generation != id.generation {
             return None;
@@ -323,21 +324,21 @@ impl ContextResolver {
     }
 
     /// The live context in slot `index`.
-    pub fn entry(&self, index: usize) -> Option<&Entry> {
+    pub(crate) fn entry(&self, index: usize) -> Option<&Entry> {
         self.slots.get(index).and_then(|slot| slot.entry.as_ref())
     }
 
     /// How many slots exist (live or free): contexts are indexed below this.
-    pub fn slots(&self) -> usize {
+    pub(crate) fn slots(&self) -> usize {
         self.slots.len()
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.live
     }
 
     /// Forgets the context in slot `index`; handles on it go stale.
-    pub fn remove(&mut self, index: usize) {
+    pub(crate) fn remove(&mut self, index: usize) {
         let Some(slot) = self.slots.get_mut(index) else {
             return;
         };
@@ -375,7 +376,7 @@ impl ContextResolver {
     }
 
     /// Drops interned strings that no context (and no flushed series still held) uses.
-    pub fn sweep(&mut self) {
+    pub(crate) fn sweep(&mut self) {
         if std::mem::take(&mut self.removed) {
             self.interner.retain(|s| Arc::strong_count(s) > 1);
         }
@@ -383,12 +384,13 @@ impl ContextResolver {
 
     /// Distinct interned strings.
     #[cfg(test)]
-    pub fn interned(&self) -> usize {
+    pub(crate) fn interned(&self) -> usize {
         self.interner.len()
     }
 
     /// Approximate heap bytes of the contexts, interned strings included.
-    pub fn heap_bytes(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn heap_bytes(&self) -> usize {
         let word = std::mem::size_of::<usize>();
         let slots = self.slots.capacity() * std::mem::size_of::<Slot>();
         // hashbrown: one control byte per bucket plus the (key, value) pairs, buckets a power

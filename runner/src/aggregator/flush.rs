@@ -37,16 +37,6 @@ pub enum SeriesKind {
     Rate,
 }
 
-impl SeriesKind {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Gauge => "gauge",
-            Self::Count => "count",
-            Self::Rate => "rate",
-        }
-    }
-}
-
 /// One value at one time.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Point {
@@ -82,7 +72,7 @@ impl Series {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SketchPoint {
     /// Unix seconds: the start of the bucket.
-    pub timestamp: i64,
+    pub(crate) timestamp: i64,
     pub sketch: Sketch,
 }
 
@@ -90,18 +80,19 @@ pub struct SketchPoint {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SketchSeries {
     pub name: Arc<str>,
-    pub tags: Tags,
+    pub(crate) tags: Tags,
     /// Empty when sent without a host.
-    pub host: Arc<str>,
+    pub(crate) host: Arc<str>,
     /// Seconds each sketch covers (the bucket size).
-    pub interval: u64,
+    pub(crate) interval: u64,
     /// In time order.
     pub points: Vec<SketchPoint>,
 }
 
 impl SketchSeries {
     /// The tags as `&str`s.
-    pub fn tags(&self) -> impl Iterator<Item = &str> {
+    #[cfg(test)]
+    pub(crate) fn tags(&self) -> impl Iterator<Item = &str> {
         self.tags.iter().map(|t| &**t)
     }
 }

@@ -79,7 +79,7 @@ impl<T: Reset> Default for Buckets<T> {
 
 impl<T: Reset> Buckets<T> {
     /// The bucket starting at `start`, opened if needed.
-    pub fn get(&mut self, start: i64) -> &mut T {
+    pub(crate) fn get(&mut self, start: i64) -> &mut T {
         if self.head_start == start {
             return &mut self.head;
         }
@@ -103,18 +103,18 @@ impl<T: Reset> Buckets<T> {
         self.others.as_deref().map_or(&[], Vec::as_slice)
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.head_start == EMPTY && self.others().is_empty()
     }
 
     /// Whether a bucket starting before `cutoff` is open.
-    pub fn has_closed(&self, cutoff: i64) -> bool {
+    pub(crate) fn has_closed(&self, cutoff: i64) -> bool {
         (self.head_start != EMPTY && self.head_start < cutoff)
             || self.others().first().is_some_and(|(s, _)| *s < cutoff)
     }
 
     /// Hands every bucket starting before `cutoff` to `f`, oldest first, and closes them.
-    pub fn drain_closed(&mut self, cutoff: i64, mut f: impl FnMut(i64, &mut T)) {
+    pub(crate) fn drain_closed(&mut self, cutoff: i64, mut f: impl FnMut(i64, &mut T)) {
         let head_closed = self.head_start != EMPTY && self.head_start < cutoff;
         let mut head_pending = head_closed;
         if let Some(others) = self.others.as_mut() {
@@ -140,6 +140,7 @@ impl<T: Reset> Buckets<T> {
         }
     }
 
+    #[cfg(test)]
     fn heap_bytes(&self, value_heap: impl Fn(&T) -> usize) -> usize {
         let others = self.others.as_deref().map_or(0, |o| {
             std::mem::size_of::<Vec<(i64, T)>>()
@@ -152,7 +153,7 @@ impl<T: Reset> Buckets<T> {
 
 /// A set's members, as hashes.
 #[derive(Debug, Default)]
-pub(super) struct Set(pub HashSet<u64, BuildHasherDefault<KeyHasher>>);
+pub(super) struct Set(pub(crate) HashSet<u64, BuildHasherDefault<KeyHasher>>);
 
 impl Reset for Set {
     fn reset(&mut self) {
@@ -195,7 +196,7 @@ impl Histogram {
     }
 
     /// Appends the value of each aggregate, then of each percentile, in the order given.
-    pub fn values(
+    pub(crate) fn values(
         &mut self,
         aggregates: &[HistogramAggregate],
         percents: &[u8],
@@ -239,19 +240,19 @@ impl Histogram {
 /// it keeps sending after its last sample).
 #[derive(Debug)]
 pub(super) struct Counter {
-    pub buckets: Buckets<f64>,
+    pub(crate) buckets: Buckets<f64>,
     /// Start of the first bucket sampled.
-    pub first: i64,
+    pub(crate) first: i64,
     /// Start of the last bucket sampled.
-    pub last: i64,
+    pub(crate) last: i64,
 }
 
 /// A histogram context: its buckets and, once flushed, its series names.
 #[derive(Debug, Default)]
 pub(super) struct HistogramState {
     /// `<name>.max`, ... then `<name>.95percentile`, ...: built at the first flush, reused.
-    pub names: Option<Box<[Arc<str>]>>,
-    pub buckets: Buckets<Histogram>,
+    pub(crate) names: Option<Box<[Arc<str>]>>,
+    pub(crate) buckets: Buckets<Histogram>,
 }
 
 /// One sample, as the state sees it.
@@ -269,7 +270,7 @@ pub(super) enum Input {
 }
 
 impl Input {
-    pub fn is_finite(self) -> bool {
+    pub(crate) fn is_finite(self) -> bool {
         match self {
             Self::Gauge(v)
             | Self::Counter(v)
@@ -314,7 +315,7 @@ impl State {
     /// Adds a sample to the bucket starting at `bucket`. A sample of another type than the
     /// context's is refused (`false`) while the context has open buckets; otherwise the
     /// context takes the new type.
-    pub fn add(&mut self, input: Input, rate: f64, bucket: i64) -> bool {
+    pub(crate) fn add(&mut self, input: Input, rate: f64, bucket: i64) -> bool {
         match (&mut *self, input) {
             (Self::Gauge(b), Input::Gauge(v)) => *b.get(bucket) = v,
             (Self::Counter(c), Input::Counter(v)) => {
@@ -344,7 +345,7 @@ impl State {
     }
 
     /// Whether no bucket is open.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         match self {
             Self::Empty => true,
             Self::Gauge(b) | Self::Count(b) => b.is_empty(),
@@ -356,7 +357,7 @@ impl State {
     }
 
     /// Whether the context has nothing left to flush at `cutoff`, counter zeros included.
-    pub fn is_done(&self, cutoff: i64, counter_expiry: i64) -> bool {
+    pub(crate) fn is_done(&self, cutoff: i64, counter_expiry: i64) -> bool {
         match self {
             Self::Counter(c) => {
                 c.buckets.is_empty() && c.last.saturating_add(counter_expiry) < cutoff
@@ -366,7 +367,8 @@ impl State {
     }
 
     /// Heap bytes held by this state (for memory estimates).
-    pub fn heap_bytes(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn heap_bytes(&self) -> usize {
         use std::mem::size_of;
         match self {
             Self::Empty => 0,

@@ -18,7 +18,7 @@ mod config;
 mod context;
 mod flush;
 mod metric;
-pub mod service;
+pub(crate) mod service;
 mod sketch;
 mod time_sampler;
 
@@ -29,7 +29,8 @@ mod throughput;
 
 pub use check_sampler::CheckSampler;
 pub use config::{AggregatorConfig, ConfigError, HistogramAggregate};
-pub use context::{ContextId, Tags};
+pub(crate) use context::Tags;
 pub use flush::{Flush, Point, Series, SeriesKind, SketchPoint, SketchSeries};
-pub use sketch::{Bin, Sketch};
-pub use time_sampler::{Aggregator, Sample, Value};
+pub use sketch::Sketch;
+pub use time_sampler::Aggregator;
+pub(crate) use time_sampler::{Sample, Value};

@@ -29,15 +29,15 @@ use crate::health::{self, Health, Reporter};
 use crate::telemetry::{Gauge, InternalMetric};
 
 /// How often closed buckets are flushed.
-pub const FLUSH_EVERY: Duration = Duration::from_secs(1);
+pub(crate) const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// How long the loop may go without a turn before its health reads failed.
-pub const STALL_LIMIT: Duration = Duration::from_secs(15);
+pub(crate) const STALL_LIMIT: Duration = Duration::from_secs(15);
 /// Batches (or reports) queued before producers wait.
 const QUEUE: usize = 1024;
 
 /// Where the loop hands each flush ([`crate::sink::SinkHandle`] in the pipeline): it must
 /// take the flush at once, whatever it does with it later.
-pub trait Output: Send {
+pub(crate) trait Output: Send {
     /// Takes one flush, without waiting.
     fn offer(&self, flush: Arc<Flush>);
     /// No more flushes: take what is queued, then end.
@@ -45,10 +45,10 @@ pub trait Output: Send {
 }
 
 /// The loop's thread: `None` when it panicked.
-pub type LoopThread = JoinHandle<Option<()>>;
+pub(crate) type LoopThread = JoinHandle<Option<()>>;
 
 /// Turns one kind of raw input into samples, on the aggregation thread.
-pub trait Decode: Send + 'static {
+pub(crate) trait Decode: Send + 'static {
     /// What producers hand over.
     type Batch: Send + 'static;
 
@@ -57,7 +57,7 @@ pub trait Decode: Send + 'static {
 }
 
 /// What the loop takes in.
-pub enum Input<B> {
+pub(crate) enum Input<B> {
     /// Raw input for the loop's [`Decode`].
     Batch(B),
     /// Check runs' reports, several at once when many runs finish together.
@@ -68,7 +68,7 @@ pub enum Input<B> {
 }
 
 /// The sending side of the loop: cheap to clone, one per producer.
-pub struct AggregatorHandle<B>(SyncSender<Input<B>>);
+pub(crate) struct AggregatorHandle<B>(SyncSender<Input<B>>);
 
 impl<B> Clone for AggregatorHandle<B> {
     fn clone(&self) -> Self {
@@ -78,13 +78,13 @@ impl<B> Clone for AggregatorHandle<B> {
 
 impl<B> AggregatorHandle<B> {
     /// Hands over `input`, waiting while the loop is behind; `false` once the loop has stopped.
-    pub fn send(&self, input: Input<B>) -> bool {
+    pub(crate) fn send(&self, input: Input<B>) -> bool {
         self.0.send(input).is_ok()
     }
 
     /// Hands over `input` if the loop has room; gives it back if not. `Err(None)` once the
     /// loop has stopped.
-    pub fn try_send(&self, input: Input<B>) -> Result<(), Option<Input<B>>> {
+    pub(crate) fn try_send(&self, input: Input<B>) -> Result<(), Option<Input<B>>> {
         match self.0.try_send(input) {
             Ok(()) => Ok(()),
             Err(std::sync::mpsc::TrySendError::Full(input)) => Err(Some(input)),
@@ -96,7 +96,7 @@ impl<B> AggregatorHandle<B> {
 /// Starts the loop on its own thread, reporting as the `aggregator` health component. It
 /// stops when every [`AggregatorHandle`] is dropped, after a last flush, and then closes the
 /// outputs (each sends what it has queued).
-pub fn start<D: Decode>(
+pub(crate) fn start<D: Decode>(
     aggregator: Aggregator,
     decoder: D,
     outputs: Vec<Box<dyn Output>>,
@@ -192,7 +192,7 @@ const REPORT_COALESCE: Duration = Duration::from_millis(20);
 /// when the aggregator's queue is full: with thousands of instances, per-report wake-ups and
 /// thread hand-offs would cost more than the runs themselves. The delay is nothing next to
 /// the aggregator's buckets.
-pub async fn forward_reports<B>(
+pub(crate) async fn forward_reports<B>(
     mut inbox: mpsc::Receiver<RunReport>,
     aggregator: AggregatorHandle<B>,
 ) -> (u64, u64) {

@@ -43,17 +43,17 @@ const BIAS: i32 = 1338;
 /// `γ^(1 - BIAS)`, the lower bound of key 1 (checked against the formula by a test).
 const NORM_MIN: f64 = 9.941_854_089_121_45e-10;
 /// The most bins a sketch keeps.
-pub const BIN_LIMIT: usize = 4096;
+pub(crate) const BIN_LIMIT: usize = 4096;
 /// The most values one bin counts.
-pub const MAX_BIN_COUNT: u32 = u16::MAX as u32;
+pub(crate) const MAX_BIN_COUNT: u32 = u16::MAX as u32;
 /// The key of `+∞` (and, negated, of `-∞`).
 const MAX_KEY: i16 = i16::MAX;
 
 /// One bin: how many values fell on `key`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Bin {
-    pub key: i16,
-    pub count: u16,
+pub(crate) struct Bin {
+    pub(crate) key: i16,
+    pub(crate) count: u16,
 }
 
 /// A DDSketch with the Datadog Agent's parameters and layout.
@@ -73,7 +73,7 @@ impl Default for Sketch {
 }
 
 impl Sketch {
-    pub const fn new() -> Self {
+    pub(crate) const fn new() -> Self {
         Self {
             bins: Vec::new(),
             count: 0,
@@ -85,12 +85,13 @@ impl Sketch {
 
     /// Adds one value. Non-finite values are ignored (the aggregator counts them as dropped
     /// before they get here).
-    pub fn insert(&mut self, value: f64) {
+    #[cfg(test)]
+    pub(crate) fn insert(&mut self, value: f64) {
         self.insert_n(value, 1);
     }
 
     /// Adds `value` `n` times (a sample sent with `@rate` weighs `1/rate`).
-    pub fn insert_n(&mut self, value: f64, n: u32) {
+    pub(crate) fn insert_n(&mut self, value: f64, n: u32) {
         if n == 0 || !value.is_finite() {
             return;
         }
@@ -146,7 +147,7 @@ impl Sketch {
         self.bins.splice(..=excess, merged);
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.count == 0
     }
 
@@ -156,22 +157,25 @@ impl Sketch {
     }
 
     /// The smallest value inserted; `+∞` when empty.
-    pub fn min(&self) -> f64 {
+    #[cfg(test)]
+    pub(crate) fn min(&self) -> f64 {
         self.min
     }
 
     /// The largest value inserted; `-∞` when empty.
-    pub fn max(&self) -> f64 {
+    #[cfg(test)]
+    pub(crate) fn max(&self) -> f64 {
         self.max
     }
 
     /// The sum of the values inserted (weights included).
-    pub fn sum(&self) -> f64 {
+    pub(crate) fn sum(&self) -> f64 {
         self.sum
     }
 
     /// The mean of the values inserted; 0 when empty.
-    pub fn avg(&self) -> f64 {
+    #[cfg(test)]
+    pub(crate) fn avg(&self) -> f64 {
         if self.count == 0 {
             0.0
         } else {
@@ -180,13 +184,14 @@ impl Sketch {
     }
 
     /// The bins, sorted by key: the dogsketch's `k` and `n` arrays.
-    pub fn bins(&self) -> &[Bin] {
+    #[cfg(test)]
+    pub(crate) fn bins(&self) -> &[Bin] {
         &self.bins
     }
 
     /// The value at quantile `q` (0 to 1), within the sketch's relative accuracy; `None` when
     /// empty.
-    pub fn quantile(&self, q: f64) -> Option<f64> {
+    pub(crate) fn quantile(&self, q: f64) -> Option<f64> {
         if self.count == 0 {
             return None;
         }
@@ -225,7 +230,7 @@ impl Sketch {
     }
 
     /// Empties the sketch, keeping its bins' allocation.
-    pub fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.bins.clear();
         self.count = 0;
         self.min = f64::INFINITY;
@@ -234,13 +239,14 @@ impl Sketch {
     }
 
     /// Heap bytes held (for memory estimates).
-    pub fn heap_bytes(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn heap_bytes(&self) -> usize {
         self.bins.capacity() * std::mem::size_of::<Bin>()
     }
 }
 
 /// The key of the bin `value` falls in.
-pub fn key(value: f64) -> i16 {
+pub(crate) fn key(value: f64) -> i16 {
     if value < 0.0 {
         return -key(-value);
     }
@@ -255,7 +261,7 @@ pub fn key(value: f64) -> i16 {
 
 /// The representative value of the bin with key `key`: `γ^(key - bias)`, the centre of the
 /// values that round to it (the Agent calls it the lower bound).
-pub fn lower_bound(key: i16) -> f64 {
+pub(crate) fn lower_bound(key: i16) -> f64 {
     match key {
         k if k < 0 => -lower_bound(-k),
         0 => 0.0,

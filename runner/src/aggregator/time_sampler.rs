@@ -50,7 +50,7 @@ use crate::telemetry::{Counter, Gauge, InternalKind, InternalMetric, Telemetry};
 
 /// A DogStatsD sample's value, with its type.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Value<'a> {
+pub(crate) enum Value<'a> {
     /// `g`
     Gauge(f64),
     /// `c`
@@ -67,17 +67,17 @@ pub enum Value<'a> {
 
 /// One DogStatsD sample, borrowed from the datagram it was parsed from.
 #[derive(Debug, Clone)]
-pub struct Sample<'a, T> {
-    pub name: &'a str,
+pub(crate) struct Sample<'a, T> {
+    pub(crate) name: &'a str,
     /// In any order, duplicates allowed.
-    pub tags: T,
+    pub(crate) tags: T,
     /// Empty when none.
-    pub host: &'a str,
-    pub value: Value<'a>,
+    pub(crate) host: &'a str,
+    pub(crate) value: Value<'a>,
     /// `@rate`; anything outside `(0, 1]` counts as 1.
-    pub sample_rate: f64,
+    pub(crate) sample_rate: f64,
     /// `|T`: Unix seconds, for a gauge or count flushed as sent.
-    pub timestamp: Option<i64>,
+    pub(crate) timestamp: Option<i64>,
 }
 
 /// The `metric_type` tag values of `kennel.aggregator.samples`.
@@ -255,7 +255,8 @@ pub struct Aggregator {
 
 impl Aggregator {
     /// An aggregator with its own telemetry registry (see [`Self::telemetry`]).
-    pub fn new(config: AggregatorConfig) -> Result<Self, ConfigError> {
+    #[cfg(test)]
+    pub(crate) fn new(config: AggregatorConfig) -> Result<Self, ConfigError> {
         Self::with_telemetry(config, Arc::new(Telemetry::new()))
     }
 
@@ -289,17 +290,18 @@ impl Aggregator {
 
     /// The registry the aggregator publishes to and flushes: DogStatsD listeners and others
     /// register their counters here.
-    pub fn telemetry(&self) -> &Arc<Telemetry> {
+    pub(crate) fn telemetry(&self) -> &Arc<Telemetry> {
         &self.telemetry
     }
 
     /// Live contexts.
-    pub fn contexts(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn contexts(&self) -> usize {
         self.contexts.len()
     }
 
     /// Adds one DogStatsD sample received at `now` (Unix seconds).
-    pub fn insert<'a, T>(&mut self, sample: Sample<'a, T>, now: f64)
+    pub(crate) fn insert<'a, T>(&mut self, sample: Sample<'a, T>, now: f64)
     where
         T: IntoIterator<Item = &'a str>,
     {
@@ -317,7 +319,13 @@ impl Aggregator {
     /// The context of `name`, `tags` (any order, duplicates allowed) and `host` (empty for
     /// none), created if new; `None` (counted as a drop) past `max_contexts`. The handle is
     /// meant for the values of one message, not to be kept: a flush may expire the context.
-    pub fn context<'a, T>(&mut self, name: &str, tags: T, host: &str, now: f64) -> Option<ContextId>
+    pub(crate) fn context<'a, T>(
+        &mut self,
+        name: &str,
+        tags: T,
+        host: &str,
+        now: f64,
+    ) -> Option<ContextId>
     where
         T: IntoIterator<Item = &'a str>,
     {
@@ -352,7 +360,7 @@ impl Aggregator {
 
     /// Adds one value to `context`, received at `now` (Unix seconds). `sample_rate` outside
     /// `(0, 1]` counts as 1; `timestamp` (`|T`) makes a gauge or count pass through as sent.
-    pub fn add(
+    pub(crate) fn add(
         &mut self,
         context: ContextId,
         value: Value<'_>,
@@ -417,7 +425,7 @@ impl Aggregator {
 
     /// Adds a check run's samples (already through the [`super::CheckSampler`]), service checks
     /// and events. Each sample goes to the bucket of its own timestamp.
-    pub fn insert_report(&mut self, report: &RunReport) {
+    pub(crate) fn insert_report(&mut self, report: &RunReport) {
         for sample in &report.metrics {
             let (kind, input) = match sample.kind {
                 MetricType::Gauge => (SampleType::Gauge, Input::Gauge(sample.value)),
@@ -453,7 +461,7 @@ impl Aggregator {
     }
 
     /// Queues a service check for the next flush.
-    pub fn add_service_check(&mut self, check: ServiceCheck) {
+    pub(crate) fn add_service_check(&mut self, check: ServiceCheck) {
         if self.pending() >= self.max_pending {
             self.stats.dropped(DropReason::PendingLimit);
             return;
@@ -462,7 +470,7 @@ impl Aggregator {
     }
 
     /// Queues an event for the next flush.
-    pub fn add_event(&mut self, event: Event) {
+    pub(crate) fn add_event(&mut self, event: Event) {
         if self.pending() >= self.max_pending {
             self.stats.dropped(DropReason::PendingLimit);
             return;
@@ -659,7 +667,8 @@ impl Aggregator {
     }
 
     /// Approximate heap bytes held by contexts and their open buckets.
-    pub fn heap_bytes(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn heap_bytes(&self) -> usize {
         self.contexts.heap_bytes()
             + self.states.capacity() * std::mem::size_of::<State>()
             + self.states.iter().map(State::heap_bytes).sum::<usize>()

@@ -14,7 +14,8 @@ use serde::Serialize;
 
 mod pg_target;
 
-pub use pg_target::{PgTarget, SslMode};
+pub use pg_target::PgTarget;
+pub(crate) use pg_target::SslMode;
 
 /// One configured instance of a check, ready to run.
 #[derive(Clone, PartialEq)]
@@ -96,7 +97,7 @@ pub enum Status {
 
 impl Status {
     /// The Datadog wire value: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
-    pub fn code(self) -> u8 {
+    pub(crate) fn code(self) -> u8 {
         match self {
             Self::Ok => 0,
             Self::Warning => 1,
@@ -112,8 +113,8 @@ pub struct ServiceCheck {
     pub status: Status,
     pub message: String,
     pub tags: Vec<String>,
-    pub host: String,
-    pub timestamp: f64,
+    pub(crate) host: String,
+    pub(crate) timestamp: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -138,11 +139,11 @@ pub struct Event {
     pub text: String,
     pub alert_type: AlertType,
     pub priority: Priority,
-    pub aggregation_key: Option<String>,
+    pub(crate) aggregation_key: Option<String>,
     pub source_type_name: Option<String>,
-    pub tags: Vec<String>,
+    pub(crate) tags: Vec<String>,
     pub host: String,
-    pub timestamp: i64,
+    pub(crate) timestamp: i64,
 }
 
 /// Why a run failed.
@@ -170,7 +171,7 @@ pub enum RunError {
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
     pub instance_id: String,
-    pub check: String,
+    pub(crate) check: String,
     #[serde(serialize_with = "serialize_unix_seconds")]
     pub started: SystemTime,
     #[serde(serialize_with = "serialize_millis")]
@@ -207,7 +208,7 @@ fn serialize_millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S
 }
 
 /// Seconds since the Unix epoch (0 for a clock before it).
-pub fn unix_seconds(t: SystemTime) -> f64 {
+pub(crate) fn unix_seconds(t: SystemTime) -> f64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)

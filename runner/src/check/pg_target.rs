@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::Value as Json;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SslMode {
+pub(crate) enum SslMode {
     Disable,
     Require,
     VerifyFull,
@@ -18,14 +18,14 @@ pub enum SslMode {
 /// The server an instance names.
 #[derive(Clone, PartialEq)]
 pub struct PgTarget {
-    pub host: String,
-    pub port: u16,
-    pub user: String,
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) user: String,
     password: Option<String>,
-    pub dbname: String,
-    pub ssl: SslMode,
+    pub(crate) dbname: String,
+    pub(crate) ssl: SslMode,
     /// The instance's `query_timeout`, when set.
-    pub query_timeout: Option<Duration>,
+    pub(crate) query_timeout: Option<Duration>,
 }
 
 impl fmt::Debug for PgTarget {
@@ -46,7 +46,7 @@ impl fmt::Display for PgTarget {
 
 impl PgTarget {
     /// The server named by an instance's config; `Ok(None)` when it names none (no `host`).
-    pub fn from_instance(config: &Json) -> Result<Option<Self>, String> {
+    pub(crate) fn from_instance(config: &Json) -> Result<Option<Self>, String> {
         let Some(host) = config.get("host") else {
             return Ok(None);
         };

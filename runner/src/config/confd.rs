@@ -34,22 +34,22 @@ use crate::check::Instance;
 use crate::check::PgTarget;
 
 /// The Datadog Agent's default check interval.
-pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(15);
+pub(crate) const DEFAULT_INTERVAL: Duration = Duration::from_secs(15);
 /// The shortest interval accepted, in seconds.
-pub const MIN_INTERVAL_SECS: f64 = 0.1;
+pub(crate) const MIN_INTERVAL_SECS: f64 = 0.1;
 
 /// One configuration file, parsed and checked.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CheckConfig {
     pub check: String,
-    pub path: PathBuf,
-    pub init_config: Value,
+    pub(crate) path: PathBuf,
+    pub(crate) init_config: Value,
     /// Each instance's whole section, and its reserved keys.
     pub instances: Vec<(Value, ReservedKeys)>,
     /// Non-empty for a template, which autodiscovery resolves per container.
-    pub ad_identifiers: Vec<String>,
+    pub(crate) ad_identifiers: Vec<String>,
     /// For a template: do not merge the container's tags into the instances' tags.
-    pub ignore_autodiscovery_tags: bool,
+    pub(crate) ignore_autodiscovery_tags: bool,
     init_service: Option<String>,
 }
 
@@ -58,15 +58,15 @@ pub struct CheckConfig {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 pub struct ReservedKeys {
     #[serde(default, deserialize_with = "interval_seconds")]
-    pub min_collection_interval: Option<f64>,
-    pub tags: Option<Vec<String>>,
-    pub service: Option<String>,
+    pub(crate) min_collection_interval: Option<f64>,
+    pub(crate) tags: Option<Vec<String>>,
+    pub(crate) service: Option<String>,
     #[serde(default, deserialize_with = "timeout_seconds")]
-    pub timeout: Option<f64>,
-    pub empty_default_hostname: Option<bool>,
-    pub allowed_hosts: Option<Vec<String>>,
+    pub(crate) timeout: Option<f64>,
+    pub(crate) empty_default_hostname: Option<bool>,
+    pub(crate) allowed_hosts: Option<Vec<String>>,
     #[serde(default, deserialize_with = "absolute_paths")]
-    pub allowed_paths: Option<Vec<PathBuf>>,
+    pub(crate) allowed_paths: Option<Vec<PathBuf>>,
 }
 
 /// A value past its range is reported at the line of the instance that holds it.
@@ -111,11 +111,11 @@ fn absolute_paths<'de, D: serde::Deserializer<'de>>(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfdError {
     /// The check the file configures.
-    pub check: String,
+    pub(crate) check: String,
     pub path: PathBuf,
     /// 1-based, when the problem has a place in the file.
     pub line: Option<usize>,
-    pub message: String,
+    pub(crate) message: String,
 }
 
 impl fmt::Display for ConfdError {
@@ -138,7 +138,7 @@ pub struct Loaded {
 
 impl Loaded {
     /// The configurations of one check.
-    pub fn for_check<'a>(&'a self, check: &'a str) -> impl Iterator<Item = &'a CheckConfig> {
+    pub(crate) fn for_check<'a>(&'a self, check: &'a str) -> impl Iterator<Item = &'a CheckConfig> {
         self.configs.iter().filter(move |c| c.check == check)
     }
 }
@@ -385,7 +385,7 @@ pub fn parse_file(check: &str, path: &Path, text: &str) -> Result<Option<CheckCo
 
 impl CheckConfig {
     /// Whether autodiscovery must resolve this config against a container before it runs.
-    pub fn is_template(&self) -> bool {
+    pub(crate) fn is_template(&self) -> bool {
         !self.ad_identifiers.is_empty()
     }
 
@@ -412,30 +412,30 @@ impl CheckConfig {
 }
 
 /// The service named in an `init_config` section, which instances without their own inherit.
-pub fn init_service(init_config: &Value) -> Option<&str> {
+pub(crate) fn init_service(init_config: &Value) -> Option<&str> {
     init_config.get("service").and_then(Value::as_str)
 }
 
 /// The reserved keys of an instance that did not come from a file (a resolved template); an
 /// error says which key is wrong.
-pub fn reserved_keys(raw: &Value) -> Result<ReservedKeys, String> {
+pub(crate) fn reserved_keys(raw: &Value) -> Result<ReservedKeys, String> {
     ReservedKeys::deserialize(raw).map_err(|e| e.to_string())
 }
 
 /// What the instances of one config share.
-pub struct InstanceParts<'a> {
-    pub check: &'a str,
+pub(crate) struct InstanceParts<'a> {
+    pub(crate) check: &'a str,
     /// The `init_config` section as JSON text.
-    pub init_config: &'a Arc<str>,
+    pub(crate) init_config: &'a Arc<str>,
     /// The `service` of `init_config`, which instances without their own inherit.
-    pub init_service: Option<&'a str>,
+    pub(crate) init_service: Option<&'a str>,
     /// The deadline of instances that set no `timeout`.
-    pub default_timeout: Duration,
+    pub(crate) default_timeout: Duration,
 }
 
 impl InstanceParts<'_> {
     /// One runnable instance from its section and reserved keys.
-    pub fn build(&self, source: String, raw: &Value, keys: &ReservedKeys) -> Instance {
+    pub(crate) fn build(&self, source: String, raw: &Value, keys: &ReservedKeys) -> Instance {
         let config = raw.to_string();
         let mut tags: Vec<String> = keys.tags.clone().unwrap_or_default();
         if let Some(service) = keys.service.as_deref().or(self.init_service) {
@@ -484,7 +484,7 @@ fn allowed_hosts(raw: &Value, keys: &ReservedKeys) -> Vec<String> {
 
 /// `<check>:<16 hex digits>` of the check name and its resolved configuration, so an unchanged
 /// instance keeps its id (and its schedule and rate state) across reloads and restarts.
-pub fn instance_id(check: &str, config: &str, init_config: &str) -> String {
+pub(crate) fn instance_id(check: &str, config: &str, init_config: &str) -> String {
     let mut hash = Sha256::new();
     for part in [check, config, init_config] {
         hash.update(part.as_bytes());

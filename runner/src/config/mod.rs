@@ -223,14 +223,14 @@ fn default_cache_path() -> Option<PathBuf> {
 }
 
 impl PluginConfig {
-    pub fn default_timeout(&self) -> Duration {
+    pub(crate) fn default_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.default_timeout)
     }
 }
 
 /// The runner's config file could not be used.
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
+pub(crate) enum ConfigError {
     #[error("cannot read {path}: {source}")]
     Read {
         path: PathBuf,
@@ -247,7 +247,7 @@ pub enum ConfigError {
 
 impl RunnerConfig {
     /// The DogStatsD listeners' settings.
-    pub fn dogstatsd(&self) -> crate::dogstatsd::listener::ListenerConfig {
+    pub(crate) fn dogstatsd(&self) -> crate::dogstatsd::listener::ListenerConfig {
         let host = if self.dogstatsd_non_local_traffic {
             std::net::Ipv4Addr::UNSPECIFIED
         } else {
@@ -266,7 +266,7 @@ impl RunnerConfig {
     }
 
     /// The tagger's settings.
-    pub fn tagger(&self) -> TaggerConfig {
+    pub(crate) fn tagger(&self) -> TaggerConfig {
         TaggerConfig {
             container_labels_as_tags: self.container_labels_as_tags.clone(),
             container_env_as_tags: self.container_env_as_tags.clone(),
@@ -274,7 +274,7 @@ impl RunnerConfig {
     }
 
     /// Reads and validates the runner's config file.
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+    pub(crate) fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
@@ -293,7 +293,7 @@ impl RunnerConfig {
     }
 
     /// Parses and validates a config file's text (an empty text is the defaults).
-    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+    pub(crate) fn parse(text: &str) -> Result<Self, ConfigError> {
         let config: Self = if text.trim().is_empty() {
             Self::default()
         } else {
@@ -338,7 +338,7 @@ impl RunnerConfig {
     }
 
     /// The configured hostname, or the system's.
-    pub fn resolved_hostname(&self) -> String {
+    pub(crate) fn resolved_hostname(&self) -> String {
         if let Some(name) = &self.hostname {
             return name.clone();
         }

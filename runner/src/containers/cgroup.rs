@@ -8,7 +8,7 @@
 
 /// The container id in a `/proc/<pid>/cgroup` file: the last 64-hex-digit path segment (or
 /// segment part, as in `docker-<id>.scope`) of any line.
-pub fn container_id(cgroup: &str) -> Option<&str> {
+pub(crate) fn container_id(cgroup: &str) -> Option<&str> {
     cgroup.lines().rev().find_map(|line| {
         let path = line.splitn(3, ':').nth(2)?;
         path.rsplit('/').find_map(|segment| {
@@ -23,7 +23,7 @@ pub fn container_id(cgroup: &str) -> Option<&str> {
 /// The cgroup path holding container `id` in a `/proc/<pid>/cgroup` text: the unified (v2)
 /// hierarchy's if it names the container, else the memory controller's, else the first that
 /// does.
-pub fn container_cgroup<'a>(cgroup: &'a str, id: &str) -> Option<&'a str> {
+pub(crate) fn container_cgroup<'a>(cgroup: &'a str, id: &str) -> Option<&'a str> {
     let paths: Vec<(&str, &str)> = cgroup
         .lines()
         .filter_map(|line| {

@@ -48,7 +48,7 @@ const MAX_PORT_RANGE: u32 = 1024;
 
 /// The Docker socket the runner uses by default: `DOCKER_HOST` when it names a Unix socket,
 /// else `/var/run/docker.sock`.
-pub fn default_socket() -> PathBuf {
+pub(crate) fn default_socket() -> PathBuf {
     std::env::var("DOCKER_HOST")
         .ok()
         .and_then(|host| host.strip_prefix("unix://").map(PathBuf::from))
@@ -57,7 +57,7 @@ pub fn default_socket() -> PathBuf {
 
 /// Why talking to the daemon failed.
 #[derive(Debug, thiserror::Error)]
-pub enum WatchError {
+pub(crate) enum WatchError {
     #[error("cannot reach the Docker daemon at {path}: {source}")]
     Connect { path: String, source: DockerError },
     #[error("Docker API call `{call}` failed: {source}")]
@@ -69,7 +69,7 @@ pub enum WatchError {
 
 /// A read-only client of one Docker daemon.
 #[derive(Clone)]
-pub struct DockerClient {
+pub(crate) struct DockerClient {
     docker: Docker,
     tagger: Arc<TaggerConfig>,
     procfs: PathBuf,
@@ -78,7 +78,7 @@ pub struct DockerClient {
 impl DockerClient {
     /// Connects to the daemon at `socket` and agrees on an API version with it; containers'
     /// cgroups are read from the host's procfs at `procfs`.
-    pub async fn connect(
+    pub(crate) async fn connect(
         socket: &Path,
         tagger: Arc<TaggerConfig>,
         procfs: &Path,
@@ -102,7 +102,7 @@ impl DockerClient {
 
     /// Every running container, inspected. A container that stops while being inspected is
     /// left out.
-    pub async fn running(&self) -> Result<Vec<Container>, WatchError> {
+    pub(crate) async fn running(&self) -> Result<Vec<Container>, WatchError> {
         let options = ListContainersOptions {
             all: false,
             ..Default::default()
@@ -125,7 +125,7 @@ impl DockerClient {
     }
 
     /// The container `id` if it is running; `None` if it stopped or no longer exists.
-    pub async fn inspect(&self, id: &str) -> Result<Option<Container>, WatchError> {
+    pub(crate) async fn inspect(&self, id: &str) -> Result<Option<Container>, WatchError> {
         match self.docker.inspect_container(id, None).await {
             Ok(response) => Ok(container_from(response, &self.tagger).map(|mut container| {
                 container.cgroup = read_cgroup(&self.procfs, container.pid, &container.id);
@@ -143,20 +143,20 @@ impl DockerClient {
 }
 
 /// Keeps the store in step with the daemon until the receiver of `events` goes away.
-pub struct DockerWatcher {
-    pub socket: PathBuf,
+pub(crate) struct DockerWatcher {
+    pub(crate) socket: PathBuf,
     /// The host's procfs (`procfs_root`), for containers' cgroups.
-    pub procfs: PathBuf,
-    pub tagger: Arc<TaggerConfig>,
-    pub store: ContainerStore,
+    pub(crate) procfs: PathBuf,
+    pub(crate) tagger: Arc<TaggerConfig>,
+    pub(crate) store: ContainerStore,
     /// Every change applied to the store, in order.
-    pub events: mpsc::Sender<ContainerEvent>,
+    pub(crate) events: mpsc::Sender<ContainerEvent>,
     /// Degraded while Docker cannot be reached (containers stay as last seen).
-    pub health: Reporter,
+    pub(crate) health: Reporter,
 }
 
 impl DockerWatcher {
-    pub async fn run(self) {
+    pub(crate) async fn run(self) {
         let mut backoff = FIRST_BACKOFF;
         // Log the first connection like a recovery.
         let mut down_since_logged = true;

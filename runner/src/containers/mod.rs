@@ -8,60 +8,61 @@
 //! A [`Container`] is immutable once built; a change (a rename, a health status) replaces it
 //! whole, so a reader holding an `Arc<Container>` never sees half an update.
 
-pub mod cgroup;
-pub mod docker;
-pub mod store;
-pub mod tagger;
+pub(crate) mod cgroup;
+pub(crate) mod docker;
+pub(crate) mod store;
+pub(crate) mod tagger;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-pub use store::ContainerStore;
-pub use tagger::{Cardinality, ContainerTags, TaggerConfig};
+pub(crate) use store::ContainerStore;
+pub use tagger::Cardinality;
+pub(crate) use tagger::{ContainerTags, TaggerConfig};
 
 /// One running container, as inspected.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Container {
+pub(crate) struct Container {
     /// The full 64-hex-digit id.
-    pub id: String,
+    pub(crate) id: String,
     /// Without Docker's leading `/`.
-    pub name: String,
+    pub(crate) name: String,
     /// The image as the container was created from it (`Config.Image`): `redis:7`,
     /// `registry.example.com:5000/team/app:1.2`, or an image id.
-    pub image: String,
+    pub(crate) image: String,
     /// The container's labels.
-    pub labels: BTreeMap<String, String>,
+    pub(crate) labels: BTreeMap<String, String>,
     /// The environment variables the tagger reads (`DD_ENV`, `DD_SERVICE`, `DD_VERSION` and
     /// those named in `container_env_as_tags`); the rest are never kept.
-    pub env: BTreeMap<String, String>,
+    pub(crate) env: BTreeMap<String, String>,
     /// The container's own hostname (`Config.Hostname`).
-    pub hostname: String,
+    pub(crate) hostname: String,
     /// Network name → the container's address on it.
-    pub networks: BTreeMap<String, IpAddr>,
+    pub(crate) networks: BTreeMap<String, IpAddr>,
     /// Exposed and published ports, ascending, ranges expanded, without duplicates.
-    pub ports: Vec<Port>,
+    pub(crate) ports: Vec<Port>,
     /// The main process's pid in the host's pid namespace; 0 when not running.
-    pub pid: u32,
+    pub(crate) pid: u32,
     /// The container's cgroup, relative to the cgroup root (`/docker/<id>`,
     /// `/system.slice/docker-<id>.scope`), read from its main process: the unified (v2) one, else
     /// the memory controller's. `None` when procfs does not say.
-    pub cgroup: Option<String>,
+    pub(crate) cgroup: Option<String>,
     /// `starting`, `healthy` or `unhealthy` for a container with a health check.
-    pub health: Option<String>,
+    pub(crate) health: Option<String>,
     /// The tags the tagger derived, by cardinality.
-    pub tags: ContainerTags,
+    pub(crate) tags: ContainerTags,
 }
 
 /// One container port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Port {
-    pub number: u16,
-    pub protocol: Protocol,
+pub(crate) struct Port {
+    pub(crate) number: u16,
+    pub(crate) protocol: Protocol,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Protocol {
+pub(crate) enum Protocol {
     Tcp,
     Udp,
     Sctp,
@@ -69,7 +70,7 @@ pub enum Protocol {
 
 /// What changed in the store.
 #[derive(Debug, Clone)]
-pub enum ContainerEvent {
+pub(crate) enum ContainerEvent {
     /// A container started, or changed (renamed, health): the new facts replace the old.
     Set(Arc<Container>),
     /// A container stopped or vanished.
@@ -78,19 +79,19 @@ pub enum ContainerEvent {
 
 impl Container {
     /// The short 12-digit id Docker shows.
-    pub fn short_id(&self) -> &str {
+    pub(crate) fn short_id(&self) -> &str {
         &self.id[..self.id.len().min(12)]
     }
 
     /// The image's name split as the Datadog Agent does, see [`ImageName`].
-    pub fn image_name(&self) -> ImageName {
+    pub(crate) fn image_name(&self) -> ImageName {
         ImageName::parse(&self.image)
     }
 
     /// The identifiers conf.d templates (`ad_identifiers`) match: the
     /// `com.datadoghq.ad.check.id` label when set, else `docker://<id>`, the long image name
     /// and the short image name.
-    pub fn ad_identifiers(&self) -> Vec<String> {
+    pub(crate) fn ad_identifiers(&self) -> Vec<String> {
         if let Some(id) = self.labels.get(AD_CHECK_ID_LABEL) {
             return vec![id.clone()];
         }
@@ -103,28 +104,28 @@ impl Container {
     }
 
     /// A name for messages: `web (3f2a9c1b0d7e)`.
-    pub fn display(&self) -> String {
+    pub(crate) fn display(&self) -> String {
         format!("{} ({})", self.name, self.short_id())
     }
 }
 
 /// The label that overrides a container's autodiscovery identifiers.
-pub const AD_CHECK_ID_LABEL: &str = "com.datadoghq.ad.check.id";
+pub(crate) const AD_CHECK_ID_LABEL: &str = "com.datadoghq.ad.check.id";
 
 /// An image reference cut into the parts tags and template matching use.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImageName {
+pub(crate) struct ImageName {
     /// Registry and path without the tag or digest: `registry.example.com:5000/team/app`;
     /// Docker Hub's implicit `docker.io/library/` prefix is dropped (`redis`).
-    pub long: String,
+    pub(crate) long: String,
     /// The last path component: `app`.
-    pub short: String,
+    pub(crate) short: String,
     /// The tag, `latest` when none is given (and none for a digest-only reference).
-    pub tag: Option<String>,
+    pub(crate) tag: Option<String>,
 }
 
 impl ImageName {
-    pub fn parse(reference: &str) -> Self {
+    pub(crate) fn parse(reference: &str) -> Self {
         let (without_digest, has_digest) = match reference.split_once('@') {
             Some((name, _)) => (name, true),
             None => (reference, false),

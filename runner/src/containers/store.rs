@@ -13,7 +13,7 @@ use super::{Container, ContainerEvent};
 
 /// The running containers, shared.
 #[derive(Clone, Default)]
-pub struct ContainerStore {
+pub(crate) struct ContainerStore {
     inner: Arc<Inner>,
 }
 
@@ -24,38 +24,30 @@ struct Inner {
 }
 
 impl ContainerStore {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// The container with this full id.
-    pub fn get(&self, id: &str) -> Option<Arc<Container>> {
+    pub(crate) fn get(&self, id: &str) -> Option<Arc<Container>> {
         self.read().get(id).cloned()
     }
 
     /// Every container, ordered by name.
-    pub fn all(&self) -> Vec<Arc<Container>> {
+    pub(crate) fn all(&self) -> Vec<Arc<Container>> {
         let mut all: Vec<_> = self.read().values().cloned().collect();
         all.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
         all
     }
 
-    pub fn len(&self) -> usize {
-        self.read().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Moves on every change, so readers can cache lookups and notice when to drop them.
-    pub fn generation(&self) -> u64 {
+    pub(crate) fn generation(&self) -> u64 {
         self.inner.generation.load(Ordering::Acquire)
     }
 
     /// Applies `event`; returns whether anything changed (a container set to what it already
     /// was, or unset when it was not there, changes nothing).
-    pub fn apply(&self, event: &ContainerEvent) -> bool {
+    pub(crate) fn apply(&self, event: &ContainerEvent) -> bool {
         let mut containers = self
             .inner
             .containers

@@ -43,23 +43,23 @@ pub enum Cardinality {
 /// The tagger's configuration (runner config keys of the same names).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct TaggerConfig {
+pub(crate) struct TaggerConfig {
     /// Label name (or glob) → tag name.
-    pub container_labels_as_tags: BTreeMap<String, String>,
+    pub(crate) container_labels_as_tags: BTreeMap<String, String>,
     /// Environment variable name (or glob) → tag name.
-    pub container_env_as_tags: BTreeMap<String, String>,
+    pub(crate) container_env_as_tags: BTreeMap<String, String>,
 }
 
 /// A container's tags, by cardinality; each list sorted and without duplicates.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ContainerTags {
-    pub low: Vec<String>,
-    pub high: Vec<String>,
+pub(crate) struct ContainerTags {
+    pub(crate) low: Vec<String>,
+    pub(crate) high: Vec<String>,
 }
 
 impl ContainerTags {
     /// The tags a consumer at `cardinality` gets, sorted.
-    pub fn at(&self, cardinality: Cardinality) -> Vec<String> {
+    pub(crate) fn at(&self, cardinality: Cardinality) -> Vec<String> {
         let mut tags = self.low.clone();
         if cardinality == Cardinality::High {
             tags.extend(self.high.iter().cloned());
@@ -77,12 +77,12 @@ const SERVICE_TAG_LABELS: [(&str, &str, &str); 3] = [
 ];
 
 /// The label holding extra tags, a JSON list.
-pub const AD_TAGS_LABEL: &str = "com.datadoghq.ad.tags";
+pub(crate) const AD_TAGS_LABEL: &str = "com.datadoghq.ad.tags";
 
 impl TaggerConfig {
     /// Whether the environment variable `name` is one the tagger reads (the store keeps only
     /// those).
-    pub fn wants_env(&self, name: &str) -> bool {
+    pub(crate) fn wants_env(&self, name: &str) -> bool {
         SERVICE_TAG_LABELS.iter().any(|(_, env, _)| *env == name)
             || self
                 .container_env_as_tags
@@ -91,7 +91,7 @@ impl TaggerConfig {
     }
 
     /// The tags of `container` (whose `tags` field is ignored).
-    pub fn tags(&self, container: &Container) -> ContainerTags {
+    pub(crate) fn tags(&self, container: &Container) -> ContainerTags {
         let mut low = BTreeSet::new();
         let mut high = BTreeSet::new();
         high.insert(format!("container_id:{}", container.id));
@@ -148,7 +148,7 @@ impl TaggerConfig {
 
 /// The tags listed in a container's `com.datadoghq.ad.tags` label (none without one); an
 /// error when the label is not a JSON list of strings.
-pub fn ad_tags(labels: &BTreeMap<String, String>) -> Result<Vec<String>, serde_json::Error> {
+pub(crate) fn ad_tags(labels: &BTreeMap<String, String>) -> Result<Vec<String>, serde_json::Error> {
     match labels.get(AD_TAGS_LABEL) {
         Some(json) => serde_json::from_str(json),
         None => Ok(Vec::new()),
@@ -157,7 +157,7 @@ pub fn ad_tags(labels: &BTreeMap<String, String>) -> Result<Vec<String>, serde_j
 
 /// `*` matches any run of characters; everything else matches itself, ignoring ASCII case
 /// (Docker label and variable names are matched case-insensitively by the Agent).
-pub fn glob_match(glob: &str, name: &str) -> bool {
+pub(crate) fn glob_match(glob: &str, name: &str) -> bool {
     fn go(glob: &[u8], name: &[u8]) -> bool {
         match glob.split_first() {
             None => name.is_empty(),

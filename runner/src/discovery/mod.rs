@@ -22,7 +22,7 @@
 //! kept in [`Problems`], which `/status` and `runner status` show, and cleared once fixed.
 
 pub mod template;
-pub mod watch;
+pub(crate) mod watch;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -228,7 +228,7 @@ impl Discovery {
     }
 
     /// Takes in a change of the running containers.
-    pub fn apply_container(&mut self, event: ContainerEvent) {
+    pub(crate) fn apply_container(&mut self, event: ContainerEvent) {
         match event {
             ContainerEvent::Set(container) => {
                 self.containers
@@ -330,7 +330,7 @@ impl Discovery {
     }
 
     /// Reconciles every change until `stop` fires, then stops every instance.
-    pub async fn run(
+    pub(crate) async fn run(
         mut self,
         mut confd: mpsc::Receiver<Loaded>,
         mut containers: mpsc::Receiver<ContainerEvent>,
@@ -356,21 +356,21 @@ impl Discovery {
 
 /// A template that could not become instances for a container.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ResolveProblem {
-    pub check: String,
-    pub message: String,
+pub(crate) struct ResolveProblem {
+    pub(crate) check: String,
+    pub(crate) message: String,
 }
 
 /// What a container's templates resolved to.
 #[derive(Debug, Default)]
-pub struct Resolved {
-    pub instances: Vec<Instance>,
-    pub problems: Vec<ResolveProblem>,
+pub(crate) struct Resolved {
+    pub(crate) instances: Vec<Instance>,
+    pub(crate) problems: Vec<ResolveProblem>,
 }
 
 /// Resolves `container`'s templates (its labels', and the conf.d templates matching it) into
 /// instances tagged with its tags.
-pub fn resolve_container(
+pub(crate) fn resolve_container(
     config: &DiscoveryConfig,
     container: &Container,
     file_templates: &[&CheckConfig],

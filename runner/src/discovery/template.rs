@@ -85,34 +85,34 @@ use serde_json::{Map, Value};
 use crate::containers::Container;
 
 /// The v2 label: a JSON object of check templates keyed by check name.
-pub const CHECKS_LABEL: &str = "com.datadoghq.ad.checks";
+pub(crate) const CHECKS_LABEL: &str = "com.datadoghq.ad.checks";
 /// A v1 label: the JSON array of check names.
-pub const CHECK_NAMES_LABEL: &str = "com.datadoghq.ad.check_names";
+pub(crate) const CHECK_NAMES_LABEL: &str = "com.datadoghq.ad.check_names";
 /// A v1 label: the JSON array of `init_config` sections, one per check name.
-pub const INIT_CONFIGS_LABEL: &str = "com.datadoghq.ad.init_configs";
+pub(crate) const INIT_CONFIGS_LABEL: &str = "com.datadoghq.ad.init_configs";
 /// A v1 label: the JSON array of instances (or lists of instances), one per check name.
-pub const INSTANCES_LABEL: &str = "com.datadoghq.ad.instances";
+pub(crate) const INSTANCES_LABEL: &str = "com.datadoghq.ad.instances";
 /// A v1 label: `true` to keep the container's tags out of the instances' tags.
-pub const IGNORE_AD_TAGS_LABEL: &str = "com.datadoghq.ad.ignore_autodiscovery_tags";
+pub(crate) const IGNORE_AD_TAGS_LABEL: &str = "com.datadoghq.ad.ignore_autodiscovery_tags";
 
 /// The instance key granting directories to a plugin, refused in labels.
 const ALLOWED_PATHS_KEY: &str = "allowed_paths";
 
 /// One check's template, before resolution.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Template {
-    pub check: String,
-    pub init_config: Value,
+pub(crate) struct Template {
+    pub(crate) check: String,
+    pub(crate) init_config: Value,
     /// Each one a JSON object.
-    pub instances: Vec<Value>,
+    pub(crate) instances: Vec<Value>,
     /// Do not merge the container's tags into the instances' tags.
-    pub ignore_autodiscovery_tags: bool,
-    pub origin: TemplateOrigin,
+    pub(crate) ignore_autodiscovery_tags: bool,
+    pub(crate) origin: TemplateOrigin,
 }
 
 /// Where a template was written.
 #[derive(Debug, Clone, PartialEq)]
-pub enum TemplateOrigin {
+pub(crate) enum TemplateOrigin {
     /// The container's `com.datadoghq.ad.checks` label.
     LabelV2,
     /// The container's `com.datadoghq.ad.check_names`/`init_configs`/`instances` labels.
@@ -123,7 +123,7 @@ pub enum TemplateOrigin {
 
 /// Why a container's autodiscovery labels give no templates.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum LabelError {
+pub(crate) enum LabelError {
     #[error("label `{label}`: invalid JSON: {message}")]
     InvalidJson {
         label: &'static str,
@@ -175,7 +175,7 @@ pub enum LabelError {
 
 /// The templates in a container's labels, sorted by check name; none when it has no
 /// autodiscovery labels. v2 (`com.datadoghq.ad.checks`) wins over v1 when both are set.
-pub fn from_labels(labels: &BTreeMap<String, String>) -> Result<Vec<Template>, LabelError> {
+pub(crate) fn from_labels(labels: &BTreeMap<String, String>) -> Result<Vec<Template>, LabelError> {
     let mut templates = match labels.get(CHECKS_LABEL) {
         Some(json) => from_v2(json)?,
         None => from_v1(labels)?,
@@ -430,7 +430,7 @@ fn check_instance(
 }
 
 /// Whether a conf.d template with these `ad_identifiers` applies to `container`.
-pub fn matches(ad_identifiers: &[String], container: &Container) -> bool {
+pub(crate) fn matches(ad_identifiers: &[String], container: &Container) -> bool {
     let ids = container.ad_identifiers();
     ad_identifiers.iter().any(|id| ids.contains(id))
 }
@@ -453,7 +453,7 @@ impl EnvPolicy {
     }
 
     /// Reads variables through `lookup` (tests use a map, leaving the process alone).
-    pub fn from_fn(
+    pub(crate) fn from_fn(
         allowed: impl IntoIterator<Item = String>,
         lookup: impl Fn(&str) -> Option<String> + Send + Sync + 'static,
     ) -> Self {
@@ -464,7 +464,7 @@ impl EnvPolicy {
     }
 
     /// Whether templates may read `name`.
-    pub fn allows(&self, name: &str) -> bool {
+    pub(crate) fn allows(&self, name: &str) -> bool {
         self.allowed.contains(name)
     }
 
@@ -494,35 +494,35 @@ impl fmt::Debug for EnvPolicy {
 
 /// A template's sections with every variable substituted.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ResolvedTemplate {
-    pub init_config: Value,
-    pub instances: Vec<Value>,
+pub(crate) struct ResolvedTemplate {
+    pub(crate) init_config: Value,
+    pub(crate) instances: Vec<Value>,
 }
 
 /// A variable of a template that has no value for a container.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{check}: {variable} in {location}: {reason}")]
-pub struct ResolveError {
-    pub check: String,
+pub(crate) struct ResolveError {
+    pub(crate) check: String,
     /// As written: `%%port%%`.
-    pub variable: String,
+    pub(crate) variable: String,
     /// Where in the template: `instances[0].url`, `init_config.service`.
-    pub location: String,
-    pub reason: String,
+    pub(crate) location: String,
+    pub(crate) reason: String,
 }
 
 /// Resolves templates against containers.
 #[derive(Debug)]
-pub struct Resolver<'a> {
+pub(crate) struct Resolver<'a> {
     /// The runner's hostname: `%%hostname%%` of a container reported with no hostname.
-    pub hostname: &'a str,
-    pub env: &'a EnvPolicy,
+    pub(crate) hostname: &'a str,
+    pub(crate) env: &'a EnvPolicy,
 }
 
 impl Resolver<'_> {
     /// `template` with its variables substituted from `container`; the first variable with
     /// no value is the error.
-    pub fn resolve(
+    pub(crate) fn resolve(
         &self,
         template: &Template,
         container: &Container,

@@ -27,12 +27,12 @@ use tokio::task::JoinHandle;
 use crate::config::confd::{self, Loaded};
 
 /// How long the directory must stay quiet before it is reloaded.
-pub const QUIET: Duration = Duration::from_millis(50);
+pub(crate) const QUIET: Duration = Duration::from_millis(50);
 /// The longest a stream of changes delays a reload.
-pub const MAX_WAIT: Duration = Duration::from_millis(300);
+pub(crate) const MAX_WAIT: Duration = Duration::from_millis(300);
 
 /// Watches a conf.d directory until dropped.
-pub struct ConfdWatcher {
+pub(crate) struct ConfdWatcher {
     _watcher: RecommendedWatcher,
     task: JoinHandle<()>,
 }
@@ -45,7 +45,7 @@ impl Drop for ConfdWatcher {
 
 impl ConfdWatcher {
     /// Starts watching `dir`; each reload is sent to `out`.
-    pub fn start(dir: PathBuf, out: mpsc::Sender<Loaded>) -> notify::Result<Self> {
+    pub(crate) fn start(dir: PathBuf, out: mpsc::Sender<Loaded>) -> notify::Result<Self> {
         let changed = Arc::new(Notify::new());
         let wake = changed.clone();
         let mut watcher =

@@ -27,11 +27,11 @@ use crate::telemetry::{Counter, InternalMetric, Telemetry};
 #[derive(Clone, Default)]
 pub struct Origins {
     /// Over UDP, trust a client's `|c:` container id (`dogstatsd_origin_detection_client`).
-    pub trust_client: bool,
+    pub(crate) trust_client: bool,
     /// Where containers' tags come from; without it a container gets `container_id` only.
-    pub containers: Option<ContainerStore>,
+    pub(crate) containers: Option<ContainerStore>,
     /// Which of a container's tags its metrics get.
-    pub cardinality: Cardinality,
+    pub(crate) cardinality: Cardinality,
 }
 
 /// The aggregation thread's DogStatsD state: the tags of the containers seen lately, and the
@@ -235,7 +235,7 @@ const MAX_CACHED_CONTAINERS: usize = 4096;
 
 /// The aggregator's value for one number of a DogStatsD metric (`None` for sets, whose
 /// member is a string).
-pub fn numeric_value(kind: MetricKind, value: f64) -> Option<Value<'static>> {
+pub(crate) fn numeric_value(kind: MetricKind, value: f64) -> Option<Value<'static>> {
     Some(match kind {
         MetricKind::Count => Value::Count(value),
         MetricKind::Gauge => Value::Gauge(value),

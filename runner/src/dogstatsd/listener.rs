@@ -59,7 +59,7 @@ use crate::health::{self, Health};
 use crate::telemetry::{Counter, InternalMetric, Telemetry};
 
 /// Datagrams received by one `recvmmsg` and handed on together, at most.
-pub const BATCH_PACKETS: usize = 64;
+pub(crate) const BATCH_PACKETS: usize = 64;
 /// Bytes handed on together, about: a batch holds what was received, packed, and is handed on
 /// before it would pass this.
 const BATCH_BYTES: usize = 64 << 10;
@@ -81,7 +81,7 @@ pub enum Transport {
 }
 
 impl Transport {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Udp => "udp",
             Self::UnixDatagram => "uds",
@@ -92,9 +92,9 @@ impl Transport {
 
 /// One datagram of a batch.
 #[derive(Debug, Clone)]
-pub struct Packet {
+pub(crate) struct Packet {
     range: Range<usize>,
-    pub origin: Origin,
+    pub(crate) origin: Origin,
 }
 
 /// Datagrams received together, from one socket, in one buffer. Dropping it gives its buffers
@@ -115,17 +115,9 @@ impl Batch {
             .map(|p| (&self.data[p.range.clone()], &p.origin))
     }
 
-    pub fn len(&self) -> usize {
-        self.packets.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.packets.is_empty()
-    }
-
-    /// Bytes received, in all.
-    pub fn bytes(&self) -> usize {
-        self.data.len()
     }
 
     fn push(&mut self, bytes: &[u8], origin: Origin) {
@@ -196,7 +188,7 @@ impl Pool {
 }
 
 /// Where batches go; `false` means the receiver is gone and the listener should stop.
-pub type Sink = Arc<dyn Fn(Batch) -> bool + Send + Sync>;
+pub(crate) type Sink = Arc<dyn Fn(Batch) -> bool + Send + Sync>;
 
 /// The listeners' settings (the runner's `dogstatsd_*` keys).
 #[derive(Debug, Clone)]
@@ -378,7 +370,7 @@ impl Listeners {
 
     /// Test builds only: every datagram listener panics at its next turn, as a bug would.
     #[cfg(feature = "fault-injection")]
-    pub fn inject_panic(&self) {
+    pub(crate) fn inject_panic(&self) {
         self.panic.store(true, Ordering::Relaxed);
     }
 }
@@ -407,7 +399,7 @@ type StopFlag = AtomicBool;
 /// `net.unix.max_dgram_qlen` datagrams per socket (10 by default): past that, a burst is dropped
 /// by the clients before the runner sees it. The setting is the host's, so say so rather than
 /// change it.
-pub fn warn_on_small_datagram_queue() {
+pub(crate) fn warn_on_small_datagram_queue() {
     let qlen = std::fs::read_to_string("/proc/sys/net/unix/max_dgram_qlen")
         .ok()
         .and_then(|q| q.trim().parse::<u32>().ok());

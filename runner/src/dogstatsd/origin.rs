@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use crate::containers::cgroup;
 
-pub const CACHE_TTL: Duration = Duration::from_secs(60);
-pub const MAX_ENTRIES: usize = 16_384;
+pub(crate) const CACHE_TTL: Duration = Duration::from_secs(60);
+pub(crate) const MAX_ENTRIES: usize = 16_384;
 
 /// Where a datagram came from, as far as the kernel says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,7 +37,7 @@ pub enum Origin {
 
 /// Why a pid could not be mapped.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum OriginError {
+pub(crate) enum OriginError {
     #[error(
         "the sender's pid is 0: it is in another pid namespace (run the runner in the host's pid namespace)"
     )]
@@ -47,13 +47,13 @@ pub enum OriginError {
 }
 
 /// Maps pids to containers, with a cache.
-pub struct OriginResolver {
+pub(crate) struct OriginResolver {
     procfs: PathBuf,
     cache: HashMap<u32, (Origin, Instant)>,
 }
 
 impl OriginResolver {
-    pub fn new(procfs: PathBuf) -> Self {
+    pub(crate) fn new(procfs: PathBuf) -> Self {
         Self {
             procfs,
             cache: HashMap::new(),
@@ -61,7 +61,7 @@ impl OriginResolver {
     }
 
     /// The origin of a datagram sent by `pid`, at `now`.
-    pub fn resolve(&mut self, pid: u32, now: Instant) -> Result<Origin, OriginError> {
+    pub(crate) fn resolve(&mut self, pid: u32, now: Instant) -> Result<Origin, OriginError> {
         if pid == 0 {
             return Err(OriginError::OtherNamespace);
         }

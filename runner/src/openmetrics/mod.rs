@@ -40,10 +40,10 @@ use crate::aggregator::{Flush, SeriesKind, Tags};
 
 mod server;
 
-pub use server::{Page, serve};
+pub(crate) use server::{Page, serve};
 
 /// How long a series stays on the page after its last update.
-pub const STALE_AFTER: Duration = Duration::from_secs(300);
+pub(crate) const STALE_AFTER: Duration = Duration::from_secs(300);
 /// The quantiles a distribution shows.
 const QUANTILES: [f64; 4] = [0.5, 0.9, 0.95, 0.99];
 
@@ -277,11 +277,12 @@ fn write_row(out: &mut String, name: &str, kind: Kind, labels: &str, alike: &[Ro
 }
 
 /// `name` as a Prometheus metric name.
-pub fn sanitize(name: &str) -> String {
+#[cfg(test)]
+fn sanitize(name: &str) -> String {
     sanitized(name).collect()
 }
 
-/// The characters of [`sanitize`]`(name)`.
+/// `name` as a Prometheus metric name, one character at a time.
 fn sanitized(name: &str) -> impl Iterator<Item = char> + '_ {
     let prefix = (name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit())).then_some('_');
     prefix.into_iter().chain(name.chars().map(|c| {

@@ -22,7 +22,7 @@ use crate::sink::Sink;
 
 /// The OpenMetrics store and its rendered page.
 #[derive(Default)]
-pub struct Page {
+pub(crate) struct Page {
     store: Mutex<Versioned>,
     /// The last page rendered, and the store version it shows.
     cache: Mutex<Option<(u64, Bytes)>>,
@@ -35,18 +35,18 @@ struct Versioned {
 }
 
 impl Page {
-    pub fn new() -> Arc<Self> {
+    pub(crate) fn new() -> Arc<Self> {
         Arc::default()
     }
 
     /// The sink that keeps this page current.
-    pub fn sink(self: &Arc<Self>) -> Box<dyn Sink> {
+    pub(crate) fn sink(self: &Arc<Self>) -> Box<dyn Sink> {
         Box::new(PageSink(self.clone()))
     }
 
     /// The page as of the latest flush: rendered now if it changed since the last render.
     /// Blocks for the render: call it off the async workers.
-    pub fn scrape(&self) -> Bytes {
+    pub(crate) fn scrape(&self) -> Bytes {
         let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         let store = self.store();
         if let Some((version, page)) = &*cache
@@ -82,7 +82,7 @@ impl Sink for PageSink {
 }
 
 /// Binds `listen` and serves `page` at `/metrics`.
-pub async fn serve(listen: SocketAddr, page: Arc<Page>) -> std::io::Result<SocketAddr> {
+pub(crate) async fn serve(listen: SocketAddr, page: Arc<Page>) -> std::io::Result<SocketAddr> {
     let handler: Handler = Arc::new(move |request| {
         let page = page.clone();
         Box::pin(async move {

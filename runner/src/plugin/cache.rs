@@ -21,13 +21,13 @@ use wasmtime::Engine;
 use wasmtime::component::Component;
 
 /// A directory of precompiled components; `None` compiles every time.
-pub struct ComponentCache {
+pub(crate) struct ComponentCache {
     dir: Option<PathBuf>,
     engine_key: String,
 }
 
 impl ComponentCache {
-    pub fn new(engine: &Engine, dir: Option<PathBuf>) -> Self {
+    pub(crate) fn new(engine: &Engine, dir: Option<PathBuf>) -> Self {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         let dir = dir.and_then(|dir| match prepare_dir(&dir) {
@@ -44,7 +44,7 @@ impl ComponentCache {
     }
 
     /// The component for `wasm` (whose SHA-256 is `digest`), from the cache or compiled now.
-    pub fn component(
+    pub(crate) fn component(
         &self,
         engine: &Engine,
         wasm: &[u8],

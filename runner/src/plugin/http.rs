@@ -31,14 +31,14 @@ const MAX_REDIRECTS: usize = 10;
 
 /// The instance's egress grant.
 #[derive(Debug, Clone)]
-pub struct Grant {
+pub(crate) struct Grant {
     /// `<check> instance <id>`, for messages.
-    pub who: String,
-    pub hosts: Vec<String>,
+    pub(crate) who: String,
+    pub(crate) hosts: Vec<String>,
 }
 
 impl Grant {
-    pub fn allows(&self, host: &str, port: u16) -> bool {
+    pub(crate) fn allows(&self, host: &str, port: u16) -> bool {
         let host = host
             .trim_start_matches('[')
             .trim_end_matches(']')
@@ -81,14 +81,14 @@ pub fn install_crypto_provider() {
 const DEADLINE_RESERVE: Duration = Duration::from_millis(50);
 
 /// Makes the requests of every plugin.
-pub struct HttpClient {
+pub(crate) struct HttpClient {
     verified: reqwest::Client,
     unverified: reqwest::Client,
     body_limit: usize,
 }
 
 impl HttpClient {
-    pub fn new(body_limit: usize) -> anyhow::Result<Self> {
+    pub(crate) fn new(body_limit: usize) -> anyhow::Result<Self> {
         install_crypto_provider();
         let build = |verify: bool| {
             reqwest::Client::builder()
@@ -108,7 +108,7 @@ impl HttpClient {
     }
 
     /// Sends `request` for the instance holding `grant`, finishing before `deadline`.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         grant: &Grant,
         request: Request,

@@ -23,9 +23,9 @@ use crate::check::PgTarget;
 use crate::check::{self, MetricSample};
 
 /// The most bytes one call may move from a plugin into the host.
-pub const HOSTCALL_BYTES: usize = 1 << 20;
+pub(crate) const HOSTCALL_BYTES: usize = 1 << 20;
 /// The most bytes of text (names, tags, messages, log lines) one run may submit.
-pub const RUN_BYTES: usize = 32 << 20;
+pub(crate) const RUN_BYTES: usize = 32 << 20;
 /// Datadog's limits on what it ingests.
 const MAX_NAME_LEN: usize = 200;
 const MAX_TAG_LEN: usize = 200;
@@ -37,14 +37,14 @@ const MAX_MESSAGE_LEN: usize = 4096;
 /// Warnings kept per run; more are counted in the last one.
 const MAX_WARNINGS: usize = 20;
 /// Resource handles (WASI streams, pollables) a run may hold at once.
-pub const MAX_HANDLES: usize = 1_000;
+pub(crate) const MAX_HANDLES: usize = 1_000;
 
 /// Everything one run's Store holds.
-pub struct RunState {
-    pub wasi: WasiCtx,
-    pub table: ResourceTable,
-    pub limiter: MemoryLimiter,
-    pub run: RunCtx,
+pub(crate) struct RunState {
+    pub(crate) wasi: WasiCtx,
+    pub(crate) table: ResourceTable,
+    pub(crate) limiter: MemoryLimiter,
+    pub(crate) run: RunCtx,
 }
 
 impl WasiView for RunState {
@@ -57,15 +57,15 @@ impl WasiView for RunState {
 }
 
 /// Caps the total linear memory of a run, across all the memories of its component.
-pub struct MemoryLimiter {
-    pub cap: usize,
+pub(crate) struct MemoryLimiter {
+    pub(crate) cap: usize,
     total: usize,
     /// The total a refused growth asked for.
-    pub denied: Option<usize>,
+    pub(crate) denied: Option<usize>,
 }
 
 impl MemoryLimiter {
-    pub fn new(cap: usize) -> Self {
+    pub(crate) fn new(cap: usize) -> Self {
         Self {
             cap,
             total: 0,
@@ -103,28 +103,28 @@ impl wasmtime::ResourceLimiter for MemoryLimiter {
 }
 
 /// What the host functions of one run need, and what they collected.
-pub struct RunCtx {
-    pub check: String,
-    pub instance_id: String,
-    pub instance_tags: Vec<String>,
-    pub default_host: String,
-    pub timestamp: f64,
-    pub items: u32,
-    pub max_items: u32,
-    pub bytes: usize,
+pub(crate) struct RunCtx {
+    pub(crate) check: String,
+    pub(crate) instance_id: String,
+    pub(crate) instance_tags: Vec<String>,
+    pub(crate) default_host: String,
+    pub(crate) timestamp: f64,
+    pub(crate) items: u32,
+    pub(crate) max_items: u32,
+    pub(crate) bytes: usize,
     /// Why the run was stopped for submitting too much, if it was.
-    pub flooded: Option<String>,
-    pub metrics: Vec<MetricSample>,
-    pub service_checks: Vec<check::ServiceCheck>,
-    pub events: Vec<check::Event>,
-    pub warnings: Vec<String>,
-    pub dropped_warnings: usize,
-    pub http: Arc<HttpClient>,
-    pub grant: Grant,
-    pub deadline: Instant,
-    pub sql: Arc<SqlConnections>,
-    pub postgres: Option<Result<PgTarget, String>>,
-    pub kv: RunStore,
+    pub(crate) flooded: Option<String>,
+    pub(crate) metrics: Vec<MetricSample>,
+    pub(crate) service_checks: Vec<check::ServiceCheck>,
+    pub(crate) events: Vec<check::Event>,
+    pub(crate) warnings: Vec<String>,
+    pub(crate) dropped_warnings: usize,
+    pub(crate) http: Arc<HttpClient>,
+    pub(crate) grant: Grant,
+    pub(crate) deadline: Instant,
+    pub(crate) sql: Arc<SqlConnections>,
+    pub(crate) postgres: Option<Result<PgTarget, String>>,
+    pub(crate) kv: RunStore,
 }
 
 impl RunCtx {
@@ -183,7 +183,7 @@ impl RunCtx {
         }
     }
 
-    pub fn warn(&mut self, warning: String) {
+    pub(crate) fn warn(&mut self, warning: String) {
         if self.warnings.len() >= MAX_WARNINGS {
             self.dropped_warnings += 1;
             return;
@@ -193,7 +193,7 @@ impl RunCtx {
     }
 
     /// The warnings, with a last one counting those not kept.
-    pub fn take_warnings(&mut self) -> Vec<String> {
+    pub(crate) fn take_warnings(&mut self) -> Vec<String> {
         let mut warnings = std::mem::take(&mut self.warnings);
         if self.dropped_warnings > 0 {
             warnings.push(format!("... and {} more warnings", self.dropped_warnings));
@@ -203,7 +203,7 @@ impl RunCtx {
 }
 
 /// `text` cut to at most `max` bytes, on a character boundary, marked with `...`.
-pub fn truncated(mut text: String, max: usize) -> String {
+pub(crate) fn truncated(mut text: String, max: usize) -> String {
     if text.len() > max {
         let mut end = max.saturating_sub(3);
         while !text.is_char_boundary(end) {

@@ -18,14 +18,14 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-pub const MAX_KEYS: usize = 1_000;
-pub const MAX_KEY_LEN: usize = 256;
-pub const MAX_BYTES: usize = 1 << 20;
+pub(crate) const MAX_KEYS: usize = 1_000;
+pub(crate) const MAX_KEY_LEN: usize = 256;
+pub(crate) const MAX_BYTES: usize = 1 << 20;
 
-pub type Store = BTreeMap<String, String>;
+pub(crate) type Store = BTreeMap<String, String>;
 
 /// Every instance's store.
-pub struct KvStores {
+pub(crate) struct KvStores {
     dir: Option<PathBuf>,
     /// Write changes back to `dir`; when false, stores are read from it but changes stay in
     /// memory (`runner test-check` must not consume what the running runner has yet to see).
@@ -35,7 +35,7 @@ pub struct KvStores {
 
 impl KvStores {
     /// Stores kept under `dir`, or in memory only (lost at exit) when `None`.
-    pub fn new(dir: Option<PathBuf>) -> Self {
+    pub(crate) fn new(dir: Option<PathBuf>) -> Self {
         let dir = dir.and_then(|dir| match std::fs::create_dir_all(&dir) {
             Ok(()) => Some(dir),
             Err(error) => {
@@ -51,7 +51,7 @@ impl KvStores {
     }
 
     /// Keeps changes in memory from now on, reading stores from disk still.
-    pub fn read_only(&mut self) {
+    pub(crate) fn read_only(&mut self) {
         self.persist = false;
     }
 
@@ -66,7 +66,7 @@ impl KvStores {
     }
 
     /// The instance's store as the last successful run left it.
-    pub fn load(&self, instance_id: &str) -> Arc<Store> {
+    pub(crate) fn load(&self, instance_id: &str) -> Arc<Store> {
         if let Some(store) = self.lock().get(instance_id) {
             return store.clone();
         }
@@ -90,7 +90,7 @@ impl KvStores {
     }
 
     /// Replaces the instance's store.
-    pub fn save(&self, instance_id: &str, store: Store) {
+    pub(crate) fn save(&self, instance_id: &str, store: Store) {
         if self.persist
             && let Some(path) = self.path(instance_id)
             && let Err(error) = write_atomically(&path, &store)
@@ -110,14 +110,14 @@ fn write_atomically(path: &std::path::Path, store: &Store) -> std::io::Result<()
 }
 
 /// A run's working copy of its store.
-pub struct RunStore {
-    pub store: Store,
-    pub changed: bool,
+pub(crate) struct RunStore {
+    pub(crate) store: Store,
+    pub(crate) changed: bool,
     bytes: usize,
 }
 
 impl RunStore {
-    pub fn new(store: &Store) -> Self {
+    pub(crate) fn new(store: &Store) -> Self {
         Self {
             bytes: store.iter().map(|(k, v)| k.len() + v.len()).sum(),
             store: store.clone(),
@@ -125,7 +125,7 @@ impl RunStore {
         }
     }
 
-    pub fn set(&mut self, key: String, value: String) -> Result<(), String> {
+    pub(crate) fn set(&mut self, key: String, value: String) -> Result<(), String> {
         if key.is_empty() || key.len() > MAX_KEY_LEN {
             return Err(format!("keys are 1 to {MAX_KEY_LEN} bytes long"));
         }
@@ -147,7 +147,7 @@ impl RunStore {
         Ok(())
     }
 
-    pub fn delete(&mut self, key: &str) {
+    pub(crate) fn delete(&mut self, key: &str) {
         if let Some(old) = self.store.remove(key) {
             self.bytes -= key.len() + old.len();
             self.changed = true;

@@ -33,8 +33,8 @@
 mod cache;
 pub mod http;
 mod imports;
-pub mod kv;
-pub mod sql;
+pub(crate) mod kv;
+pub(crate) mod sql;
 mod stderr;
 
 use std::collections::HashMap;
@@ -79,7 +79,7 @@ use bindings::kennel::check::types as wit;
 /// How often the epoch advances: the granularity of deadlines and of yielding to the runtime.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// How long past its deadline a run blocked in a host call is given before it is dropped.
-pub const HOST_CALL_GRACE: Duration = Duration::from_millis(100);
+pub(crate) const HOST_CALL_GRACE: Duration = Duration::from_millis(100);
 /// Kept of a plugin's stderr to explain a crash.
 const STDERR_CAP: usize = 8 * 1024;
 /// Core instances, memories and tables one component may have: a Rust `wasm32-wasip2` check
@@ -106,7 +106,6 @@ pub enum LoadError {
 
 /// A loaded plugin, ready to instantiate.
 pub struct Plugin {
-    pub name: String,
     /// SHA-256 of the wasm, hex.
     pub digest: String,
     pre: bindings::CheckPre<RunState>,
@@ -161,7 +160,7 @@ impl PluginHost {
     /// Reads the instances' key-value stores from disk but keeps their changes in memory: for
     /// one-off runs (`runner test-check`) that must not consume what the running runner has
     /// yet to process, such as the chef check's reports.
-    pub fn with_read_only_state(mut self) -> Self {
+    pub(crate) fn with_read_only_state(mut self) -> Self {
         self.kv.read_only();
         self
     }
@@ -201,18 +200,14 @@ impl PluginHost {
             .map_err(invalid)?;
         let pre = self.linker.instantiate_pre(&component).map_err(invalid)?;
         let pre = bindings::CheckPre::new(pre).map_err(invalid)?;
-        let plugin = Arc::new(Plugin {
-            name: check.to_owned(),
-            digest,
-            pre,
-        });
+        let plugin = Arc::new(Plugin { digest, pre });
         self.lock_loaded().insert(check.to_owned(), plugin.clone());
         Ok(plugin)
     }
 
     /// Lets go of what the host keeps for an instance that is no longer scheduled (its
     /// database connection). Its key-value store stays on disk.
-    pub fn forget(&self, instance_id: &str) {
+    pub(crate) fn forget(&self, instance_id: &str) {
         self.sql.forget(instance_id);
     }
 

@@ -69,13 +69,13 @@ struct Connection {
 type Slot = Arc<tokio::sync::Mutex<Option<Connection>>>;
 
 /// Every instance's connection.
-pub struct SqlConnections {
+pub(crate) struct SqlConnections {
     row_limit: usize,
     slots: Mutex<HashMap<String, Slot>>,
 }
 
 impl SqlConnections {
-    pub fn new(row_limit: usize) -> Self {
+    pub(crate) fn new(row_limit: usize) -> Self {
         Self {
             row_limit,
             slots: Mutex::new(HashMap::new()),
@@ -83,7 +83,7 @@ impl SqlConnections {
     }
 
     /// Closes the connection of an instance that is gone.
-    pub fn forget(&self, instance_id: &str) {
+    pub(crate) fn forget(&self, instance_id: &str) {
         self.lock().remove(instance_id);
     }
 
@@ -92,7 +92,7 @@ impl SqlConnections {
     }
 
     /// Runs `statement` for `instance_id` on `target`, finishing before `deadline`.
-    pub async fn query(
+    pub(crate) async fn query(
         &self,
         instance_id: &str,
         target: &PgTarget,

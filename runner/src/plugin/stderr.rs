@@ -13,13 +13,13 @@ use tokio::io::AsyncWrite;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 
 #[derive(Clone)]
-pub struct StderrCapture {
+pub(crate) struct StderrCapture {
     buffer: Arc<Mutex<Vec<u8>>>,
     cap: usize,
 }
 
 impl StderrCapture {
-    pub fn new(cap: usize) -> Self {
+    pub(crate) fn new(cap: usize) -> Self {
         Self {
             buffer: Arc::new(Mutex::new(Vec::new())),
             cap,
@@ -27,7 +27,7 @@ impl StderrCapture {
     }
 
     /// The captured text, trimmed, with invalid UTF-8 replaced.
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         let buffer = self.buffer.lock().unwrap_or_else(|p| p.into_inner());
         String::from_utf8_lossy(&buffer).trim().to_owned()
     }
