@@ -5,13 +5,16 @@
 //!   moment `docker run` was invoked;
 //! - conf.d save -> new schedule in effect (the new instance has run), over 20 saves;
 //! - 10,000 scheduled instances of a trivial check at 15 s: the runner's CPU, as a share of one
-//!   core over 60 s, and its RSS.
+//!   core over 60 s, and its RSS;
+//! - container churn, 10 rounds of 12 labelled containers started, checked, stopped and
+//!   unscheduled: the runner's RSS after each round, and its growth after the first.
 //!
-//! Needs a Docker daemon (see `.ci/run`). `make bench`, or `cargo bench -p kennel-tests --bench
-//! discovery` after `make`.
+//! Needs a Docker daemon (`tests/prepare-machine` starts one). `make bench`, or
+//! `cargo bench -p kennel-tests --bench discovery` after `make`.
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use kennel_tests::churn;
 use kennel_tests::docker::{self, Container, SOCKET, unique_name};
 use kennel_tests::runner_process::{Options, RunnerProcess};
 
@@ -19,6 +22,7 @@ fn main() {
     container_start_to_first_result();
     confd_save_to_schedule();
     ten_thousand_instances();
+    container_churn();
 }
 
 fn unix_now() -> f64 {
@@ -137,6 +141,30 @@ fn ten_thousand_instances() {
         "10,000 instances at 15 s: {:.0} runs/s, CPU {share:.1} % of one core, RSS {:.1} MiB",
         (runs_after - runs_before) as f64 / elapsed,
         runner.rss_kib() as f64 / 1024.0
+    );
+}
+
+fn container_churn() {
+    const ROUNDS: usize = 10;
+    const CONTAINERS: usize = 12;
+    let runner = RunnerProcess::start(
+        Options {
+            docker: Some(SOCKET.to_owned()),
+            ..Options::default()
+        },
+        &[],
+    );
+    let label = r#"com.datadoghq.ad.checks={"http_check":{"instances":[{"name":"web","url":"http://%%host%%:%%port%%/","min_collection_interval":1}]}}"#;
+    let rss = churn::run(&runner, &unique_name("churn"), label, ROUNDS, CONTAINERS);
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    let after_each: Vec<String> = rss.iter().map(|kib| format!("{:.1}", mib(*kib))).collect();
+    let growth = rss[ROUNDS - 1] as f64 - rss[0] as f64;
+    println!(
+        "container churn, {ROUNDS} rounds of {CONTAINERS}: RSS after each round {} MiB; \
+         {:+.1} MiB after the first round, {:+.0} KiB per container",
+        after_each.join(", "),
+        growth / 1024.0,
+        growth / ((ROUNDS - 1) * CONTAINERS) as f64
     );
 }
 

@@ -6,7 +6,10 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use kennel_tests::http_server::{HttpServer, Reply, closed_port};
-use kennel_tests::{plugins_dir, repo_root, runner_bin};
+use kennel_tests::{plugins_dir, repo_root, runner_bin, wait};
+
+/// How long a test waits for `runner run` to get to what it looks for.
+const WAIT: Duration = Duration::from_secs(20);
 
 fn confd(files: &[(&str, &str)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -41,6 +44,29 @@ async fn output(mut command: Command) -> Output {
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// `GET http://127.0.0.1:{port}{path}`: the status code and the body, or `None` while nothing
+/// answers.
+async fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    runner::plugin::http::install_crypto_provider();
+    let response = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("an HTTP client")
+        .get(format!("http://127.0.0.1:{port}{path}"))
+        .send()
+        .await
+        .ok()?;
+    let code = response.status().as_u16();
+    Some((code, response.text().await.ok()?))
+}
+
+/// `get`, for a JSON body.
+async fn get_json(port: u16, path: &str) -> Option<(u16, serde_json::Value)> {
+    let (code, body) = get(port, path).await?;
+    Some((code, serde_json::from_str(&body).ok()?))
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -208,15 +234,25 @@ async fn run_schedules_checks_reports_status_and_stops_cleanly_on_sigterm() {
         .stderr(Stdio::piped())
         .stdout(Stdio::null());
     let child = command.spawn().expect("runner starts");
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // Three runs of the 0.5 s check, which the log read below must show.
+    let status = wait::until_async(
+        WAIT,
+        || get_json(port, "/status"),
+        |status| {
+            status.as_ref().is_some_and(|(_, status)| {
+                status["instances"][0]["runs"]
+                    .as_u64()
+                    .is_some_and(|runs| runs >= 3)
+            })
+        },
+    )
+    .await;
+    assert!(status.is_some(), "the status API answers");
 
-    runner::plugin::http::install_crypto_provider();
-    let health = reqwest::get(format!("http://127.0.0.1:{port}/health"))
+    let (code, health) = get_json(port, "/health")
         .await
-        .expect("the status API answers");
-    assert_eq!(health.status(), 200);
-    let health: serde_json::Value =
-        serde_json::from_slice(&health.bytes().await.expect("health body")).expect("JSON health");
+        .expect("the status API answers with JSON");
+    assert_eq!(code, 200, "{health}");
     assert_eq!(health["status"], "ok");
     assert_eq!(health["instances"], 1);
     assert_eq!(health["config_errors"], 1);
@@ -300,13 +336,17 @@ async fn default_config_runs_and_its_check_is_ok() {
         .stderr(Stdio::piped())
         .stdout(Stdio::null());
     let child = command.spawn().expect("runner starts");
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-
-    let mut status = Command::new(runner_bin());
-    status
-        .args(["status", "--config", "kennel.yaml"])
-        .current_dir(repo_root());
-    let shown = output(status).await;
+    let status = || {
+        let mut status = Command::new(runner_bin());
+        status
+            .args(["status", "--config", "kennel.yaml"])
+            .current_dir(repo_root());
+        output(status)
+    };
+    let shown = wait::until_async(WAIT, status, |shown| {
+        shown.status.success() && text(&shown.stdout).contains("[OK]")
+    })
+    .await;
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
@@ -355,7 +395,8 @@ async fn run_serves_dogstatsd_and_check_metrics_on_a_valid_prometheus_page() {
         .stderr(Stdio::null())
         .stdout(Stdio::null());
     let mut child = command.spawn().expect("runner starts");
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let listening = wait::until_async(WAIT, || async { socket.exists() }, |up| *up).await;
+    assert!(listening, "the runner listens on {}", socket.display());
     let sent = Command::new("python3")
         .arg("-c")
         .arg(format!(
@@ -366,23 +407,26 @@ async fn run_serves_dogstatsd_and_check_metrics_on_a_valid_prometheus_page() {
         .status()
         .expect("python3 runs");
     assert!(sent.success());
-    tokio::time::sleep(Duration::from_millis(2500)).await;
 
-    runner::plugin::http::install_crypto_provider();
-    let page = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
-        .await
-        .expect("the OpenMetrics endpoint answers")
-        .text()
-        .await
-        .expect("a page");
-    let _ = child.kill();
-    let _ = child.wait();
-    for expected in [
+    let expected = [
         "shop_orders_total{env=\"prod\"} 3",
         "shop_basket_size 4",
         "test_ok{host=\"",
         "kennel_dogstatsd_datagrams_total{transport=\"uds\"} 1",
-    ] {
+    ];
+    let page = wait::until_async(
+        WAIT,
+        || get(metrics_port, "/metrics"),
+        |page| {
+            page.as_ref()
+                .is_some_and(|(_, page)| expected.iter().all(|e| page.contains(e)))
+        },
+    )
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let (_, page) = page.expect("the OpenMetrics endpoint answers");
+    for expected in expected {
         assert!(page.contains(expected), "missing {expected:?} in:\n{page}");
     }
     let file = elsewhere.path().join("metrics.txt");
@@ -391,7 +435,7 @@ async fn run_serves_dogstatsd_and_check_metrics_on_a_valid_prometheus_page() {
         .args(["check", "metrics"])
         .stdin(std::fs::File::open(&file).unwrap())
         .output()
-        .expect("promtool runs (Debian's `prometheus`; .ci/run installs it)");
+        .expect("promtool runs (Debian's `prometheus`; tests/prepare-machine installs it)");
     assert!(
         promtool.status.success(),
         "promtool: {}{}",

@@ -4,14 +4,15 @@
 use std::collections::BTreeMap;
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
-use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cadence::prelude::*;
 use cadence::{BufferedUnixMetricSink, StatsdClient, UdpMetricSink};
 use kennel_tests::http_server::closed_port;
+use kennel_tests::origin::{python, python_in_cgroup};
 use kennel_tests::runner_process::{Options, RunnerProcess};
+use kennel_tests::wait;
 use runner::dogstatsd::listener::{Batch, ListenerConfig, ListenerStats, Listeners, Transport};
 use runner::dogstatsd::origin::Origin;
 
@@ -55,34 +56,13 @@ fn config(dir: &Path) -> ListenerConfig {
     }
 }
 
-/// A Python process that waits `delay` seconds, then runs `code` (with `socket` and `struct`
-/// imported).
-fn python(code: &str, delay: f64) -> Child {
-    Command::new("python3")
-        .arg("-c")
-        .arg(format!(
-            "import socket, struct, time\ntime.sleep({delay})\n{code}"
-        ))
-        .spawn()
-        .expect("python3 runs")
-}
-
-/// Gives `pid` a cgroup file in the fake procfs.
-fn fake_cgroup(procfs: &Path, pid: u32, cgroup: &str) {
-    let dir = procfs.join(pid.to_string());
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("cgroup"), cgroup).unwrap();
-}
-
+/// Waits (up to 10 s) until `count` datagrams have been received; returns them all, sorted.
 fn wait_for(received: &Received, count: usize) -> Vec<(Transport, String, Origin)> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        if received.lock().unwrap().len() >= count {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let mut all = received.lock().unwrap().clone();
+    let mut all = wait::until(
+        Duration::from_secs(10),
+        || received.lock().unwrap().clone(),
+        |all| all.len() >= count,
+    );
     all.sort_by(|a, b| a.1.cmp(&b.1));
     all
 }
@@ -98,17 +78,15 @@ fn each_datagram_carries_its_senders_container_from_the_kernel() {
             "s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\ns.sendto(b'{message}', '{socket}')"
         )
     };
-    let mut in_container = python(&send("a.metric:1|c|c:ci-spoofed"), 0.5);
-    fake_cgroup(
+    let mut in_container = python_in_cgroup(
         &config.procfs,
-        in_container.id(),
         &format!("0::/system.slice/docker-{CONTAINER}.scope\n"),
+        &send("a.metric:1|c|c:ci-spoofed"),
     );
-    let mut on_host = python(&send("b.metric:2|g"), 0.5);
-    fake_cgroup(
+    let mut on_host = python_in_cgroup(
         &config.procfs,
-        on_host.id(),
         "0::/user.slice/user-0.slice/session-1.scope\n",
+        &send("b.metric:2|g"),
     );
     assert!(in_container.wait().unwrap().success() && on_host.wait().unwrap().success());
 
@@ -137,22 +115,15 @@ fn udp_and_length_prefixed_stream_frames_are_received() {
     let (listeners, received) = start(&config);
     let port = listeners.udp_addr.unwrap().port();
     let stream = config.stream_socket.as_ref().unwrap().display().to_string();
-    let mut udp = python(
-        &format!(
-            "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.sendto(b'u.metric:1|c', ('127.0.0.1', {port}))"
-        ),
-        0.0,
-    );
-    let mut framed = python(
+    let mut udp = python(&format!(
+        "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.sendto(b'u.metric:1|c', ('127.0.0.1', {port}))"
+    ));
+    let mut framed = python_in_cgroup(
+        &config.procfs,
+        &format!("0::/docker/{CONTAINER}\n"),
         &format!(
             "s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)\ns.connect('{stream}')\nfor m in [b'x.one:1|c', b'x.two:2|c\\nx.three:3|c']:\n    s.sendall(struct.pack('<I', len(m)) + m)\ns.close()"
         ),
-        0.3,
-    );
-    fake_cgroup(
-        &config.procfs,
-        framed.id(),
-        &format!("0::/docker/{CONTAINER}\n"),
     );
     assert!(udp.wait().unwrap().success() && framed.wait().unwrap().success());
 
@@ -259,10 +230,11 @@ fn datagrams_taken_in_one_receive_keep_each_senders_origin() {
         .unwrap()
         .send_to(b"first:1|c", socket)
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while batches.lock().unwrap().is_empty() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait::until(
+        Duration::from_secs(10),
+        || batches.lock().unwrap().len(),
+        |batches| *batches >= 1,
+    );
 
     let send = |message: &str| {
         format!(
@@ -270,22 +242,21 @@ fn datagrams_taken_in_one_receive_keep_each_senders_origin() {
             socket.display()
         )
     };
-    let mut in_container = python(&send("from.container:1|c"), 0.3);
-    fake_cgroup(
+    let mut in_container = python_in_cgroup(
         &config.procfs,
-        in_container.id(),
         &format!("0::/system.slice/docker-{CONTAINER}.scope\n"),
+        &send("from.container:1|c"),
     );
-    let mut on_host = python(&send("from.host:2|c"), 0.3);
-    fake_cgroup(&config.procfs, on_host.id(), "0::/user.slice\n");
+    let mut on_host = python_in_cgroup(&config.procfs, "0::/user.slice\n", &send("from.host:2|c"));
     assert!(in_container.wait().unwrap().success() && on_host.wait().unwrap().success());
     release.send(()).unwrap();
 
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while batches.lock().unwrap().len() < 2 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let mut second = batches.lock().unwrap().get(1).cloned().unwrap_or_default();
+    let mut second = wait::until(
+        Duration::from_secs(10),
+        || batches.lock().unwrap().get(1).cloned(),
+        Option::is_some,
+    )
+    .unwrap_or_default();
     second.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(
         second,
@@ -404,7 +375,8 @@ fn send_every_type(client: &StatsdClient) -> usize {
     count
 }
 
-/// Sleeps until just after the next whole second.
+/// Sleeps until just after the next whole second. A pacing sleep, not a wait: with 1 s buckets,
+/// what is sent right after it lands in one bucket.
 fn at_a_whole_second() {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -484,9 +456,17 @@ fn cadence_metrics_over_uds_and_udp_are_aggregated_value_by_value() {
     at_a_whole_second();
     let sent_over_uds = send_every_type(&uds);
     let sent_over_udp = send_every_type(&udp);
-    std::thread::sleep(Duration::from_millis(2500));
 
-    let (samples, page) = runner.samples();
+    // Each client sent its distribution last, and the UDP client after the UDS one: once both
+    // distributions are whole on the page, every bucket they went into has been flushed.
+    let whole = |samples: &BTreeMap<String, f64>, prefix: &str| {
+        samples.get(&format!("{prefix}_d_count{{env=\"test\"}}")) == Some(&100.0)
+    };
+    let (samples, page) = wait::until(
+        Duration::from_secs(15),
+        || runner.samples(),
+        |(samples, _)| whole(samples, "cadence_uds") && whole(samples, "cadence_udp"),
+    );
     assert_every_type(&samples, &page, "cadence_uds");
     assert_every_type(&samples, &page, "cadence_udp");
     let telemetry = |series: &str| samples.get(series).copied().unwrap_or_default();

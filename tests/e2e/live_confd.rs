@@ -101,11 +101,18 @@ fn confd_changes_are_reconciled_live_and_a_broken_file_keeps_its_last_good_confi
 
     // A second file with the very same config is the same instance: it keeps running while
     // either file asks for it, and stops when neither does.
+    // The twin changes nothing `/status` shows (it is the same instance), so its pick-up is
+    // seen in the log: a reload, after it was written, that found both files.
+    let logged = runner.log().len();
     runner.write_confd(
         "test_plugin.d/twin.yaml",
         "instances:\n  - mode: ok\n    min_collection_interval: 0.2\n",
     );
-    std::thread::sleep(Duration::from_millis(600));
+    runner.wait_for("the twin file to be read", WAIT, |r| {
+        r.log()[logged..]
+            .lines()
+            .any(|l| l.contains("conf.d changed: reloaded") && l.contains("configs=2"))
+    });
     let twin_runs = runs_of(&runner, &steady[0]);
     std::fs::remove_file(runner.confd().join("test_plugin.d/steady.yaml")).unwrap();
     runner.wait_for("the shared instance to keep running", WAIT, |r| {

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use kennel_tests::origin::{python, python_in_cgroup};
 use kennel_tests::pipeline::{self, TestPipeline};
 use runner::aggregator::{Flush, SeriesKind};
 
@@ -22,7 +23,8 @@ fn start(dir: &Path, procfs: &Path) -> TestPipeline {
 const WAIT: Duration = Duration::from_secs(15);
 
 /// Runs the `datadog` client with `client` bound to a `DogStatsd`. The calls start just after
-/// a whole second, so that (with 1 s buckets) they all land in one bucket.
+/// a whole second, so that (with 1 s buckets) they all land in one bucket: that sleep paces the
+/// client, it waits for nothing.
 fn datadog_client(client: &str, calls: &str) {
     let script = format!(
         "import time\nfrom datadog.dogstatsd import DogStatsd\nclient = {client}\n\
@@ -35,7 +37,7 @@ fn datadog_client(client: &str, calls: &str) {
         .expect("python3 runs");
     assert!(
         status.success(),
-        "the datadog client failed (is the PyPI `datadog` package installed? .ci/run installs it)"
+        "the datadog client failed (is the PyPI `datadog` package installed? tests/prepare-machine installs it)"
     );
 }
 
@@ -72,7 +74,7 @@ fn every_type_from_the_datadog_client_over_uds_is_aggregated() {
         .unwrap_or(0);
     assert!(
         qlen >= 512,
-        "raise net.unix.max_dgram_qlen to 512 or more (.ci/run does): it is {qlen}"
+        "raise net.unix.max_dgram_qlen to 512 or more (tests/prepare-machine does): it is {qlen}"
     );
     let dir = tempfile::tempdir().unwrap();
     let pipeline = start(dir.path(), Path::new("/proc"));
@@ -220,25 +222,15 @@ fn the_kernel_names_the_sending_container_and_a_spoofed_one_is_ignored() {
     let dir = tempfile::tempdir().unwrap();
     let procfs = dir.path().join("proc");
     let pipeline = start(dir.path(), &procfs);
-    let sender = |code: String| {
-        Command::new("python3")
-            .arg("-c")
-            .arg(format!("import socket, time\ntime.sleep(0.5)\n{code}"))
-            .spawn()
-            .expect("python3 runs")
-    };
-    let mut in_container = sender(format!(
-        "s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\ns.sendto(b'o.uds:1|c|c:ci-spoofed', '{}')",
-        pipeline.socket.display()
-    ));
-    let cgroup = procfs.join(in_container.id().to_string());
-    std::fs::create_dir_all(&cgroup).unwrap();
-    std::fs::write(
-        cgroup.join("cgroup"),
-        format!("0::/system.slice/docker-{CONTAINER}.scope\n"),
-    )
-    .unwrap();
-    let mut over_udp = sender(format!(
+    let mut in_container = python_in_cgroup(
+        &procfs,
+        &format!("0::/system.slice/docker-{CONTAINER}.scope\n"),
+        &format!(
+            "s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\ns.sendto(b'o.uds:1|c|c:ci-spoofed', '{}')",
+            pipeline.socket.display()
+        ),
+    );
+    let mut over_udp = python(&format!(
         "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.sendto(b'o.udp:1|c|c:ci-client-said', ('127.0.0.1', {}))",
         pipeline.udp_port
     ));

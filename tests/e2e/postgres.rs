@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use kennel_tests::postgres::{CONNECTION_STATE, Postgres};
-use kennel_tests::{host, instance, plugin_config};
+use kennel_tests::{host, instance, plugin_config, wait};
 use runner::aggregator::CheckSampler;
 use runner::check::{MetricType, RunError, RunReport, Status};
 use runner::plugin::PluginHost;
@@ -40,7 +40,7 @@ fn can_connect(report: &RunReport) -> Status {
 #[tokio::test(flavor = "multi_thread")]
 async fn connection_state_custom_metric_counts_connections_by_application_and_state() {
     let postgres = Postgres::start();
-    let _idle_a = client(&postgres, "app-idle").await;
+    let idle_a = client(&postgres, "app-idle").await;
     let _idle_b = client(&postgres, "app-idle").await;
     let in_transaction = client(&postgres, "app-txn").await;
     in_transaction
@@ -51,7 +51,25 @@ async fn connection_state_custom_metric_counts_connections_by_application_and_st
     let sleeping = tokio::spawn(async move {
         let _ = active.batch_execute("SELECT pg_sleep(30)").await;
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Asked through an idle connection: PostgreSQL marks a backend idle again before it answers,
+    // so the question leaves no trace in what the check counts.
+    let active_now = wait::until_async(
+        Duration::from_secs(10),
+        || async {
+            idle_a
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity \
+                     WHERE application_name = 'app-active' AND state = 'active'",
+                    &[],
+                )
+                .await
+                .expect("pg_stat_activity answers")
+                .get::<_, i64>(0)
+        },
+        |active| *active == 1,
+    )
+    .await;
+    assert_eq!(active_now, 1, "the sleeping query is running");
 
     let host = host(plugin_config());
     let report = run(&host, &config(&postgres, CONNECTION_STATE)).await;
@@ -149,13 +167,33 @@ async fn connection_metrics_and_rates_over_two_runs() {
         "a rate needs two runs"
     );
 
-    // 50 committed transactions; the backend flushes its statistics when it exits.
+    // 50 committed transactions; the backend flushes its statistics when it exits, which is
+    // after the client has let go. Read from the `postgres` database, so the reads are not
+    // among the commits counted.
+    let commits_in_app = || {
+        postgres
+            .psql(
+                "postgres",
+                "SELECT xact_commit FROM pg_stat_database WHERE datname = 'app'",
+            )
+            .parse::<u64>()
+            .expect("a commit count")
+    };
+    let before = tokio::task::block_in_place(commits_in_app);
     let app = client(&postgres, "writer").await;
     for _ in 0..50 {
         app.batch_execute("SELECT 1").await.expect("a transaction");
     }
     drop(app);
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let after = tokio::task::block_in_place(|| {
+        wait::until(Duration::from_secs(10), commits_in_app, |after| {
+            *after >= before + 50
+        })
+    });
+    assert!(
+        after >= before + 50,
+        "the writer's commits are counted: {before} then {after}"
+    );
     let mut second = run(&host, &yaml).await;
     sampler.process(&mut second);
     let (kind, rate) = metric(&second, "postgresql.commits", "app").expect("a commit rate");

@@ -58,7 +58,7 @@ pub fn image() -> &'static str {
                 .stderr(Stdio::null())
                 .status()
                 .is_ok_and(|s| s.success()),
-            "no Docker daemon answers at {SOCKET}: `.ci/run` installs docker.io and starts dockerd"
+            "no Docker daemon answers at {SOCKET}: tests/prepare-machine (run by `make test`) installs docker.io and starts dockerd"
         );
         build_image();
     });
@@ -75,7 +75,7 @@ fn build_image() {
     let busybox = Path::new("/bin/busybox");
     assert!(
         busybox.exists(),
-        "Debian's busybox-static is not installed (`.ci/run` installs it)"
+        "Debian's busybox-static is not installed (tests/prepare-machine, run by `make test`, installs it)"
     );
     std::fs::copy(busybox, bin.join("busybox")).unwrap();
     for applet in ["sh", "httpd", "sleep", "true", "cat", "ls"] {

@@ -1,14 +1,18 @@
 //! Fixtures shared by Kennel's end-to-end tests and benchmarks: where the built plugins and the
 //! `runner` binary are, a plugin host and instances built the way `runner run` builds them, and
-//! real HTTP(S) servers on loopback, a throwaway PostgreSQL, a real Docker daemon's containers,
-//! and `runner run` as a child process.
+//! real HTTP(S) servers on loopback, a throwaway PostgreSQL, a real Docker daemon's containers
+//! (and churn of them), `runner run` as a child process, DogStatsD senders of a known origin,
+//! and waits on a condition.
 
+pub mod churn;
 pub mod docker;
 pub mod http_server;
 pub mod load;
+pub mod origin;
 pub mod pipeline;
 pub mod postgres;
 pub mod runner_process;
+pub mod wait;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use runner::aggregator::{AggregatorConfig, Flush};
 use runner::config::RunnerConfig;
@@ -112,14 +112,7 @@ impl TestPipeline {
     /// Waits (up to `timeout`) until `done` holds of the flushes so far; returns them either way,
     /// so the test's assertions say what was missing.
     pub fn wait_for(&self, timeout: Duration, done: impl Fn(&[Flush]) -> bool) -> Vec<Flush> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let flushes = self.flushes();
-            if done(&flushes) || Instant::now() >= deadline {
-                return flushes;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        crate::wait::until(timeout, || self.flushes(), |flushes| done(flushes))
     }
 
     /// Waits until `more` flushes after the current ones have been recorded.

@@ -221,7 +221,9 @@ fn find_bin_dir() -> PathBuf {
     std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
         .find(|dir| dir.join("initdb").exists() && dir.join("pg_ctl").exists())
         .unwrap_or_else(|| {
-            panic!("PostgreSQL server binaries not found: install `postgresql` (.ci/run does)")
+            panic!(
+                "PostgreSQL server binaries not found: install `postgresql` (tests/prepare-machine, run by `make test`, does)"
+            )
         })
 }
 

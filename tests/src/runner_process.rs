@@ -154,7 +154,8 @@ impl RunnerProcess {
             .unwrap_or_else(|e| panic!("/metrics answers: {e}; log:\n{}", self.log()))
     }
 
-    /// Polls `condition` every 20 ms until it holds; panics with the log after `timeout`.
+    /// Polls `condition` until it holds and returns how long that took; panics with the log
+    /// after `timeout`.
     pub fn wait_for(
         &self,
         what: &str,
@@ -162,17 +163,13 @@ impl RunnerProcess {
         mut condition: impl FnMut(&Self) -> bool,
     ) -> Duration {
         let started = Instant::now();
-        loop {
-            if condition(self) {
-                return started.elapsed();
-            }
-            assert!(
-                started.elapsed() < timeout,
-                "timed out after {timeout:?} waiting for {what}; log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let held = crate::wait::until(timeout, || condition(self), |held| *held);
+        assert!(
+            held,
+            "timed out after {timeout:?} waiting for {what}; log:\n{}",
+            self.log()
+        );
+        started.elapsed()
     }
 
     /// The runner's resident memory, in KiB.
