@@ -45,12 +45,7 @@ const SEND_BATCH: usize = 64;
 const CONTEXTS: usize = 100_000;
 
 fn main() {
-    println!(
-        "load average at start: {}",
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .trim()
-    );
+    kennel_tests::print_load_average();
     let qlen = std::fs::read_to_string("/proc/sys/net/unix/max_dgram_qlen").unwrap_or_default();
     if qlen.trim() != "1024" {
         println!(

@@ -17,7 +17,6 @@ use std::time::Duration;
 use kennel_tests::{host, instance, plugin_config};
 use runner::check::RunReport;
 use runner::config::PluginConfig;
-use runner::scheduler::Scheduler;
 use tokio::sync::mpsc;
 
 const DEADLINE_RUNS: usize = 10;
@@ -29,12 +28,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    println!(
-        "load average at start: {}",
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .trim()
-    );
+    kennel_tests::print_load_average();
     runtime.block_on(async {
         past_the_deadline(
             "busy loop, interrupted in wasm (1 s timeout)",
@@ -76,27 +70,8 @@ async fn healthy_beside_misbehaving() {
     });
     let plugin = host.load("test_plugin").expect("test_plugin loads");
     let (reports, mut inbox) = mpsc::channel(1024);
-    let mut scheduler = Scheduler::new(
-        host,
-        8,
-        reports,
-        runner::health::Health::new().register("scheduler", true),
-    );
-    let healthy = instance(
-        "test_plugin",
-        "instances:\n  - mode: ok\n    min_collection_interval: 1\n",
-    );
-    let healthy_id = healthy.id.clone();
-    scheduler.schedule(healthy, plugin.clone());
-    for mode in ["panic", "loop", "alloc", "flood"] {
-        let bad = instance(
-            "test_plugin",
-            &format!(
-                "instances:\n  - mode: {mode}\n    min_collection_interval: 1\n    timeout: 3\n"
-            ),
-        );
-        scheduler.schedule(bad, plugin.clone());
-    }
+    let mut scheduler = kennel_tests::scheduler(host, 8, reports);
+    let healthy_id = kennel_tests::schedule_among_misbehaving(&mut scheduler, &plugin);
     // The first run comes early by design; the gaps are counted from the second.
     let mut starts = Vec::new();
     while starts.len() < HEALTHY_GAPS + 2 {
@@ -122,12 +97,7 @@ async fn crash_back_off() {
     let host = host(plugin_config());
     let plugin = host.load("test_plugin").expect("test_plugin loads");
     let (reports, mut inbox) = mpsc::channel(64);
-    let mut scheduler = Scheduler::new(
-        host,
-        4,
-        reports,
-        runner::health::Health::new().register("scheduler", true),
-    );
+    let mut scheduler = kennel_tests::scheduler(host, 4, reports);
     scheduler.schedule(
         instance(
             "test_plugin",

@@ -59,12 +59,7 @@ fn render(series: usize) -> (Duration, usize) {
 }
 
 fn main() {
-    println!(
-        "load average at start: {}",
-        std::fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .trim()
-    );
+    kennel_tests::print_load_average();
     for series in [100_000, 500_000] {
         let (time, bytes) = render(series);
         println!(

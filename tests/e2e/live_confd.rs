@@ -150,16 +150,10 @@ async fn an_instance_listed_twice_runs_once_and_goes_with_its_file() {
     use runner::containers::Cardinality;
     use runner::discovery::template::EnvPolicy;
     use runner::discovery::{Discovery, DiscoveryConfig};
-    use runner::scheduler::Scheduler;
 
     let host = host(plugin_config());
     let (reports, _inbox) = tokio::sync::mpsc::channel(1024);
-    let scheduler = Scheduler::new(
-        host.clone(),
-        4,
-        reports,
-        runner::health::Health::new().register("scheduler", true),
-    );
+    let scheduler = kennel_tests::scheduler(host.clone(), 4, reports);
     let config = DiscoveryConfig {
         hostname: "test-host".to_owned(),
         env: Arc::new(EnvPolicy::new(Vec::new())),

@@ -12,7 +12,7 @@ use kennel_tests::http_server::{HttpServer, Reply};
 use kennel_tests::{host, instance, plugin_config};
 use runner::check::{Instance, RunError, RunReport};
 use runner::config::PluginConfig;
-use runner::scheduler::{InstanceStats, Scheduler};
+use runner::scheduler::InstanceStats;
 use tokio::sync::mpsc;
 
 /// Schedules one test_plugin instance and collects its first `count` reports (waiting up to
@@ -21,12 +21,7 @@ async fn schedule_and_collect(yaml: &str, count: usize) -> (Vec<RunReport>, Vec<
     let host = host(plugin_config());
     let plugin = host.load("test_plugin").expect("test_plugin loads");
     let (reports, mut inbox) = mpsc::channel(64);
-    let mut scheduler = Scheduler::new(
-        host,
-        4,
-        reports,
-        runner::health::Health::new().register("scheduler", true),
-    );
+    let mut scheduler = kennel_tests::scheduler(host, 4, reports);
     scheduler.schedule(instance("test_plugin", yaml), plugin);
     let mut collected = Vec::new();
     let until = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -205,28 +200,8 @@ async fn misbehaving_checks_do_not_delay_a_healthy_one() {
     });
     let plugin = host.load("test_plugin").expect("test_plugin loads");
     let (reports, mut inbox) = mpsc::channel(1024);
-    let mut scheduler = Scheduler::new(
-        host.clone(),
-        8,
-        reports,
-        runner::health::Health::new().register("scheduler", true),
-    );
-    let healthy = instance(
-        "test_plugin",
-        "instances:\n  - mode: ok\n    min_collection_interval: 1\n",
-    );
-    let healthy_id = healthy.id.clone();
-    scheduler.schedule(healthy, plugin.clone());
-    // The endless loop holds its runner, and a CPU, for its whole 3 s timeout at every run.
-    for mode in ["panic", "loop", "alloc", "flood"] {
-        let bad = instance(
-            "test_plugin",
-            &format!(
-                "instances:\n  - mode: {mode}\n    min_collection_interval: 1\n    timeout: 3\n"
-            ),
-        );
-        scheduler.schedule(bad, plugin.clone());
-    }
+    let mut scheduler = kennel_tests::scheduler(host.clone(), 8, reports);
+    let healthy_id = kennel_tests::schedule_among_misbehaving(&mut scheduler, &plugin);
 
     let mut healthy_starts = Vec::new();
     let mut failures = std::collections::HashSet::new();
@@ -345,12 +320,7 @@ async fn a_run_longer_than_its_interval_skips_runs_and_counts_them() {
     let host = host(plugin_config());
     let plugin = host.load("test_plugin").expect("test_plugin loads");
     let (reports, mut inbox) = mpsc::channel(64);
-    let mut scheduler = Scheduler::new(
-        host,
-        4,
-        reports,
-        runner::health::Health::new().register("scheduler", true),
-    );
+    let mut scheduler = kennel_tests::scheduler(host, 4, reports);
     scheduler.schedule(
         instance(
             "test_plugin",

@@ -21,7 +21,9 @@ use std::time::Duration;
 use runner::check::Instance;
 use runner::config::PluginConfig;
 use runner::config::confd;
-use runner::plugin::PluginHost;
+use runner::plugin::{Plugin, PluginHost};
+use runner::scheduler::Scheduler;
+use tokio::sync::mpsc;
 
 /// The repository's root directory.
 pub fn repo_root() -> PathBuf {
@@ -88,4 +90,48 @@ pub fn instance(check: &str, yaml: &str) -> Instance {
     let mut all = instances(check, yaml);
     assert_eq!(all.len(), 1, "expected one instance");
     all.remove(0)
+}
+
+/// A scheduler as `runner run` builds it, reporting to `reports` (its health to a registry of
+/// its own).
+pub fn scheduler(
+    host: Arc<PluginHost>,
+    runners: usize,
+    reports: mpsc::Sender<runner::check::RunReport>,
+) -> Scheduler {
+    let health = runner::health::Health::new().register("scheduler", true);
+    Scheduler::new(host, runners, reports, health)
+}
+
+/// Schedules a healthy 1 s `test_plugin` instance among four that misbehave at every run
+/// (panic, endless loop, unbounded allocation, item flood; 3 s timeout); returns the healthy
+/// instance's id.
+pub fn schedule_among_misbehaving(scheduler: &mut Scheduler, plugin: &Arc<Plugin>) -> String {
+    let healthy = instance(
+        "test_plugin",
+        "instances:\n  - mode: ok\n    min_collection_interval: 1\n",
+    );
+    let healthy_id = healthy.id.clone();
+    scheduler.schedule(healthy, plugin.clone());
+    // The endless loop holds its runner, and a CPU, for its whole 3 s timeout at every run.
+    for mode in ["panic", "loop", "alloc", "flood"] {
+        let bad = instance(
+            "test_plugin",
+            &format!(
+                "instances:\n  - mode: {mode}\n    min_collection_interval: 1\n    timeout: 3\n"
+            ),
+        );
+        scheduler.schedule(bad, plugin.clone());
+    }
+    healthy_id
+}
+
+/// Prints the machine's load average: benchmark figures are only as quiet as the machine.
+pub fn print_load_average() {
+    println!(
+        "load average at start: {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
 }
