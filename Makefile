@@ -17,6 +17,7 @@ PLUGIN_DIR := $(CURDIR)/target/plugins
 all: plugins runner
 
 plugins:
+	@command -v cc >/dev/null 2>&1 || { echo "make: Rust links with the system's C compiler, and there is none: install gcc (apt-get install gcc libc6-dev), or run make test, which does" >&2; exit 1; }
 	rustup target add $(WASM_TARGET) >/dev/null 2>&1 || rustup target list --installed | grep -qx $(WASM_TARGET)
 	CARGO_TARGET_DIR=$(PLUGIN_TARGET_DIR) $(CARGO) build --release --target $(WASM_TARGET) --manifest-path checks/Cargo.toml
 	CARGO_TARGET_DIR=$(PLUGIN_TARGET_DIR) $(CARGO) build --release --target $(WASM_TARGET) --manifest-path tests/plugins/Cargo.toml
