@@ -191,7 +191,11 @@ impl Pipeline {
         // first load, so a file saved in between is not missed.
         let (confd_changes, confd_inbox) = mpsc::channel(4);
         let confd_health = health.register("confd_watcher", false);
-        let confd_watcher = match ConfdWatcher::start(config.confd_path.clone(), confd_changes) {
+        let confd_watcher = match ConfdWatcher::start(
+            config.confd_path.clone(),
+            confd_changes,
+            confd_health.clone(),
+        ) {
             Ok(watcher) => Some(watcher),
             Err(error) => {
                 tracing::warn!(%error, confd = %config.confd_path.display(), "cannot watch conf.d: changes take effect at the next start");

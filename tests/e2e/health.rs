@@ -213,3 +213,35 @@ fn dropped(flushes: &[Flush], sink: &str) -> f64 {
         .map(|p| p.value)
         .sum()
 }
+
+#[test]
+fn a_conf_d_that_cannot_be_read_degrades_its_watcher_but_not_health() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = pipeline::config(dir.path());
+    let confd = config.confd_path.clone();
+    let pipeline = TestPipeline::start(config, Vec::new());
+    std::fs::remove_dir(&confd).unwrap();
+    let watcher = |status: &serde_json::Value| {
+        status["components"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["name"] == "confd_watcher"))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let (_, status) = kennel_tests::wait::until(
+        Duration::from_secs(10),
+        || pipeline.get("/status"),
+        |(_, status)| watcher(status)["state"] == "degraded",
+    );
+    let entry = watcher(&status);
+    assert_eq!(entry["state"], "degraded", "{status}");
+    assert!(
+        entry["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("what runs stays as it was"),
+        "{entry}"
+    );
+    let (code, body) = pipeline.get("/health");
+    assert_eq!(code, 200, "the watcher is not required: {body}");
+}

@@ -25,6 +25,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
 use crate::config::confd::{self, Loaded};
+use crate::health::{self, Reporter};
 
 /// How long the directory must stay quiet before it is reloaded.
 pub(crate) const QUIET: Duration = Duration::from_millis(50);
@@ -34,7 +35,7 @@ pub(crate) const MAX_WAIT: Duration = Duration::from_millis(300);
 /// Watches a conf.d directory until dropped.
 pub(crate) struct ConfdWatcher {
     _watcher: RecommendedWatcher,
-    task: JoinHandle<()>,
+    task: JoinHandle<Option<()>>,
 }
 
 impl Drop for ConfdWatcher {
@@ -44,10 +45,17 @@ impl Drop for ConfdWatcher {
 }
 
 impl ConfdWatcher {
-    /// Starts watching `dir`; each reload is sent to `out`.
-    pub(crate) fn start(dir: PathBuf, out: mpsc::Sender<Loaded>) -> notify::Result<Self> {
+    /// Starts watching `dir`; each reload is sent to `out`. Its state goes to `health`:
+    /// degraded after a watch error or a reload that could not read the directory (what runs
+    /// stays as it was), ok again after the next good reload.
+    pub(crate) fn start(
+        dir: PathBuf,
+        out: mpsc::Sender<Loaded>,
+        health: Reporter,
+    ) -> notify::Result<Self> {
         let changed = Arc::new(Notify::new());
         let wake = changed.clone();
+        let watch_health = health.clone();
         let mut watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
                 match event {
@@ -56,12 +64,13 @@ impl ConfdWatcher {
                     Ok(_) => wake.notify_one(),
                     Err(error) => {
                         tracing::warn!(%error, "conf.d watch error: reloading to be safe");
+                        watch_health.degraded(format!("watch error: {error}"));
                         wake.notify_one();
                     }
                 }
             })?;
         watcher.watch(&dir, RecursiveMode::Recursive)?;
-        let task = tokio::spawn(reload_on_change(dir, changed, out));
+        let task = health::spawn_task(health.clone(), reload_on_change(dir, changed, out, health));
         Ok(Self {
             _watcher: watcher,
             task,
@@ -69,7 +78,12 @@ impl ConfdWatcher {
     }
 }
 
-async fn reload_on_change(dir: PathBuf, changed: Arc<Notify>, out: mpsc::Sender<Loaded>) {
+async fn reload_on_change(
+    dir: PathBuf,
+    changed: Arc<Notify>,
+    out: mpsc::Sender<Loaded>,
+    health: Reporter,
+) {
     loop {
         changed.notified().await;
         let first = tokio::time::Instant::now();
@@ -86,6 +100,7 @@ async fn reload_on_change(dir: PathBuf, changed: Arc<Notify>, out: mpsc::Sender<
         };
         match loaded {
             Ok(Ok(loaded)) => {
+                health.ok();
                 tracing::info!(
                     configs = loaded.configs.len(),
                     errors = loaded.errors.len(),
@@ -97,8 +112,15 @@ async fn reload_on_change(dir: PathBuf, changed: Arc<Notify>, out: mpsc::Sender<
             }
             Ok(Err(error)) => {
                 tracing::error!(dir = %dir.display(), %error, "cannot read the conf.d directory: what runs stays as it was");
+                health.degraded(format!(
+                    "cannot read {}: what runs stays as it was ({error})",
+                    dir.display()
+                ));
             }
-            Err(error) => tracing::error!(%error, "conf.d reload failed"),
+            Err(error) => {
+                tracing::error!(%error, "conf.d reload failed");
+                health.degraded(format!("reload failed: {error}"));
+            }
         }
     }
 }
