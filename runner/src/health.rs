@@ -209,13 +209,11 @@ impl Reporter {
     fn set(&self, state: State, reason: Option<String>) {
         let mut components = self.health.lock();
         let component = &mut components[self.index];
-        if component.state != state || component.reason != reason {
-            if component.state != state {
-                component.since = SystemTime::now();
-            }
-            component.state = state;
-            component.reason = reason;
+        if component.state != state {
+            component.since = SystemTime::now();
         }
+        component.state = state;
+        component.reason = reason;
     }
 
     /// Records how a supervised thread or task ended.

@@ -93,6 +93,14 @@ impl StatsView {
         stats.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
         stats
     }
+
+    /// How many instances are scheduled, and how many of them failed their last run, without
+    /// copying their stats: what `/health` reports at every probe.
+    pub(crate) fn counts(&self) -> (usize, usize) {
+        let stats = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let failing = stats.values().filter(|s| s.last_error.is_some()).count();
+        (stats.len(), failing)
+    }
 }
 
 /// Runs scheduled instances until shut down.

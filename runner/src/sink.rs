@@ -24,7 +24,7 @@ use std::time::Instant;
 use crate::aggregator::Flush;
 use crate::aggregator::service::Output;
 use crate::health::{self, Health};
-use crate::telemetry::{Counter, Gauge, InternalMetric, Telemetry};
+use crate::telemetry::{Counter, InternalMetric, Telemetry};
 
 /// Flushes waiting per sink before the oldest is dropped: at one flush a second, a sink may be
 /// this many seconds behind.
@@ -93,7 +93,7 @@ impl SinkHandle {
                 while let Some(flush) = next(&shared) {
                     let started = Instant::now();
                     let result = sink.send(&flush);
-                    record(&busy, started);
+                    busy.set(started.elapsed().as_secs_f64());
                     sent.increment(1);
                     match result {
                         Ok(()) => reporter_in.ok(),
@@ -182,10 +182,6 @@ fn next(shared: &Shared) -> Option<Arc<Flush>> {
             .wait(queue)
             .unwrap_or_else(PoisonError::into_inner);
     }
-}
-
-fn record(gauge: &Gauge, started: Instant) {
-    gauge.set(started.elapsed().as_secs_f64());
 }
 
 /// Adds up flushes and logs them every [`SUMMARY_EVERY`] in one line: what `runner run` shows
