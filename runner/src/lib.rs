@@ -20,6 +20,7 @@ pub mod containers;
 pub mod discovery;
 pub mod dogstatsd;
 pub(crate) mod endpoint;
+pub mod forwarder;
 pub mod health;
 pub mod openmetrics;
 pub mod pipeline;
