@@ -6,3 +6,5 @@ pub(crate) mod datadog;
 pub(crate) mod payload;
 pub(crate) mod protobuf;
 pub(crate) mod remote_write;
+#[cfg(any(test, feature = "intake-schema"))]
+pub mod schema;
