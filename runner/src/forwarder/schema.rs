@@ -7,8 +7,9 @@
 //! build needs no protobuf compiler.
 //!
 //! - Datadog, package `datadog.agentpayload` (DataDog/agent-payload,
-//!   `proto/metrics/agent_payload.proto`): [`MetricPayload`] for `/api/v2/series` and
-//!   [`SketchPayload`] for `/api/beta/sketches`.
+//!   `proto/metrics/agent_payload.proto`, as of v5 with origin metadata): [`MetricPayload`] for
+//!   `/api/v2/series` and [`SketchPayload`] for `/api/beta/sketches`. Note [`MetricType`]:
+//!   `GAUGE` is 3, not 0.
 //! - Prometheus remote write 1.0 (`prometheus/prompb/remote.proto` and `types.proto`):
 //!   [`WriteRequest`].
 //!
@@ -43,9 +44,11 @@ pub struct MetricSeries {
     pub unit: String,
     #[prost(string, tag = "7")]
     pub source_type_name: String,
-    /// Seconds between points; 0 for gauges.
+    /// Seconds each point covers; 0 for points sent with their own timestamp.
     #[prost(int64, tag = "8")]
     pub interval: i64,
+    #[prost(message, optional, tag = "9")]
+    pub metadata: Option<Metadata>,
 }
 
 /// What a series applies to.
@@ -67,13 +70,35 @@ pub struct MetricPoint {
     pub timestamp: i64,
 }
 
-/// `MetricPayload.MetricType`.
+/// `MetricPayload.MetricType`. Early versions of the proto had `GAUGE = 0` and no
+/// `UNSPECIFIED`; the intake and the Agent have used these values since.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Enumeration)]
 #[repr(i32)]
 pub enum MetricType {
-    Gauge = 0,
+    Unspecified = 0,
     Count = 1,
     Rate = 2,
+    Gauge = 3,
+}
+
+/// Where a series or sketch comes from (`MetricSeries.metadata`, `Sketch.metadata`).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Metadata {
+    #[prost(message, optional, tag = "1")]
+    pub origin: Option<Origin>,
+}
+
+/// The origin of a metric, as numbers of the intake's origin enums: the product (10 is the
+/// Agent), its category (10 DogStatsD, 11 integrations, 0 unknown) and its service (0 unknown).
+/// Fields 1 to 3 are reserved.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Origin {
+    #[prost(uint32, tag = "4")]
+    pub origin_product: u32,
+    #[prost(uint32, tag = "5")]
+    pub origin_category: u32,
+    #[prost(uint32, tag = "6")]
+    pub origin_service: u32,
 }
 
 /// `/api/beta/sketches`: a batch of distributions.
@@ -96,6 +121,8 @@ pub struct Sketch {
     pub tags: Vec<String>,
     #[prost(message, repeated, tag = "7")]
     pub dogsketches: Vec<Dogsketch>,
+    #[prost(message, optional, tag = "8")]
+    pub metadata: Option<Metadata>,
 }
 
 /// The Agent's DDSketch at one timestamp: summary figures plus its bins, as parallel arrays of
@@ -121,7 +148,8 @@ pub struct Dogsketch {
     pub n: Vec<u32>,
 }
 
-/// The sender's metadata. The Agent leaves it empty on sketches, and so does Kennel.
+/// The sender's metadata. The Agent sends it empty (a zero-length field 2 at the end of every
+/// sketch payload), and so does Kennel.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct CommonMetadata {
     #[prost(string, tag = "1")]
