@@ -11,7 +11,9 @@ pub mod load;
 pub mod origin;
 pub mod pipeline;
 pub mod postgres;
+pub mod prometheus;
 pub mod runner_process;
+pub mod victoria;
 pub mod wait;
 
 use std::path::{Path, PathBuf};
