@@ -6,6 +6,7 @@
 
 pub mod churn;
 pub mod docker;
+pub mod fake_intake;
 pub mod http_server;
 pub mod load;
 pub mod origin;
