@@ -9,13 +9,19 @@
 //!
 //! What 1.79.5 does, as checked by hand (and by this module's tests where it matters):
 //! - `POST /datadog/api/v1/series` takes JSON plain or with `Content-Encoding: deflate` (zlib)
-//!   or `gzip`, and answers 400 to `zstd`; `/datadog/api/v2/series` and `/api/beta/sketches`
-//!   are 400 ("unsupported path"). `/datadog/api/v1/validate` answers `{"valid":true}` to any
-//!   key or none, `/datadog/api/v1/check_run` 202 and `/datadog/intake/` 200, storing nothing.
-//! - A v1 series becomes `__name__` = the metric (dots kept), one label per `key:value` tag, a
-//!   tag without a value becomes `key="no_label_value"`, and the host becomes `host`. Its
-//!   `type`, `interval`, `device` and `source_type_name` are dropped, and values are stored as
-//!   sent (a count is not turned into a rate or back).
+//!   or `gzip`, and answers 400 to `zstd`; `/datadog/api/v2/series` and
+//!   `/datadog/api/beta/sketches` are 400 ("unsupported path"). `/datadog/api/v1/validate`
+//!   answers `{"valid":true}` to any key or none, `/datadog/api/v1/check_run` 202 and
+//!   `/datadog/intake/` 200, storing nothing.
+//! - A v1 series becomes `__name__` = the metric (dots, spaces and capitals kept), one label
+//!   per `key:value` tag (split at the first colon), a tag without a value becomes
+//!   `key="no_label_value"`, and the host becomes `host` (none if empty; a `host:` tag then
+//!   becomes `exported_host`). Two tags with one key keep only the last, where Datadog keeps
+//!   both. Its `type`, `interval`, `device` and `source_type_name` are dropped, and values are
+//!   stored as sent (a count is not turned into a rate or back). Timestamps may be fractional
+//!   seconds; they are stored in milliseconds.
+//! - A sample older than the retention (the default month) is dropped with only a warning in
+//!   the log, though the request is answered 202.
 //! - Nothing is deduplicated (no `-dedup.minScrapeInterval`): the same sample sent twice is
 //!   exported twice, which is how a test sees a payload delivered twice.
 //! - Samples are searchable only after the in-memory buffers are flushed, about 5 s after
@@ -24,8 +30,8 @@
 //!   to 3 days ahead (by default it ends at the current whole second, which hides a
 //!   millisecond remote-write sample of this second, and any sample from a clock ahead). An
 //!   instant query at "now" still misses a sample for about a second after its timestamp,
-//!   even with `-search.latencyOffset=0` and `-search.disableCache` (both set, so it is not
-//!   longer), so a test polls a query (`wait::until`) as it would any delivery. A SIGKILL
+//!   even with `-search.latencyOffset=0` and `-search.disableCache` (without them it is 30 s),
+//!   so a test polls a query (`wait::until`) as it would any delivery. A SIGKILL
 //!   loses what was not flushed; a SIGTERM (what [`VictoriaMetrics::stop`] sends) flushes it.
 //! - Above 30 labels a series loses the rest silently (`-maxLabelsPerTimeseries`), which the
 //!   fixture raises to 200 so a test with many tags sees all of them.
