@@ -157,13 +157,11 @@ impl Sketch {
     }
 
     /// The smallest value inserted; `+∞` when empty.
-    #[cfg(test)]
     pub(crate) fn min(&self) -> f64 {
         self.min
     }
 
     /// The largest value inserted; `-∞` when empty.
-    #[cfg(test)]
     pub(crate) fn max(&self) -> f64 {
         self.max
     }
@@ -174,7 +172,6 @@ impl Sketch {
     }
 
     /// The mean of the values inserted; 0 when empty.
-    #[cfg(test)]
     pub(crate) fn avg(&self) -> f64 {
         if self.count == 0 {
             0.0
@@ -184,7 +181,6 @@ impl Sketch {
     }
 
     /// The bins, sorted by key: the dogsketch's `k` and `n` arrays.
-    #[cfg(test)]
     pub(crate) fn bins(&self) -> &[Bin] {
         &self.bins
     }

@@ -45,7 +45,7 @@ pub(crate) use server::{Page, serve};
 /// How long a series stays on the page after its last update.
 pub(crate) const STALE_AFTER: Duration = Duration::from_secs(300);
 /// The quantiles a distribution shows.
-const QUANTILES: [f64; 4] = [0.5, 0.9, 0.95, 0.99];
+pub(crate) const QUANTILES: [f64; 4] = [0.5, 0.9, 0.95, 0.99];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum Kind {
@@ -283,7 +283,7 @@ fn sanitize(name: &str) -> String {
 }
 
 /// `name` as a Prometheus metric name, one character at a time.
-fn sanitized(name: &str) -> impl Iterator<Item = char> + '_ {
+pub(crate) fn sanitized(name: &str) -> impl Iterator<Item = char> + '_ {
     let prefix = (name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit())).then_some('_');
     prefix.into_iter().chain(name.chars().map(|c| {
         if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
@@ -332,10 +332,10 @@ fn escape(value: &str) -> Cow<'_, str> {
     )
 }
 
-/// Appends the label set of a series to `out`, sorted: `a="1",host="h"`. `scratch` is reused
-/// from series to series.
-fn labels<'a>(
-    out: &mut String,
+/// The labels of a series, into `scratch` (reused from series to series): one `(name, value)`
+/// per tag and the host, sorted by name. Several values of one name are adjacent, in the tags'
+/// order, and shown joined with `,`.
+pub(crate) fn label_pairs<'a>(
     scratch: &mut Vec<(Cow<'a, str>, &'a str)>,
     tags: impl Iterator<Item = &'a str>,
     host: &'a str,
@@ -350,6 +350,17 @@ fn labels<'a>(
     }
     // Stable: several values of one key keep the tags' order.
     scratch.sort_by(|a, b| a.0.cmp(&b.0));
+}
+
+/// Appends the label set of a series to `out`, sorted: `a="1",host="h"`. `scratch` is reused
+/// from series to series.
+fn labels<'a>(
+    out: &mut String,
+    scratch: &mut Vec<(Cow<'a, str>, &'a str)>,
+    tags: impl Iterator<Item = &'a str>,
+    host: &'a str,
+) {
+    label_pairs(scratch, tags, host);
     let mut previous: Option<&str> = None;
     for (key, value) in scratch.iter() {
         if previous == Some(&**key) {
