@@ -5,7 +5,8 @@
 //! ```text
 //! DogStatsD listeners ─batches─┐
 //!                              ├─> aggregation loop ─flush─> sinks (openmetrics, log_summary, ...)
-//! scheduler ─reports─> batcher ┘        (one thread)          (a thread and a bounded queue each)
+//! scheduler ─reports─> batcher ┘        (one thread)          (a thread and a bounded queue each;
+//!                                                               the forwarder: a queue per endpoint)
 //!    ^
 //! discovery <── conf.d watcher, Docker watcher ──> container store (tags, origins)
 //! ```
@@ -32,6 +33,7 @@ use crate::discovery::watch::ConfdWatcher;
 use crate::discovery::{Discovery, DiscoveryConfig};
 use crate::dogstatsd::decode::{Decoder, Origins};
 use crate::dogstatsd::listener::{self, Batch, ListenerStats, Listeners};
+use crate::forwarder::{Forwarder, ForwarderView};
 use crate::health::{self, Health};
 use crate::openmetrics;
 use crate::plugin::PluginHost;
@@ -107,9 +109,19 @@ impl Pipeline {
         // decoder.
         let containers = ContainerStore::new();
 
-        // Outputs: the OpenMetrics page, a summary in the log, and any the caller added.
+        // Outputs: the OpenMetrics page, a summary in the log, the forwarder when it has
+        // endpoints, and any the caller added.
         let page = openmetrics::Page::new();
         let mut outputs: Vec<Box<dyn Sink>> = vec![page.sink(), Box::new(LogSummary::default())];
+        let forwarder = match Forwarder::start(&config, &hostname, &telemetry, &health)
+            .context("cannot start the forwarder")?
+        {
+            Some((forwarder, view)) => {
+                outputs.push(Box::new(forwarder));
+                view
+            }
+            None => ForwarderView::default(),
+        };
         outputs.extend(extra_sinks);
         let sinks = outputs
             .into_iter()
@@ -223,6 +235,7 @@ impl Pipeline {
                     containers: config.docker_socket.is_some().then(|| containers.clone()),
                     stats: discovery.stats(),
                     health: health.clone(),
+                    forwarder: forwarder.clone(),
                     started: Instant::now(),
                 };
                 let bound = status::serve(listen, source)

@@ -21,6 +21,8 @@ use serde::{Deserialize, Serialize};
 use crate::containers::ContainerStore;
 use crate::discovery::Problems;
 use crate::endpoint::{self, Handler, json};
+use crate::forwarder::ForwarderView;
+use crate::forwarder::endpoint::EndpointStatus;
 use crate::health::{ComponentState, Health};
 use crate::scheduler::{InstanceStats, StatsView};
 
@@ -41,6 +43,9 @@ pub(crate) struct Status {
     #[serde(default)]
     pub(crate) containers: Option<Vec<String>>,
     pub(crate) instances: Vec<InstanceStats>,
+    /// Each forwarder endpoint's deliveries, drops and queue; empty when nothing is forwarded.
+    #[serde(default)]
+    pub(crate) forwarder: Vec<EndpointStatus>,
 }
 
 /// What the status API reads from the rest of the runner.
@@ -51,6 +56,7 @@ pub(crate) struct StatusSource {
     pub(crate) containers: Option<ContainerStore>,
     pub(crate) stats: StatsView,
     pub(crate) health: Health,
+    pub(crate) forwarder: ForwarderView,
     pub(crate) started: Instant,
 }
 
@@ -71,6 +77,7 @@ impl StatusSource {
                     .collect()
             }),
             instances: self.stats.snapshot(),
+            forwarder: self.forwarder.status(),
         }
     }
 }

@@ -21,6 +21,13 @@
 //! | `kennel.sink.flushes_dropped` | count | `sink` | flushes dropped, oldest first, because the output's queue was full |
 //! | `kennel.sink.errors` | count | `sink` | flushes the output failed to deliver |
 //! | `kennel.sink.last_send_seconds` | gauge | `sink` | how long the output took with its latest flush |
+//! | `kennel.forwarder.transactions` | count | `endpoint`, `outcome` | requests to an endpoint: `success`, or `retried` (failed, kept to try again) |
+//! | `kennel.forwarder.dropped` | count | `endpoint`, `reason` | payloads dropped (reasons below) |
+//! | `kennel.forwarder.dropped_items` | count | `endpoint`, `reason` | points, sketches, service checks and events in them |
+//! | `kennel.forwarder.queued_payloads` | gauge | `endpoint`, `store` | payloads waiting, in `memory` or on `disk` |
+//! | `kennel.forwarder.queued_bytes` | gauge | `endpoint`, `store` | their bytes |
+//! | `kennel.forwarder.oldest_queued_seconds` | gauge | `endpoint` | age of the oldest payload waiting |
+//! | `kennel.forwarder.spill_errors` | count | `endpoint` | payloads the spill directory could not take |
 //!
 //! `samples_dropped` reasons from the aggregator: `context_limit` (a new context past
 //! `max_contexts`), `pending_limit` (a timestamped sample, service check or event past
@@ -28,6 +35,15 @@
 //! context has unflushed data), `invalid_value` (NaN or infinite), `stale_context` (added
 //! through a handle on a context that expired), `too_many_tags`, `unsampled_check_type` (a check
 //! `rate` or `monotonic_count` that skipped the check sampler).
+//!
+//! `forwarder.dropped` reasons: `queue_full` (memory full and the disk could not take the
+//! oldest), `disk_full` (the spill budget was full: the oldest file went), `outdated` (on disk
+//! past `forwarder_outdated_file_in_days`), `corrupt` (a spilled file that could not be read),
+//! `rejected` (400 or 413; for remote write any 4xx but 429), `invalid_key` (401, 403),
+//! `shutdown` (left at a stop and the disk could not take it); and, counted in items only since
+//! they never made it into a payload, `too_large` (an entry larger than a payload may be),
+//! `not_finite` (NaN or infinity, for v1 JSON), `out_of_order` and `conflicting` (remote
+//! write: what a Prometheus receiver would refuse), `serialize_error`.
 //!
 //! Design: components register a handle once ([`Telemetry::counter`], [`Telemetry::gauge`])
 //! and bump it lock-free (one relaxed atomic add); the registry is locked only to register and at
@@ -74,11 +90,18 @@ pub enum InternalMetric {
     SinkFlushesDropped,
     SinkErrors,
     SinkLastSendSeconds,
+    ForwarderTransactions,
+    ForwarderDropped,
+    ForwarderDroppedItems,
+    ForwarderQueuedPayloads,
+    ForwarderQueuedBytes,
+    ForwarderOldestQueuedSeconds,
+    ForwarderSpillErrors,
 }
 
 impl InternalMetric {
     #[cfg(test)]
-    pub(crate) const ALL: [Self; 17] = [
+    pub(crate) const ALL: [Self; 24] = [
         Self::AggregatorContexts,
         Self::AggregatorContextsCreated,
         Self::AggregatorContextsExpired,
@@ -96,43 +119,81 @@ impl InternalMetric {
         Self::SinkFlushesDropped,
         Self::SinkErrors,
         Self::SinkLastSendSeconds,
+        Self::ForwarderTransactions,
+        Self::ForwarderDropped,
+        Self::ForwarderDroppedItems,
+        Self::ForwarderQueuedPayloads,
+        Self::ForwarderQueuedBytes,
+        Self::ForwarderOldestQueuedSeconds,
+        Self::ForwarderSpillErrors,
     ];
 
-    /// Name, type and tag key.
-    const fn spec(self) -> (&'static str, InternalKind, Option<&'static str>) {
+    /// Name, type and tag keys.
+    const fn spec(self) -> (&'static str, InternalKind, &'static [&'static str]) {
         use InternalKind::{Counter, Gauge};
         match self {
-            Self::AggregatorContexts => ("kennel.aggregator.contexts", Gauge, None),
+            Self::AggregatorContexts => ("kennel.aggregator.contexts", Gauge, &[]),
             Self::AggregatorContextsCreated => {
-                ("kennel.aggregator.contexts_created", Counter, None)
+                ("kennel.aggregator.contexts_created", Counter, &[])
             }
             Self::AggregatorContextsExpired => {
-                ("kennel.aggregator.contexts_expired", Counter, None)
+                ("kennel.aggregator.contexts_expired", Counter, &[])
             }
-            Self::AggregatorSamples => ("kennel.aggregator.samples", Counter, Some("metric_type")),
+            Self::AggregatorSamples => ("kennel.aggregator.samples", Counter, &["metric_type"]),
             Self::AggregatorSamplesDropped => {
-                ("kennel.aggregator.samples_dropped", Counter, Some("reason"))
+                ("kennel.aggregator.samples_dropped", Counter, &["reason"])
             }
-            Self::AggregatorFlushed => ("kennel.aggregator.flushed", Counter, Some("payload")),
-            Self::AggregatorLongestTurn => ("kennel.aggregator.longest_turn_seconds", Gauge, None),
-            Self::DogstatsdDatagrams => ("kennel.dogstatsd.datagrams", Counter, Some("transport")),
-            Self::DogstatsdBytes => ("kennel.dogstatsd.bytes", Counter, Some("transport")),
+            Self::AggregatorFlushed => ("kennel.aggregator.flushed", Counter, &["payload"]),
+            Self::AggregatorLongestTurn => ("kennel.aggregator.longest_turn_seconds", Gauge, &[]),
+            Self::DogstatsdDatagrams => ("kennel.dogstatsd.datagrams", Counter, &["transport"]),
+            Self::DogstatsdBytes => ("kennel.dogstatsd.bytes", Counter, &["transport"]),
             Self::DogstatsdReadErrors => {
-                ("kennel.dogstatsd.read_errors", Counter, Some("transport"))
+                ("kennel.dogstatsd.read_errors", Counter, &["transport"])
             }
-            Self::DogstatsdMessages => ("kennel.dogstatsd.messages", Counter, Some("message_type")),
+            Self::DogstatsdMessages => ("kennel.dogstatsd.messages", Counter, &["message_type"]),
             Self::DogstatsdParseErrors => {
-                ("kennel.dogstatsd.parse_errors", Counter, Some("reason"))
+                ("kennel.dogstatsd.parse_errors", Counter, &["reason"])
             }
             Self::DogstatsdOriginDetectionErrors => (
                 "kennel.dogstatsd.origin_detection_errors",
                 Counter,
-                Some("reason"),
+                &["reason"],
             ),
-            Self::SinkFlushes => ("kennel.sink.flushes", Counter, Some("sink")),
-            Self::SinkFlushesDropped => ("kennel.sink.flushes_dropped", Counter, Some("sink")),
-            Self::SinkErrors => ("kennel.sink.errors", Counter, Some("sink")),
-            Self::SinkLastSendSeconds => ("kennel.sink.last_send_seconds", Gauge, Some("sink")),
+            Self::SinkFlushes => ("kennel.sink.flushes", Counter, &["sink"]),
+            Self::SinkFlushesDropped => ("kennel.sink.flushes_dropped", Counter, &["sink"]),
+            Self::SinkErrors => ("kennel.sink.errors", Counter, &["sink"]),
+            Self::SinkLastSendSeconds => ("kennel.sink.last_send_seconds", Gauge, &["sink"]),
+            Self::ForwarderTransactions => (
+                "kennel.forwarder.transactions",
+                Counter,
+                &["endpoint", "outcome"],
+            ),
+            Self::ForwarderDropped => (
+                "kennel.forwarder.dropped",
+                Counter,
+                &["endpoint", "reason"],
+            ),
+            Self::ForwarderDroppedItems => (
+                "kennel.forwarder.dropped_items",
+                Counter,
+                &["endpoint", "reason"],
+            ),
+            Self::ForwarderQueuedPayloads => (
+                "kennel.forwarder.queued_payloads",
+                Gauge,
+                &["endpoint", "store"],
+            ),
+            Self::ForwarderQueuedBytes => (
+                "kennel.forwarder.queued_bytes",
+                Gauge,
+                &["endpoint", "store"],
+            ),
+            Self::ForwarderOldestQueuedSeconds => (
+                "kennel.forwarder.oldest_queued_seconds",
+                Gauge,
+                &["endpoint"],
+            ),
+            Self::ForwarderSpillErrors => ("kennel.forwarder.spill_errors", Counter, &["endpoint"]),
         }
     }
 
@@ -144,8 +205,8 @@ impl InternalMetric {
         self.spec().1
     }
 
-    /// The key of its one tag, if it has one (`reason` for `reason:<value>`).
-    pub(crate) const fn tag_key(self) -> Option<&'static str> {
+    /// The keys of its tags, in order (`reason` for `reason:<value>`).
+    pub(crate) const fn tag_keys(self) -> &'static [&'static str] {
         self.spec().2
     }
 }
@@ -189,7 +250,7 @@ pub(crate) struct TelemetryValue {
 #[derive(Debug)]
 struct Registered {
     metric: InternalMetric,
-    tag_value: Option<Box<str>>,
+    tag_values: Box<[Box<str>]>,
     name: Arc<str>,
     tags: Tags,
     cell: Arc<AtomicU64>,
@@ -212,39 +273,53 @@ impl Telemetry {
     /// metric and value always give the same counter. A metric without a tag key ignores
     /// `tag_value`.
     pub fn counter(&self, metric: InternalMetric, tag_value: Option<&str>) -> Counter {
+        self.counter_tagged(metric, tag_value.as_slice())
+    }
+
+    /// The counter `metric` with one value per tag key, in the keys' order (see
+    /// [`Self::counter`]); values past the metric's keys are ignored.
+    pub(crate) fn counter_tagged(&self, metric: InternalMetric, tag_values: &[&str]) -> Counter {
         debug_assert_eq!(metric.kind(), InternalKind::Counter, "{metric:?}");
-        Counter(self.cell(metric, tag_value))
+        Counter(self.cell(metric, tag_values))
     }
 
     /// The gauge `metric` tagged `<tag key>:<tag_value>` (see [`Self::counter`]).
     pub(crate) fn gauge(&self, metric: InternalMetric, tag_value: Option<&str>) -> Gauge {
-        debug_assert_eq!(metric.kind(), InternalKind::Gauge, "{metric:?}");
-        Gauge(self.cell(metric, tag_value))
+        self.gauge_tagged(metric, tag_value.as_slice())
     }
 
-    fn cell(&self, metric: InternalMetric, tag_value: Option<&str>) -> Arc<AtomicU64> {
-        let tag_value = metric.tag_key().and(tag_value);
+    /// The gauge `metric` with one value per tag key (see [`Self::counter_tagged`]).
+    pub(crate) fn gauge_tagged(&self, metric: InternalMetric, tag_values: &[&str]) -> Gauge {
+        debug_assert_eq!(metric.kind(), InternalKind::Gauge, "{metric:?}");
+        Gauge(self.cell(metric, tag_values))
+    }
+
+    fn cell(&self, metric: InternalMetric, tag_values: &[&str]) -> Arc<AtomicU64> {
+        let keys = metric.tag_keys();
+        let tag_values = &tag_values[..tag_values.len().min(keys.len())];
         let mut registered = self
             .registered
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some(r) = registered
-            .iter()
-            .find(|r| r.metric == metric && r.tag_value.as_deref() == tag_value)
-        {
+        if let Some(r) = registered.iter().find(|r| {
+            r.metric == metric
+                && r.tag_values.len() == tag_values.len()
+                && r.tag_values.iter().zip(tag_values).all(|(a, b)| **a == **b)
+        }) {
             return Arc::clone(&r.cell);
         }
-        let tags: Tags = match (metric.tag_key(), tag_value) {
-            (Some(key), Some(value)) => Arc::from([Arc::from(format!("{key}:{value}"))]),
-            _ => Arc::from([]),
-        };
+        let tags: Tags = keys
+            .iter()
+            .zip(tag_values)
+            .map(|(key, value)| Arc::from(format!("{key}:{value}")))
+            .collect();
         let cell = Arc::new(AtomicU64::new(match metric.kind() {
             InternalKind::Counter => 0,
             InternalKind::Gauge => 0f64.to_bits(),
         }));
         registered.push(Registered {
             metric,
-            tag_value: tag_value.map(Box::from),
+            tag_values: tag_values.iter().map(|v| Box::from(*v)).collect(),
             name: Arc::from(metric.name()),
             tags,
             cell: Arc::clone(&cell),

@@ -8,6 +8,7 @@ mod cli;
 mod confd;
 mod containers;
 mod dogstatsd;
+mod forwarder;
 mod health;
 mod http_check;
 mod live_confd;

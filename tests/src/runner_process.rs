@@ -186,6 +186,19 @@ impl RunnerProcess {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// Stops the runner as a service manager does (SIGTERM) and waits for it to exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let exited = crate::wait::until(
+            Duration::from_secs(30),
+            || self.child.try_wait().ok().flatten(),
+            Option::is_some,
+        );
+        exited.unwrap_or_else(|| panic!("the runner did not stop on SIGTERM; log:\n{}", self.log()))
+    }
 }
 
 impl Drop for RunnerProcess {

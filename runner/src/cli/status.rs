@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use super::StatusArgs;
 use crate::check::unix_seconds;
 use crate::config::RunnerConfig;
+use crate::forwarder::endpoint::EndpointStatus;
 use crate::health::State;
 use crate::scheduler::InstanceStats;
 use crate::status;
@@ -91,6 +92,9 @@ fn status_text(status: &status::Status) -> String {
         }
         let _ = writeln!(out);
     }
+    if !status.forwarder.is_empty() {
+        forwarder_text(&mut out, &status.forwarder);
+    }
     let _ = writeln!(out, "  Running Checks\n  ==============");
     if status.instances.is_empty() {
         let _ = writeln!(out, "    (none)");
@@ -140,6 +144,64 @@ fn status_text(status: &status::Status) -> String {
         }
     }
     out
+}
+
+/// The Forwarder section, in the Agent's spirit: transactions per endpoint, then the queue.
+fn forwarder_text(out: &mut String, endpoints: &[EndpointStatus]) {
+    use std::fmt::Write;
+    let _ = writeln!(out, "  Forwarder\n  =========");
+    for e in endpoints {
+        let dropped: u64 = e.dropped.iter().map(|d| d.payloads).sum();
+        let state = if e.api_key_invalid {
+            "API KEY INVALID"
+        } else if e.consecutive_failures > 0 {
+            "RETRYING"
+        } else {
+            "OK"
+        };
+        let _ = writeln!(out, "\n    {} ({}) [{state}]", e.name, e.url);
+        let _ = writeln!(
+            out,
+            "      Transactions: {} succeeded, {} retried, {dropped} dropped",
+            e.succeeded, e.retried
+        );
+        for d in &e.dropped {
+            let _ = writeln!(
+                out,
+                "        Dropped ({}): {} payloads, {} points",
+                d.reason, d.payloads, d.items
+            );
+        }
+        let _ = writeln!(
+            out,
+            "      Queued: {} payloads ({} bytes) in memory, {} payloads ({} bytes) on disk",
+            e.queued_memory_payloads,
+            e.queued_memory_bytes,
+            e.queued_disk_payloads,
+            e.queued_disk_bytes
+        );
+        if let Some(age) = e.oldest_queued_seconds {
+            let _ = writeln!(out, "      Oldest Queued: {age:.0} s");
+        }
+        let ago = match e.last_success_unix {
+            Some(t) => format!(
+                "{:.0} s ago",
+                (unix_seconds(std::time::SystemTime::now()) - t).max(0.0)
+            ),
+            None => "Never".to_owned(),
+        };
+        let _ = writeln!(out, "      Last Success: {ago}");
+        if e.consecutive_failures > 0 {
+            let _ = writeln!(out, "      Consecutive Failures: {}", e.consecutive_failures);
+        }
+        if let Some(error) = &e.last_error {
+            let _ = writeln!(out, "      Last Error: {error}");
+        }
+        if let Some(error) = &e.spill_error {
+            let _ = writeln!(out, "      Spill Error: {error}");
+        }
+    }
+    let _ = writeln!(out);
 }
 
 fn instance_state(stats: &InstanceStats) -> &'static str {

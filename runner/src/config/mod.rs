@@ -80,6 +80,47 @@ pub struct RunnerConfig {
     /// Unlike the Datadog Agent, an empty list allows none: container labels are written by
     /// whoever starts a container. Defaults to none.
     pub ad_allowed_env_vars: Vec<String>,
+
+    // The forwarder (see [`crate::forwarder`]), with the Datadog Agent's keys.
+    /// The Datadog API key; forwarding to Datadog is on when it is set. Defaults to none.
+    pub api_key: String,
+    /// The Datadog site: the intake is `https://app.<site>`. Defaults to `datadoghq.com`.
+    pub site: String,
+    /// The intake's base URL, overriding `site` (any Datadog-compatible backend, e.g.
+    /// `http://victoria:8428/datadog`). Defaults to none.
+    pub dd_url: Option<String>,
+    /// More intakes, each with its own API keys: URL → keys. Every payload goes to each
+    /// (URL, key) pair through its own queue.
+    pub additional_endpoints: BTreeMap<String, Vec<String>>,
+    pub use_v2_api: crate::forwarder::config::UseV2Api,
+    /// `zstd` (the default), `zlib` or `none`.
+    pub serializer_compressor_kind: crate::forwarder::compress::Compressor,
+    /// Seconds one request may take. Defaults to 20.
+    pub forwarder_timeout: f64,
+    /// Bytes of payloads each endpoint keeps in memory while it cannot deliver; past it the
+    /// oldest go to disk. Defaults to 15728640 (15 MB).
+    pub forwarder_retry_queue_payloads_max_size: u64,
+    /// Where payloads that do not fit in memory are kept; `null` keeps none on disk. Defaults
+    /// to `transactions_to_retry` in the runner's state directory.
+    pub forwarder_storage_path: Option<PathBuf>,
+    /// The most bytes kept on disk, over all endpoints; past it the oldest are dropped.
+    /// Defaults to 50000000.
+    pub forwarder_storage_max_size_in_bytes: u64,
+    /// Write no more once the disk holding the storage path is this full. Defaults to 0.8.
+    pub forwarder_storage_max_disk_ratio: f64,
+    /// Payloads kept on disk longer than this many days are dropped. Defaults to 10.
+    pub forwarder_outdated_file_in_days: u64,
+    /// Seconds a clean stop keeps sending before what is left goes to disk. Defaults to 2.
+    pub forwarder_stop_timeout: f64,
+    /// The circuit breaker's first wait after a failure, in seconds. Defaults to 2.
+    pub forwarder_backoff_base: f64,
+    /// Its longest wait, in seconds. Defaults to 64.
+    pub forwarder_backoff_max: f64,
+    /// Seconds an endpoint may deliver nothing, while it has something to deliver, before
+    /// `/health` turns red naming it. Defaults to 30.
+    pub forwarder_health_timeout: f64,
+    /// Prometheus remote-write endpoints.
+    pub remote_write: Vec<crate::forwarder::config::RemoteWriteEndpoint>,
 }
 
 impl Default for RunnerConfig {
@@ -111,6 +152,24 @@ impl Default for RunnerConfig {
             checks_tag_cardinality: Cardinality::High,
             dogstatsd_tag_cardinality: Cardinality::High,
             ad_allowed_env_vars: Vec::new(),
+            api_key: String::new(),
+            site: "datadoghq.com".to_owned(),
+            dd_url: None,
+            additional_endpoints: BTreeMap::new(),
+            use_v2_api: crate::forwarder::config::UseV2Api::default(),
+            serializer_compressor_kind: crate::forwarder::compress::Compressor::default(),
+            forwarder_timeout: 20.0,
+            forwarder_retry_queue_payloads_max_size: 15 * 1024 * 1024,
+            forwarder_storage_path: default_state_path()
+                .map(|state| state.join("transactions_to_retry")),
+            forwarder_storage_max_size_in_bytes: 50_000_000,
+            forwarder_storage_max_disk_ratio: 0.8,
+            forwarder_outdated_file_in_days: 10,
+            forwarder_stop_timeout: 2.0,
+            forwarder_backoff_base: 2.0,
+            forwarder_backoff_max: 64.0,
+            forwarder_health_timeout: 30.0,
+            remote_write: Vec::new(),
         }
     }
 }
@@ -331,6 +390,7 @@ impl RunnerConfig {
         if self.plugins.sql_row_limit == 0 {
             return Err("`plugins.sql_row_limit` must be at least 1".to_owned());
         }
+        crate::forwarder::config::validate(self)?;
         if self.plugins.max_items_per_run == 0 {
             return Err("`plugins.max_items_per_run` must be at least 1".to_owned());
         }
@@ -351,6 +411,24 @@ impl RunnerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_repository_config_parses_and_documents_the_forwarder_defaults() {
+        let config = RunnerConfig::parse(include_str!("../../../kennel.yaml")).unwrap();
+        let defaults = RunnerConfig::default();
+        assert_eq!(config.use_v2_api, defaults.use_v2_api);
+        assert_eq!(config.serializer_compressor_kind, defaults.serializer_compressor_kind);
+        assert_eq!(
+            config.forwarder_retry_queue_payloads_max_size,
+            defaults.forwarder_retry_queue_payloads_max_size
+        );
+        assert_eq!(
+            config.forwarder_storage_max_size_in_bytes,
+            defaults.forwarder_storage_max_size_in_bytes
+        );
+        assert_eq!(config.forwarder_health_timeout, defaults.forwarder_health_timeout);
+        assert!(config.api_key.is_empty() && config.remote_write.is_empty());
+    }
 
     #[test]
     fn empty_file_gives_defaults() {
