@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use kennel_tests::fake_intake::{self, FakeIntake};
 use kennel_tests::pipeline::{self, TestPipeline};
 use kennel_tests::prometheus::Prometheus;
 use kennel_tests::runner_process::{Options, RunnerProcess};
@@ -18,7 +19,7 @@ use kennel_tests::victoria::VictoriaMetrics;
 use kennel_tests::wait;
 use runner::aggregator::Flush;
 use runner::config::RunnerConfig;
-use runner::forwarder::Compressor;
+use runner::forwarder::{Compressor, schema};
 
 /// Sends `lines` over the DogStatsD socket, packed into datagrams of at most 8 KB.
 fn send_lines(socket: &Path, lines: &[String]) {
@@ -440,4 +441,260 @@ fn an_unusable_spill_directory_falls_back_to_memory_and_says_so() {
         .cloned()
         .unwrap();
     assert_ne!(component["state"], "ok", "{component:#}");
+}
+
+/// Points of the series named `name` in the intake's v2 payloads: (tags, type, interval,
+/// points), in arrival order.
+fn v2_points(intake: &FakeIntake, name: &str) -> Vec<schema::MetricSeries> {
+    intake
+        .series_v2()
+        .into_iter()
+        .flat_map(|p| p.series)
+        .filter(|s| s.metric == name)
+        .collect()
+}
+
+#[test]
+fn the_intake_gets_v2_series_sketches_check_runs_and_events_with_the_agents_headers() {
+    let intake = FakeIntake::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = datadog_config(dir.path(), &intake.url());
+    config.api_key = fake_intake::API_KEY.to_owned();
+    let pipeline = TestPipeline::start(config, vec![]);
+    let mut lines = vec![
+        "v2.gauge:7|g|#env:x".to_owned(),
+        "_sc|v2.check|1|#env:x|m:half up".to_owned(),
+        "_e{8,4}:v2 title|text|t:warning|#env:x".to_owned(),
+    ];
+    lines.extend((0..3).map(|_| "v2.count:2|c|#env:x".to_owned()));
+    lines.extend((1..=100).map(|v| format!("v2.dist:{v}|d|#env:x")));
+    send_lines(&pipeline.socket, &lines);
+    wait::until(
+        Duration::from_secs(20),
+        || {
+            (
+                v2_points(&intake, "v2.count").len(),
+                intake.sketches().len(),
+                intake.check_runs().len(),
+                intake.events().len(),
+            )
+        },
+        |(series, sketches, checks, events)| {
+            *series > 0 && *sketches > 0 && *checks > 0 && *events > 0
+        },
+    );
+
+    let host = vec![schema::Resource {
+        r#type: "host".to_owned(),
+        name: "test-host".to_owned(),
+    }];
+    let gauge = &v2_points(&intake, "v2.gauge")[0];
+    assert_eq!(gauge.resources, host);
+    assert_eq!(gauge.tags, ["env:x"]);
+    assert_eq!(gauge.r#type, schema::MetricType::Gauge as i32);
+    assert_eq!(gauge.points.len(), 1);
+    assert_eq!(gauge.points[0].value, 7.0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!((now - 30..=now).contains(&gauge.points[0].timestamp), "{gauge:?}");
+    let count = &v2_points(&intake, "v2.count")[0];
+    // DogStatsD counts go out as the Agent sends them: a per-second rate over the bucket.
+    assert_eq!(count.r#type, schema::MetricType::Rate as i32);
+    assert_eq!(count.interval, 1, "the bucket size");
+    assert_eq!(count.points.iter().map(|p| p.value).sum::<f64>(), 6.0);
+
+    let sketch = intake
+        .sketches()
+        .into_iter()
+        .flat_map(|p| p.sketches)
+        .find(|s| s.metric == "v2.dist")
+        .expect("the distribution's sketch");
+    assert_eq!((sketch.host.as_str(), sketch.tags.as_slice()), ("test-host", &["env:x".to_owned()][..]));
+    let dog = &sketch.dogsketches[0];
+    assert_eq!((dog.cnt, dog.min, dog.max, dog.sum), (100, 1.0, 100.0, 5050.0));
+    assert_eq!(dog.avg, 50.5);
+    assert_eq!(dog.k.len(), dog.n.len());
+    assert_eq!(dog.n.iter().map(|n| u64::from(*n)).sum::<u64>(), 100);
+
+    let check = intake
+        .check_runs()
+        .into_iter()
+        .find(|c| c["check"] == "v2.check")
+        .expect("the service check");
+    assert_eq!(check["host_name"], "test-host");
+    assert_eq!(check["status"], 1);
+    assert_eq!(check["message"], "half up");
+    assert_eq!(check["tags"], serde_json::json!(["env:x"]));
+
+    let events = intake.events();
+    let event = events
+        .iter()
+        .flat_map(|p| p["events"].as_object().unwrap().values())
+        .flat_map(|list| list.as_array().unwrap())
+        .find(|e| e["msg_title"] == "v2 title")
+        .expect("the event");
+    assert_eq!(event["msg_text"], "text");
+    assert_eq!(event["alert_type"], "warning");
+    assert_eq!(event["host"], "test-host");
+    assert_eq!(event["tags"], serde_json::json!(["env:x"]));
+    assert_eq!(events[0]["internalHostname"], "test-host");
+
+    for (path, content_type) in [
+        ("/api/v2/series", "application/x-protobuf"),
+        ("/api/beta/sketches", "application/x-protobuf"),
+        ("/api/v1/check_run", "application/json"),
+        ("/intake/", "application/json"),
+    ] {
+        let request = &intake.requests_to(path)[0];
+        assert_eq!(request.header("DD-API-KEY"), Some(fake_intake::API_KEY), "{path}");
+        assert_eq!(request.header("Content-Type"), Some(content_type), "{path}");
+        assert_eq!(request.header("Content-Encoding"), Some("zstd"), "{path}");
+        assert!(request.header("User-Agent").unwrap().starts_with("kennel/"), "{path}");
+        assert!(request.header("DD-Agent-Version").is_some(), "{path}");
+    }
+    assert_eq!(intake.count("/api/v1/validate"), 1, "the key is validated at start");
+}
+
+#[test]
+fn series_are_split_to_stay_under_the_agents_point_limit() {
+    let intake = FakeIntake::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = datadog_config(dir.path(), &intake.url());
+    config.api_key = fake_intake::API_KEY.to_owned();
+    config.aggregator.max_contexts = 100_000;
+    let pipeline = TestPipeline::start(config, vec![]);
+    let lines: Vec<String> = (0..25_000).map(|i| format!("split.g{i}:1|g")).collect();
+    send_lines(&pipeline.socket, &lines);
+    let points = || {
+        intake
+            .series_v2()
+            .iter()
+            .flat_map(|p| &p.series)
+            .filter(|s| s.metric.starts_with("split."))
+            .map(|s| s.points.len())
+            .sum::<usize>()
+    };
+    let got = wait::until(Duration::from_secs(30), points, |n| *n >= 25_000);
+    assert_eq!(got, 25_000, "every point once");
+    let payloads = intake.series_v2();
+    assert!(payloads.len() >= 3, "{} payloads", payloads.len());
+    for payload in &payloads {
+        let points: usize = payload.series.iter().map(|s| s.points.len()).sum();
+        assert!(points <= 10_000, "a payload of {points} points");
+    }
+    for request in intake.requests_to("/api/v2/series") {
+        assert!(request.body.len() <= 512_000, "{} bytes compressed", request.body.len());
+    }
+}
+
+#[test]
+fn a_refused_key_shows_in_health_and_status_and_is_logged_once() {
+    let intake = FakeIntake::start_with_keys(&["the-right-key"]);
+    let runner = RunnerProcess::start(
+        Options {
+            extra: format!(
+                "api_key: the-wrong-key\ndd_url: {}\nforwarder_storage_path: null\naggregator:\n  bucket_size_seconds: 1\n",
+                intake.url()
+            ),
+            ..Options::default()
+        },
+        &[],
+    );
+    let health = || {
+        reqwest::blocking::get(format!("http://127.0.0.1:{}/health", runner.status_port))
+            .and_then(|r| Ok((r.status().as_u16(), r.json::<serde_json::Value>()?)))
+            .unwrap()
+    };
+    let (code, body) = wait::until(Duration::from_secs(20), health, |(code, _)| *code == 503);
+    assert_eq!(code, 503, "{body:#}");
+    let failed = body["failed"].to_string();
+    assert!(
+        failed.contains("forwarder:datadog") && failed.contains("API key"),
+        "{body:#}"
+    );
+    // A few more flushes, every one refused.
+    runner.wait_for("refused payloads", Duration::from_secs(20), |r| {
+        dropped(&endpoint_status(&r.status(), "datadog"), "invalid_key") >= 3
+    });
+    let endpoint = endpoint_status(&runner.status(), "datadog");
+    assert_eq!(endpoint["api_key_invalid"], true, "{endpoint:#}");
+    assert_eq!(endpoint["succeeded"], 0, "{endpoint:#}");
+    let log = runner.log();
+    assert_eq!(log.matches("API key invalid").count(), 1, "once in the log:\n{log}");
+
+    // `runner status` says it too.
+    let text = std::process::Command::new(kennel_tests::runner_bin())
+        .args(["status", "--config"])
+        .arg(runner.config_path())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("Forwarder") && text.contains("API KEY INVALID"), "{text}");
+}
+
+#[test]
+fn with_small_bounds_an_outage_drops_the_oldest_counted_and_the_rest_arrive() {
+    let intake = FakeIntake::start();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = datadog_config(dir.path(), &intake.url());
+    config.api_key = fake_intake::API_KEY.to_owned();
+    config.forwarder_storage_path = None;
+    config.forwarder_retry_queue_payloads_max_size = 8 * 1024;
+    config.forwarder_backoff_max = 2.0;
+    let pipeline = TestPipeline::start(config, vec![]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let sender = steady_counts(pipeline.socket.clone(), "small.bounds", 100, stop.clone());
+    std::thread::sleep(Duration::from_secs(2));
+    intake.set_down(true);
+    let endpoint = wait::until(
+        Duration::from_secs(60),
+        || endpoint_status(&pipeline.get("/status").1, "datadog"),
+        |e| dropped(e, "queue_full") >= 5,
+    );
+    assert!(dropped(&endpoint, "queue_full") >= 5, "{endpoint:#}");
+    intake.set_down(false);
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::Relaxed);
+    let sent = sender.join().unwrap() as f64;
+    let last_flush_at = pipeline.wait_for_flushes(2).len();
+    let received = || {
+        v2_points(&intake, "small.bounds")
+            .iter()
+            .flat_map(|s| s.points.iter().map(|p| p.value))
+            .sum::<f64>()
+    };
+    let endpoint = wait::until(
+        Duration::from_secs(30),
+        || endpoint_status(&pipeline.get("/status").1, "datadog"),
+        |e| e["queued_memory_payloads"] == 0 && e["consecutive_failures"] == 0,
+    );
+    let got = received();
+    assert!(got < sent, "some were dropped: {got} of {sent}");
+    assert!(got > 0.0);
+    let dropped_items: u64 = endpoint["dropped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["items"].as_u64().unwrap())
+        .sum();
+    assert!(dropped_items > 0, "{endpoint:#}");
+    // The newest made it: the last second's count is there.
+    let flushes = pipeline.flushes();
+    let newest = flushes[..last_flush_at]
+        .iter()
+        .flat_map(|f| &f.series)
+        .filter(|s| &*s.name == "small.bounds")
+        .flat_map(|s| &s.points)
+        .map(|p| p.timestamp)
+        .max()
+        .unwrap();
+    assert!(
+        v2_points(&intake, "small.bounds")
+            .iter()
+            .flat_map(|s| &s.points)
+            .any(|p| p.timestamp == newest),
+        "the newest bucket arrived"
+    );
 }

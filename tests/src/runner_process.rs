@@ -93,6 +93,11 @@ impl RunnerProcess {
         runner
     }
 
+    /// The runner's config file.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("kennel.yaml")
+    }
+
     /// The runner's conf.d directory.
     pub fn confd(&self) -> PathBuf {
         self.dir.path().join("conf.d")

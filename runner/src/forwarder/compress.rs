@@ -298,10 +298,14 @@ impl Stream {
         self.pending.extend_from_slice(&self.footer);
         match self.pack(Step::Finish) {
             Ok(()) => {
+                // Sized exactly: a queued payload must cost its length, not its buffer's
+                // capacity, or retry queues would hold up to twice their bound.
+                let mut body = std::mem::take(&mut self.out);
+                body.shrink_to_fit();
                 out.push(Payload {
                     route: self.route,
                     encoding: self.compressor.encoding(),
-                    body: Bytes::from(std::mem::take(&mut self.out)),
+                    body: Bytes::from(body),
                     items: self.items,
                 });
                 self.reset();

@@ -436,7 +436,9 @@ impl RemoteWriteSerializer {
         let mut body = vec![0; snap::raw::max_compress_len(self.request.len())];
         match self.snappy.compress(&self.request, &mut body) {
             Ok(len) => {
+                // Sized exactly, as queued payloads must be (see `compress::Stream::finish`).
                 body.truncate(len);
+                body.shrink_to_fit();
                 out.push(Payload {
                     route: Route::RemoteWrite,
                     encoding: Encoding::Snappy,
