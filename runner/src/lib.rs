@@ -6,7 +6,8 @@
 //!   (the wasmtime host and its capabilities) for the instances [`discovery`] resolves from
 //!   [`config`] (the runner's file and conf.d) and from containers;
 //! - [`aggregator`]: contexts, buckets and the aggregation loop;
-//! - outputs ([`sink`]): [`openmetrics`] (the `/metrics` page);
+//! - outputs ([`sink`]): [`openmetrics`] (the `/metrics` page) and [`forwarder`] (the Datadog
+//!   intake and Prometheus remote write, a retry queue per endpoint);
 //! - read by all, depending on none: [`check`] (instances and run reports), [`containers`]
 //!   (the container store, tags, cgroups), [`telemetry`] (the runner's own metrics) and
 //!   [`health`] (each component's state);

@@ -2,7 +2,8 @@
 //! `runner` binary are, a plugin host and instances built the way `runner run` builds them, and
 //! real HTTP(S) servers on loopback, a throwaway PostgreSQL, a real Docker daemon's containers
 //! (and churn of them), `runner run` as a child process, DogStatsD senders of a known origin,
-//! and waits on a condition.
+//! the forwarder's backends (a throwaway VictoriaMetrics and Prometheus, and one fake Datadog
+//! intake for the formats no installable server decodes), and waits on a condition.
 
 pub mod churn;
 pub mod docker;
