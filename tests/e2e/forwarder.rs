@@ -368,7 +368,13 @@ fn spilled_payloads_survive_a_clean_stop_and_a_kill_and_are_sent_after_the_resta
         queued_on_disk(r) > 0
     });
     std::thread::sleep(Duration::from_secs(2));
+    let stopping = Instant::now();
     first.terminate();
+    assert!(
+        stopping.elapsed() < Duration::from_secs(10),
+        "a stop waits for the stop timeout, not the backoff: {:?}",
+        stopping.elapsed()
+    );
     assert!(
         first.log().contains("kept on disk"),
         "the stop says what it kept; log:\n{}",
@@ -697,4 +703,41 @@ fn with_small_bounds_an_outage_drops_the_oldest_counted_and_the_rest_arrive() {
             .any(|p| p.timestamp == newest),
         "the newest bucket arrived"
     );
+}
+
+#[test]
+fn a_stop_waits_no_longer_than_the_stop_timeout_for_an_intake_that_hangs() {
+    let intake = FakeIntake::start();
+    intake.delay(Duration::from_secs(120));
+    let spill = tempfile::tempdir().unwrap();
+    let mut runner = RunnerProcess::start(
+        Options {
+            extra: format!(
+                "api_key: {}\ndd_url: {}\nforwarder_timeout: 60\nforwarder_stop_timeout: 2\n\
+                 forwarder_storage_path: {}\naggregator:\n  bucket_size_seconds: 1\n",
+                fake_intake::API_KEY,
+                intake.url(),
+                spill.path().display()
+            ),
+            ..Options::default()
+        },
+        &[],
+    );
+    // A request is on its way and hangs; more flushes queue behind it.
+    std::thread::sleep(Duration::from_secs(4));
+    let stopping = Instant::now();
+    let exit = runner.terminate();
+    let took = stopping.elapsed();
+    assert!(exit.success(), "{exit:?}; log:\n{}", runner.log());
+    assert!(
+        took < Duration::from_secs(8),
+        "the stop took {took:?} with a 2 s stop timeout; log:\n{}",
+        runner.log()
+    );
+    assert!(runner.log().contains("kept on disk"), "log:\n{}", runner.log());
+    let files = std::fs::read_dir(spill.path())
+        .unwrap()
+        .flat_map(|endpoint| std::fs::read_dir(endpoint.unwrap().path()).unwrap())
+        .count();
+    assert!(files > 0, "what was not sent is on disk");
 }

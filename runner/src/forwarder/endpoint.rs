@@ -244,15 +244,10 @@ impl Endpoint {
                 }
                 continue;
             };
-            let attempt = self.send(&client, &item);
-            let outcome = match stopping {
-                Some(deadline) => {
-                    match tokio::time::timeout_at(deadline.into(), attempt).await {
-                        Ok(outcome) => outcome,
-                        Err(_) => Outcome::Retry("the stop timeout passed".to_owned()),
-                    }
-                }
-                None => attempt.await,
+            // A stop may come while the request is on its way: it gets until the deadline.
+            let outcome = tokio::select! {
+                outcome = self.send(&client, &item) => outcome,
+                () = stop.deadline_passed() => Outcome::Retry("the stop timeout passed".to_owned()),
             };
             match outcome {
                 Outcome::Delivered => {
@@ -588,6 +583,17 @@ impl StopSignal {
 
     fn deadline(&self) -> Option<Instant> {
         *lock(&self.deadline)
+    }
+
+    /// Returns once a stop has been asked for and its deadline has passed.
+    async fn deadline_passed(&self) {
+        loop {
+            if let Some(deadline) = self.deadline() {
+                tokio::time::sleep_until(deadline.into()).await;
+                return;
+            }
+            self.notified().await;
+        }
     }
 
     async fn notified(&self) {
