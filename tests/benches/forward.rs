@@ -24,6 +24,9 @@ const RUNS: usize = 5;
 /// Seconds between two flushes' points.
 const FLUSH_INTERVAL: i64 = 10;
 
+/// One serializer, as a closure from a flush to what it made.
+type Serialize = Box<dyn FnMut(&Flush) -> Serialized>;
+
 /// `SERIES` series of `points` points each, half gauges and half rates, with three tags:
 /// the shape of the scrape bench's page.
 fn flush(points: usize) -> Flush {
@@ -91,7 +94,7 @@ fn main() {
     for points in [1, 10] {
         let mut flush = flush(points);
         let total = (SERIES * points) as f64;
-        let formats: [(&str, Box<dyn FnMut(&Flush) -> Serialized>); 3] = [
+        let formats: [(&str, Serialize); 3] = [
             ("v2 protobuf + zstd", {
                 let mut serializer = DatadogSerializer::new(
                     DatadogFormat {
