@@ -27,8 +27,9 @@
 //!   left out and counted (`Unsent::conflicting`): the type first seen keeps the name.
 //!
 //! Memory: a series' running state (its type, total, last timestamp) is kept under its
-//! rendered labels, and forgotten after [`STALE_AFTER`] without a point, as the page forgets
-//! it; a counter seen again starts from 0, which Prometheus reads as a counter reset.
+//! rendered labels (encoded as sent, so a request copies them as they are), about 200 bytes a
+//! series with three tags, and forgotten after [`STALE_AFTER`] without a point, as the page
+//! forgets it; a counter seen again starts from 0, which Prometheus reads as a counter reset.
 //! Missing: remote write 2.0, metadata (`# HELP`/`# TYPE`), exemplars and native histograms.
 
 use std::borrow::Cow;
@@ -60,7 +61,7 @@ enum Kind {
 }
 
 /// A rendered series' state, kept from flush to flush.
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy)]
 struct Track {
     kind: Kind,
     /// A counter's total so far.
@@ -111,11 +112,13 @@ pub struct RemoteWriteSerializer {
     quantiles: Vec<[f64; QUANTILES.len()]>,
     /// The `quantile` label values, as the page shows them.
     quantile_values: [String; QUANTILES.len()],
-    /// Scratch: one series' labels, name, joined label value, and samples.
+    /// Scratch: one series' labels, name, joined label value, samples, and for quantiles the
+    /// row of `quantiles` of each sample.
     key: Vec<u8>,
     name: String,
     joined: String,
     samples: Vec<(i64, f64)>,
+    rows: Vec<u32>,
     /// The request being built, uncompressed, and its samples.
     request: Vec<u8>,
     request_samples: u32,
@@ -141,6 +144,7 @@ impl RemoteWriteSerializer {
             name: String::new(),
             joined: String::new(),
             samples: Vec::new(),
+            rows: Vec::new(),
             request: Vec::new(),
             request_samples: 0,
             snappy: snap::raw::Encoder::new(),
@@ -201,12 +205,9 @@ impl RemoteWriteSerializer {
             }
         }
         for sketches in &flush.sketches {
-            let points: Vec<_> = sketches
-                .points
-                .iter()
-                .filter(|p| !p.sketch.is_empty())
-                .collect();
-            if points.is_empty() {
+            let points = || sketches.points.iter().filter(|p| !p.sketch.is_empty());
+            let carried = points().count();
+            if carried == 0 {
                 continue;
             }
             let host = host_or(&sketches.host, &hostname);
@@ -218,10 +219,10 @@ impl RemoteWriteSerializer {
             ]
             .map(|(suffix, kind)| self.group(&sketches.name, suffix, &pairs, kind, now));
             let [Some(quantiles), Some(sum), Some(count)] = members else {
-                self.unsent.conflicting += points.len() as u64;
+                self.unsent.conflicting += carried as u64;
                 continue;
             };
-            for point in points {
+            for point in points() {
                 let timestamp_ms = point.timestamp.saturating_mul(1000);
                 let sketch = &point.sketch;
                 let index = self.quantiles.len() as u32;
@@ -334,8 +335,7 @@ impl RemoteWriteSerializer {
         let group = &self.groups[first.group as usize];
         let track = &mut self.tracks[group.track as usize];
         self.samples.clear();
-        // Indices of the quantiles of each sample, for quantile groups.
-        let mut quantile_rows: Vec<u32> = Vec::new();
+        self.rows.clear();
         let mut rest = contributions;
         while let Some(head) = rest.first() {
             let len = rest
@@ -361,7 +361,7 @@ impl RemoteWriteSerializer {
                         self.samples.push((ts, last.value));
                     } else {
                         self.samples.push((ts, 0.0));
-                        quantile_rows.push(last.quantiles);
+                        self.rows.push(last.quantiles);
                     }
                 }
             }
@@ -382,7 +382,7 @@ impl RemoteWriteSerializer {
         }
         for q in 0..QUANTILES.len() {
             let mut samples = std::mem::take(&mut self.samples);
-            for (sample, &row) in samples.iter_mut().zip(&quantile_rows) {
+            for (sample, &row) in samples.iter_mut().zip(&self.rows) {
                 sample.1 = self.quantiles[row as usize][q];
             }
             self.emit_series(labels.clone(), Some((quantile_at, q)), &samples, out);
@@ -479,19 +479,8 @@ impl RemoteWriteSerializer {
     fn compact(&mut self) {
         let mut tracks = Vec::with_capacity(self.index.len());
         for slot in self.index.values_mut() {
-            let track = std::mem::replace(
-                &mut self.tracks[*slot as usize],
-                Track {
-                    kind: Kind::Gauge,
-                    total: 0.0,
-                    last_ms: 0,
-                    seen: Instant::now(),
-                    generation: 0,
-                    group: 0,
-                },
-            );
-            *slot = tracks.len() as u32;
-            tracks.push(track);
+            tracks.push(self.tracks[*slot as usize]);
+            *slot = (tracks.len() - 1) as u32;
         }
         self.tracks = tracks;
         self.free = Vec::new();
