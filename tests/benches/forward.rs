@@ -88,6 +88,16 @@ fn measure(
     (times[RUNS / 2], made)
 }
 
+/// A Datadog serializer sending series as v2 or v1.
+fn datadog(v2_series: bool, compressor: Compressor, hostname: &Arc<str>) -> Serialize {
+    let format = DatadogFormat {
+        v2_series,
+        compressor,
+    };
+    let mut serializer = DatadogSerializer::new(format, hostname.clone());
+    Box::new(move |flush| serializer.serialize_counted(flush))
+}
+
 fn main() {
     kennel_tests::print_load_average();
     let hostname: Arc<str> = Arc::from("bench-host");
@@ -95,26 +105,14 @@ fn main() {
         let mut flush = flush(points);
         let total = (SERIES * points) as f64;
         let formats: [(&str, Serialize); 3] = [
-            ("v2 protobuf + zstd", {
-                let mut serializer = DatadogSerializer::new(
-                    DatadogFormat {
-                        v2_series: true,
-                        compressor: Compressor::Zstd,
-                    },
-                    hostname.clone(),
-                );
-                Box::new(move |flush| serializer.serialize_counted(flush))
-            }),
-            ("v1 JSON + zlib", {
-                let mut serializer = DatadogSerializer::new(
-                    DatadogFormat {
-                        v2_series: false,
-                        compressor: Compressor::Zlib,
-                    },
-                    hostname.clone(),
-                );
-                Box::new(move |flush| serializer.serialize_counted(flush))
-            }),
+            (
+                "v2 protobuf + zstd",
+                datadog(true, Compressor::Zstd, &hostname),
+            ),
+            (
+                "v1 JSON + zlib",
+                datadog(false, Compressor::Zlib, &hostname),
+            ),
             ("remote write + snappy", {
                 let mut serializer = RemoteWriteSerializer::new(hostname.clone());
                 Box::new(move |flush| serializer.serialize_counted(flush))

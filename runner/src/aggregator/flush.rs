@@ -66,6 +66,27 @@ impl Series {
     pub fn tags(&self) -> impl Iterator<Item = &str> {
         self.tags.iter().map(|t| &**t)
     }
+
+    /// A series for tests: no host, a 10 s interval, `(timestamp, value)` points.
+    #[cfg(test)]
+    pub(crate) fn for_test(
+        name: &str,
+        tags: &[&str],
+        kind: SeriesKind,
+        points: &[(i64, f64)],
+    ) -> Self {
+        Self {
+            name: name.into(),
+            tags: tags.iter().map(|t| Arc::from(*t)).collect(),
+            host: "".into(),
+            kind,
+            interval: 10,
+            points: points
+                .iter()
+                .map(|&(timestamp, value)| Point { timestamp, value })
+                .collect(),
+        }
+    }
 }
 
 /// One bucket's sketch.
@@ -94,5 +115,20 @@ impl SketchSeries {
     #[cfg(test)]
     pub(crate) fn tags(&self) -> impl Iterator<Item = &str> {
         self.tags.iter().map(|t| &**t)
+    }
+
+    /// Sketches for tests: no host, a 10 s interval, `(timestamp, sketch)` points.
+    #[cfg(test)]
+    pub(crate) fn for_test(name: &str, tags: &[&str], points: Vec<(i64, Sketch)>) -> Self {
+        Self {
+            name: name.into(),
+            tags: tags.iter().map(|t| Arc::from(*t)).collect(),
+            host: "".into(),
+            interval: 10,
+            points: points
+                .into_iter()
+                .map(|(timestamp, sketch)| SketchPoint { timestamp, sketch })
+                .collect(),
+        }
     }
 }

@@ -434,26 +434,32 @@ fn spare(out: &mut Vec<u8>) {
     }
 }
 
+/// A payload's body, decompressed, for tests.
 #[cfg(test)]
-mod tests {
+pub(crate) fn decompress(payload: &Payload) -> Vec<u8> {
     use std::io::Read as _;
 
-    use super::*;
-
-    fn decompress(payload: &Payload) -> Vec<u8> {
-        let mut body = Vec::new();
-        match payload.encoding {
-            Encoding::Zstd => body = zstd::stream::decode_all(&payload.body[..]).unwrap(),
-            Encoding::Deflate => {
-                flate2::read::ZlibDecoder::new(&payload.body[..])
-                    .read_to_end(&mut body)
-                    .unwrap();
-            }
-            Encoding::Identity => body = payload.body.to_vec(),
-            Encoding::Snappy => unreachable!(),
+    let mut body = Vec::new();
+    match payload.encoding {
+        Encoding::Zstd => body = zstd::stream::decode_all(&payload.body[..]).unwrap(),
+        Encoding::Deflate => {
+            flate2::read::ZlibDecoder::new(&payload.body[..])
+                .read_to_end(&mut body)
+                .unwrap();
         }
-        body
+        Encoding::Identity => body = payload.body.to_vec(),
+        Encoding::Snappy => {
+            body = snap::raw::Decoder::new()
+                .decompress_vec(&payload.body)
+                .unwrap();
+        }
     }
+    body
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     fn stream(compressor: Compressor, limits: Limits) -> Stream {
         Stream::new(

@@ -532,13 +532,12 @@ fn json_number(buf: &mut Vec<u8>, value: f64) {
 
 #[cfg(test)]
 mod tests {
-    use std::io::Read as _;
-
     use prost::Message as _;
 
     use super::*;
-    use crate::aggregator::{Point, Sketch, SketchPoint};
+    use crate::aggregator::{Point, Sketch};
     use crate::check::Status;
+    use crate::forwarder::compress::decompress;
     use crate::forwarder::payload::Encoding;
     use crate::forwarder::schema;
 
@@ -554,39 +553,35 @@ mod tests {
         )
     }
 
-    fn series(
-        name: &str,
-        tags: &[&str],
-        host: &str,
-        kind: SeriesKind,
-        points: &[(i64, f64)],
-    ) -> Series {
+    fn hosted(host: &str, series: Series) -> Series {
         Series {
-            name: name.into(),
-            tags: tags.iter().map(|t| Arc::from(*t)).collect(),
             host: host.into(),
-            kind,
-            interval: 10,
-            points: points
-                .iter()
-                .map(|&(timestamp, value)| Point { timestamp, value })
-                .collect(),
+            ..series
         }
     }
 
-    fn body(payload: &Payload) -> Vec<u8> {
-        let mut body = Vec::new();
-        match payload.encoding {
-            Encoding::Zstd => body = zstd::stream::decode_all(&payload.body[..]).unwrap(),
-            Encoding::Deflate => {
-                flate2::read::ZlibDecoder::new(&payload.body[..])
-                    .read_to_end(&mut body)
-                    .unwrap();
-            }
-            Encoding::Identity => body = payload.body.to_vec(),
-            Encoding::Snappy => unreachable!(),
-        }
-        body
+    /// The bodies of `out`, decompressed, each checked against `limits`.
+    fn bodies(out: &[Payload], limits: Limits) -> Vec<Vec<u8>> {
+        out.iter()
+            .map(|payload| {
+                let body = decompress(payload);
+                assert!(payload.body.len() <= limits.compressed);
+                assert!(body.len() <= limits.uncompressed);
+                assert!(payload.items <= limits.items);
+                body
+            })
+            .collect()
+    }
+
+    /// The payloads of `flush`, which must take several and leave nothing out: each as the
+    /// items it carries and its body, checked against the limits of payloads other than series.
+    fn split(flush: &Flush) -> Vec<(u32, Vec<u8>)> {
+        let mut out = Vec::new();
+        let unsent = serializer(true, Compressor::Zstd).serialize(flush, &mut out);
+        assert_eq!(unsent, Unsent::default());
+        assert!(out.len() >= 2, "{} payloads", out.len());
+        let bodies = bodies(&out, PAYLOAD_LIMITS);
+        out.iter().map(|p| p.items).zip(bodies).collect()
     }
 
     fn agent_origin() -> Option<schema::Metadata> {
@@ -610,27 +605,28 @@ mod tests {
     fn series_v2_carry_every_field_as_the_agent_writes_it() {
         let flush = Flush {
             series: vec![
-                series(
+                Series::for_test(
                     "app.temp",
                     &["env:prod"],
-                    "",
                     SeriesKind::Gauge,
                     &[(1000, 21.5)],
                 ),
-                series(
-                    "app.hits",
-                    &[
-                        "device:sda",
-                        "dd.internal.resource:database:db1",
-                        "dd.internal.resource:bad",
-                        "z",
-                    ],
+                hosted(
                     "web-1",
-                    SeriesKind::Count,
-                    &[(1000, 0.0), (1010, -0.0)],
+                    Series::for_test(
+                        "app.hits",
+                        &[
+                            "device:sda",
+                            "dd.internal.resource:database:db1",
+                            "dd.internal.resource:bad",
+                            "z",
+                        ],
+                        SeriesKind::Count,
+                        &[(1000, 0.0), (1010, -0.0)],
+                    ),
                 ),
-                series("app.rps", &[], "", SeriesKind::Rate, &[(1010, f64::NAN)]),
-                series("app.none", &[], "", SeriesKind::Gauge, &[]),
+                Series::for_test("app.rps", &[], SeriesKind::Rate, &[(1010, f64::NAN)]),
+                Series::for_test("app.none", &[], SeriesKind::Gauge, &[]),
             ],
             ..Flush::default()
         };
@@ -641,7 +637,7 @@ mod tests {
         assert_eq!(out[0].route, Route::SeriesV2);
         assert_eq!(out[0].encoding, Encoding::Zstd);
         assert_eq!(out[0].items, 4);
-        let payload = schema::MetricPayload::decode(&body(&out[0])[..]).unwrap();
+        let payload = schema::MetricPayload::decode(&decompress(&out[0])[..]).unwrap();
         let point = |timestamp, value| schema::MetricPoint { value, timestamp };
         let expected = [
             schema::MetricSeries {
@@ -691,7 +687,7 @@ mod tests {
                     let points: Vec<(i64, f64)> = (0..points)
                         .map(|p| (p as i64 * 10, (i * p) as f64))
                         .collect();
-                    series(&format!("m{i}"), &[&tag(i)], "", SeriesKind::Gauge, &points)
+                    Series::for_test(&format!("m{i}"), &[&tag(i)], SeriesKind::Gauge, &points)
                 })
                 .collect(),
             ..Flush::default()
@@ -702,11 +698,7 @@ mod tests {
     /// names in order.
     fn series_v2_names(out: &[Payload]) -> Vec<String> {
         let mut names = Vec::new();
-        for payload in out {
-            assert!(payload.body.len() <= SERIES_LIMITS.compressed);
-            let body = body(payload);
-            assert!(body.len() <= SERIES_LIMITS.uncompressed);
-            assert!(payload.items <= SERIES_LIMITS.items);
+        for (payload, body) in out.iter().zip(bodies(out, SERIES_LIMITS)) {
             let decoded = schema::MetricPayload::decode(&body[..]).unwrap();
             let points: usize = decoded.series.iter().map(|s| s.points.len()).sum();
             assert_eq!(points, payload.items as usize);
@@ -772,14 +764,13 @@ mod tests {
     fn series_v1_are_the_agents_json() {
         let flush = Flush {
             series: vec![
-                series(
+                Series::for_test(
                     "app.temp",
                     &[
                         "env:prod",
                         "device:sda",
                         "dd.internal.resource:database:db1",
                     ],
-                    "",
                     SeriesKind::Gauge,
                     &[
                         (1000, 21.5),
@@ -788,14 +779,11 @@ mod tests {
                         (1030, -3.0),
                     ],
                 ),
-                series(
-                    "app.hits",
-                    &[],
+                hosted(
                     "web-\"1\"",
-                    SeriesKind::Count,
-                    &[(1000, 2.0)],
+                    Series::for_test("app.hits", &[], SeriesKind::Count, &[(1000, 2.0)]),
                 ),
-                series("app.rps", &[], "", SeriesKind::Rate, &[(1000, f64::NAN)]),
+                Series::for_test("app.rps", &[], SeriesKind::Rate, &[(1000, f64::NAN)]),
             ],
             ..Flush::default()
         };
@@ -808,7 +796,7 @@ mod tests {
             (out[0].route, out[0].encoding, out[0].items),
             (Route::SeriesV1, Encoding::Deflate, 4)
         );
-        let text = String::from_utf8(body(&out[0])).unwrap();
+        let text = String::from_utf8(decompress(&out[0])).unwrap();
         assert_eq!(
             text,
             concat!(
@@ -862,34 +850,14 @@ mod tests {
         let sketch = sketch_of([-5.0, 0.0, 1.0, 1.0, 250.0].into_iter());
         let flush = Flush {
             sketches: vec![
+                SketchSeries::for_test(
+                    "app.latency",
+                    &["env:prod", "device:sda"],
+                    vec![(1000, sketch.clone()), (1010, Sketch::default())],
+                ),
                 SketchSeries {
-                    name: "app.latency".into(),
-                    tags: ["env:prod", "device:sda"]
-                        .iter()
-                        .map(|t| Arc::from(*t))
-                        .collect(),
-                    host: "".into(),
-                    interval: 10,
-                    points: vec![
-                        SketchPoint {
-                            timestamp: 1000,
-                            sketch: sketch.clone(),
-                        },
-                        SketchPoint {
-                            timestamp: 1010,
-                            sketch: Sketch::default(),
-                        },
-                    ],
-                },
-                SketchSeries {
-                    name: "app.empty".into(),
-                    tags: Arc::from([]),
                     host: "web-1".into(),
-                    interval: 10,
-                    points: vec![SketchPoint {
-                        timestamp: 1000,
-                        sketch: Sketch::default(),
-                    }],
+                    ..SketchSeries::for_test("app.empty", &[], vec![(1000, Sketch::default())])
                 },
             ],
             ..Flush::default()
@@ -899,7 +867,7 @@ mod tests {
         assert_eq!(unsent, Unsent::default());
         assert_eq!(out.len(), 1);
         assert_eq!((out[0].route, out[0].items), (Route::Sketches, 1));
-        let raw = body(&out[0]);
+        let raw = decompress(&out[0]);
         assert_eq!(
             &raw[raw.len() - 2..],
             [0x12, 0x00],
@@ -938,30 +906,14 @@ mod tests {
         assert_eq!(wide.bins().len(), 4096);
         let flush = Flush {
             sketches: (0..400)
-                .map(|i| SketchSeries {
-                    name: format!("d{i}").into(),
-                    tags: Arc::from([]),
-                    host: "".into(),
-                    interval: 10,
-                    points: vec![SketchPoint {
-                        timestamp: 1000,
-                        sketch: wide.clone(),
-                    }],
-                })
+                .map(|i| SketchSeries::for_test(&format!("d{i}"), &[], vec![(1000, wide.clone())]))
                 .collect(),
             ..Flush::default()
         };
-        let mut out = Vec::new();
-        let unsent = serializer(true, Compressor::Zstd).serialize(&flush, &mut out);
-        assert_eq!(unsent, Unsent::default());
-        assert!(out.len() >= 2, "{} payloads", out.len());
         let mut names = Vec::new();
-        for payload in &out {
-            let raw = body(payload);
-            assert!(raw.len() <= PAYLOAD_LIMITS.uncompressed);
-            assert!(payload.body.len() <= PAYLOAD_LIMITS.compressed);
+        for (items, raw) in split(&flush) {
             let decoded = schema::SketchPayload::decode(&raw[..]).unwrap();
-            assert_eq!(decoded.sketches.len(), payload.items as usize);
+            assert_eq!(decoded.sketches.len(), items as usize);
             names.extend(decoded.sketches.into_iter().map(|s| s.metric));
         }
         let expected: Vec<String> = (0..400).map(|i| format!("d{i}")).collect();
@@ -996,7 +948,7 @@ mod tests {
             (Route::CheckRun, Encoding::Identity, 2)
         );
         assert_eq!(
-            String::from_utf8(body(&out[0])).unwrap(),
+            String::from_utf8(decompress(&out[0])).unwrap(),
             concat!(
                 r#"[{"check":"app.up","host_name":"runner-host","timestamp":1000,"status":0,"message":"all \"good\"","tags":["env:prod"]},"#,
                 r#"{"check":"app.db","host_name":"db-1","timestamp":1000,"status":2,"message":"all \"good\"","tags":null}]"#
@@ -1039,7 +991,7 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert_eq!((out[0].route, out[0].items), (Route::Intake, 3));
         assert_eq!(
-            String::from_utf8(body(&out[0])).unwrap(),
+            String::from_utf8(decompress(&out[0])).unwrap(),
             concat!(
                 r#"{"apiKey":"","events":{"#,
                 r#""api":[{"msg_title":"first","msg_text":"a","timestamp":1000,"priority":"low","host":"runner-host","alert_type":"warning"},"#,
@@ -1060,14 +1012,8 @@ mod tests {
                 .collect(),
             ..Flush::default()
         };
-        let mut out = Vec::new();
-        let unsent = serializer(true, Compressor::Zstd).serialize(&flush, &mut out);
-        assert_eq!(unsent, Unsent::default());
-        assert!(out.len() >= 2, "{} payloads", out.len());
         let mut titles = Vec::new();
-        for payload in &out {
-            let raw = body(payload);
-            assert!(raw.len() <= PAYLOAD_LIMITS.uncompressed);
+        for (items, raw) in split(&flush) {
             let value: serde_json::Value = serde_json::from_slice(&raw).unwrap();
             assert_eq!(value["internalHostname"], HOSTNAME);
             let mut carried = 0;
@@ -1078,7 +1024,7 @@ mod tests {
                     carried += 1;
                 }
             }
-            assert_eq!(carried, payload.items);
+            assert_eq!(carried, items);
         }
         let expected: Vec<String> = (0..2000).map(|i| format!("e{i}")).collect();
         assert_eq!(titles, expected);

@@ -561,27 +561,13 @@ mod tests {
     use prost::Message as _;
 
     use super::*;
-    use crate::aggregator::{Point, Series, Sketch, SketchPoint, SketchSeries};
+    use crate::aggregator::{Series, Sketch, SketchSeries};
     use crate::forwarder::schema;
 
     const HOSTNAME: &str = "runner-host";
 
     /// What was sent: each series as its labels (`name=value`, in order) and its samples.
     type Sent = Vec<(Vec<String>, Vec<(i64, f64)>)>;
-
-    fn series(name: &str, tags: &[&str], kind: SeriesKind, points: &[(i64, f64)]) -> Series {
-        Series {
-            name: name.into(),
-            tags: tags.iter().map(|t| Arc::from(*t)).collect(),
-            host: "".into(),
-            kind,
-            interval: 10,
-            points: points
-                .iter()
-                .map(|&(timestamp, value)| Point { timestamp, value })
-                .collect(),
-        }
-    }
 
     fn series_flush(series: Vec<Series>) -> Flush {
         Flush {
@@ -641,7 +627,7 @@ mod tests {
     #[test]
     fn names_and_labels_are_the_metrics_pages() {
         let mut serializer = RemoteWriteSerializer::new(HOSTNAME.into());
-        let mut hosted = series(
+        let mut hosted = Series::for_test(
             "app.temp",
             &[
                 "Zone:eu",
@@ -657,8 +643,8 @@ mod tests {
         hosted.host = "web-1".into();
         let flush = series_flush(vec![
             hosted,
-            series("9lives", &[], SeriesKind::Count, &[(1000, 2.0)]),
-            series("app.rps", &["__x:1"], SeriesKind::Rate, &[(1000, 0.5)]),
+            Series::for_test("9lives", &[], SeriesKind::Count, &[(1000, 2.0)]),
+            Series::for_test("app.rps", &["__x:1"], SeriesKind::Rate, &[(1000, 0.5)]),
         ]);
         let (sent, unsent) = send(&mut serializer, &flush, Instant::now());
         assert_eq!(unsent, Unsent::default());
@@ -694,8 +680,8 @@ mod tests {
         let start = Instant::now();
         let flush = |t: i64, count: f64| {
             series_flush(vec![
-                series("hits", &[], SeriesKind::Count, &[(t, count), (t + 10, 1.0)]),
-                series("rps", &[], SeriesKind::Rate, &[(t, 0.5)]),
+                Series::for_test("hits", &[], SeriesKind::Count, &[(t, count), (t + 10, 1.0)]),
+                Series::for_test("rps", &[], SeriesKind::Rate, &[(t, 0.5)]),
             ])
         };
         let totals = |sent: Sent| -> Vec<Vec<f64>> {
@@ -724,20 +710,20 @@ mod tests {
     fn series_that_render_alike_are_merged_into_one_per_request() {
         let mut serializer = RemoteWriteSerializer::new(HOSTNAME.into());
         let flush = series_flush(vec![
-            series(
+            Series::for_test(
                 "a.b",
                 &["env:x,y"],
                 SeriesKind::Count,
                 &[(1000, 1.0), (1010, 1.0)],
             ),
-            series("g.g", &[], SeriesKind::Gauge, &[(1000, 1.0)]),
-            series(
+            Series::for_test("g.g", &[], SeriesKind::Gauge, &[(1000, 1.0)]),
+            Series::for_test(
                 "a_b",
                 &["env:x", "env:y"],
                 SeriesKind::Count,
                 &[(1000, 2.0), (1020, 5.0)],
             ),
-            series("g_g", &[], SeriesKind::Gauge, &[(1000, 2.0), (1010, 3.0)]),
+            Series::for_test("g_g", &[], SeriesKind::Gauge, &[(1000, 2.0), (1010, 3.0)]),
         ]);
         let (sent, unsent) = send(&mut serializer, &flush, Instant::now());
         assert_eq!(unsent, Unsent::default());
@@ -760,8 +746,8 @@ mod tests {
     fn a_series_named_like_one_of_another_type_is_counted_not_sent() {
         let mut serializer = RemoteWriteSerializer::new(HOSTNAME.into());
         let flush = series_flush(vec![
-            series("x", &[], SeriesKind::Count, &[(1000, 1.0)]),
-            series(
+            Series::for_test("x", &[], SeriesKind::Count, &[(1000, 1.0)]),
+            Series::for_test(
                 "x_total",
                 &[],
                 SeriesKind::Gauge,
@@ -786,21 +772,21 @@ mod tests {
         send(
             &mut serializer,
             &series_flush(vec![
-                series("g", &[], SeriesKind::Gauge, &[(1000, 1.0)]),
-                series("c", &[], SeriesKind::Count, &[(1000, 1.0)]),
+                Series::for_test("g", &[], SeriesKind::Gauge, &[(1000, 1.0)]),
+                Series::for_test("c", &[], SeriesKind::Count, &[(1000, 1.0)]),
             ]),
             now,
         );
         let (sent, unsent) = send(
             &mut serializer,
             &series_flush(vec![
-                series(
+                Series::for_test(
                     "g",
                     &[],
                     SeriesKind::Gauge,
                     &[(990, 7.0), (1000, 8.0), (1010, 9.0)],
                 ),
-                series("c", &[], SeriesKind::Count, &[(990, 5.0)]),
+                Series::for_test("c", &[], SeriesKind::Count, &[(990, 5.0)]),
             ]),
             now,
         );
@@ -815,7 +801,12 @@ mod tests {
         // The count's 5 was not lost: it shows in its next sample.
         let (sent, _) = send(
             &mut serializer,
-            &series_flush(vec![series("c", &[], SeriesKind::Count, &[(1010, 1.0)])]),
+            &series_flush(vec![Series::for_test(
+                "c",
+                &[],
+                SeriesKind::Count,
+                &[(1010, 1.0)],
+            )]),
             now,
         );
         assert_eq!(
@@ -836,27 +827,16 @@ mod tests {
         }
         let flush = Flush {
             sketches: vec![SketchSeries {
-                name: "app.latency".into(),
-                tags: ["env:prod", "quantile:9", "zone:b"]
-                    .iter()
-                    .map(|t| Arc::from(*t))
-                    .collect(),
                 host: "web-1".into(),
-                interval: 10,
-                points: vec![
-                    SketchPoint {
-                        timestamp: 1000,
-                        sketch: sketch.clone(),
-                    },
-                    SketchPoint {
-                        timestamp: 1010,
-                        sketch: sketch.clone(),
-                    },
-                    SketchPoint {
-                        timestamp: 1020,
-                        sketch: Sketch::default(),
-                    },
-                ],
+                ..SketchSeries::for_test(
+                    "app.latency",
+                    &["env:prod", "quantile:9", "zone:b"],
+                    vec![
+                        (1000, sketch.clone()),
+                        (1010, sketch.clone()),
+                        (1020, Sketch::default()),
+                    ],
+                )
             }],
             ..Flush::default()
         };
@@ -904,14 +884,15 @@ mod tests {
     #[test]
     fn requests_split_at_2000_samples_with_each_series_in_time_order() {
         let mut serializer = RemoteWriteSerializer::new(HOSTNAME.into());
-        let mut all = vec![series(
+        let mut all = vec![Series::for_test(
             "long",
             &[],
             SeriesKind::Gauge,
             &(0..3000).map(|t| (t, t as f64)).collect::<Vec<_>>(),
         )];
         all.extend(
-            (0..1500).map(|i| series(&format!("s{i}"), &[], SeriesKind::Gauge, &[(5, 1.0)])),
+            (0..1500)
+                .map(|i| Series::for_test(&format!("s{i}"), &[], SeriesKind::Gauge, &[(5, 1.0)])),
         );
         let mut out = Vec::new();
         let unsent = serializer.serialize_at(&series_flush(all), Instant::now(), &mut out);
