@@ -34,6 +34,11 @@
 //!
 //! Entries are written by hand ([`super::protobuf`], and a small JSON writer here) into one
 //! scratch buffer reused from entry to entry, from the flush's own strings.
+//!
+//! Missing: a series' `unit` and `source_type_name` (a flush carries neither), the origin's
+//! category and service, the Agent's unindexed (`NoIndex`) series, and the newer
+//! `/api/v2/events` and `/api/v2/service_checks` routes (the Agent itself still uses the ones
+//! above).
 
 use std::io::Write as _;
 use std::sync::Arc;
