@@ -383,10 +383,14 @@ fn spilled_payloads_survive_a_clean_stop_and_a_kill_and_are_sent_after_the_resta
 
     // A kill -9 with more on disk.
     let second = RunnerProcess::start(options(), &[]);
+    let at_start = queued_on_disk(&second);
+    assert!(at_start > 0, "the first run's payloads are found");
     send_lines(&socket, &vec!["fwd.crash:1|c|#phase:killed".to_owned(); 70]);
-    std::thread::sleep(Duration::from_secs(3));
-    let on_disk = queued_on_disk(&second);
-    assert!(on_disk > 0, "{:#}", second.status());
+    second.wait_for("the new payloads on disk", Duration::from_secs(20), |r| {
+        queued_on_disk(r) > at_start + 1
+    });
+    // The bucket with the sends is closed and spilled.
+    std::thread::sleep(Duration::from_secs(2));
     drop(second);
 
     victoria.restart();
@@ -409,16 +413,17 @@ fn spilled_payloads_survive_a_clean_stop_and_a_kill_and_are_sent_after_the_resta
 
 #[test]
 fn an_unusable_spill_directory_falls_back_to_memory_and_says_so() {
+    let intake = FakeIntake::start();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("a-file");
     std::fs::write(&file, b"not a directory").unwrap();
-    let mut config = datadog_config(
-        dir.path(),
-        &format!("http://127.0.0.1:{}", kennel_tests::http_server::closed_port()),
-    );
+    let mut config = datadog_config(dir.path(), &intake.url());
+    config.api_key = fake_intake::API_KEY.to_owned();
     config.forwarder_storage_path = Some(file.join("spill"));
     config.forwarder_retry_queue_payloads_max_size = 4096;
+    config.forwarder_backoff_max = 1.0;
     let pipeline = TestPipeline::start(config, vec![]);
+    intake.set_down(true);
     send_lines(&pipeline.socket, &["fwd.spill:1|g".to_owned()]);
     let endpoint = wait::until(
         Duration::from_secs(20),
@@ -430,6 +435,27 @@ fn an_unusable_spill_directory_falls_back_to_memory_and_says_so() {
         "{endpoint:#}"
     );
     assert!(dropped(&endpoint, "queue_full") > 0, "{endpoint:#}");
+
+    // Delivering again, it still says the disk is unusable.
+    intake.set_down(false);
+    let component = wait::until(
+        Duration::from_secs(20),
+        || {
+            pipeline.get("/status").1["components"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["name"] == "forwarder:datadog")
+                .cloned()
+                .unwrap()
+        },
+        |c| c["reason"].as_str().unwrap_or_default().contains("spill"),
+    );
+    assert_eq!(component["state"], "degraded", "{component:#}");
+    assert!(
+        component["reason"].as_str().unwrap().contains("cannot spill"),
+        "{component:#}"
+    );
     let spill_errors: f64 = pipeline
         .flushes()
         .iter()
@@ -438,15 +464,39 @@ fn an_unusable_spill_directory_falls_back_to_memory_and_says_so() {
         .flat_map(|s| s.points.iter().map(|p| p.value))
         .sum();
     assert!(spill_errors >= 1.0, "counted in telemetry too");
-    let (_, status) = pipeline.get("/status");
-    let component = status["components"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "forwarder:datadog")
-        .cloned()
-        .unwrap();
-    assert_ne!(component["state"], "ok", "{component:#}");
+}
+
+#[test]
+fn an_intake_that_rejects_everything_turns_health_red() {
+    let intake = FakeIntake::start();
+    intake.respond(400);
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = datadog_config(dir.path(), &intake.url());
+    config.api_key = fake_intake::API_KEY.to_owned();
+    config.forwarder_health_timeout = 3.0;
+    let pipeline = TestPipeline::start(config, vec![]);
+    let (code, body) = wait::until(
+        Duration::from_secs(20),
+        || pipeline.get("/health"),
+        |(code, _)| *code == 503,
+    );
+    assert_eq!(code, 503, "{body:#}");
+    assert!(
+        body["failed"].to_string().contains("forwarder:datadog")
+            && body["failed"].to_string().contains("400"),
+        "{body:#}"
+    );
+    let endpoint = endpoint_status(&pipeline.get("/status").1, "datadog");
+    assert_eq!(endpoint["rejecting"], true, "{endpoint:#}");
+    assert!(dropped(&endpoint, "rejected") > 0, "{endpoint:#}");
+
+    intake.reset();
+    let (code, body) = wait::until(
+        Duration::from_secs(20),
+        || pipeline.get("/health"),
+        |(code, _)| *code == 200,
+    );
+    assert_eq!(code, 200, "green again once payloads are accepted: {body:#}");
 }
 
 /// Points of the series named `name` in the intake's v2 payloads: (tags, type, interval,
@@ -679,13 +729,19 @@ fn with_small_bounds_an_outage_drops_the_oldest_counted_and_the_rest_arrive() {
     let got = received();
     assert!(got < sent, "some were dropped: {got} of {sent}");
     assert!(got > 0.0);
-    let dropped_items: u64 = endpoint["dropped"]
+    // Every point missing was in a payload counted as dropped.
+    let dropped_items = endpoint["dropped"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|d| d["items"].as_u64().unwrap())
-        .sum();
-    assert!(dropped_items > 0, "{endpoint:#}");
+        .find(|d| d["reason"] == "queue_full")
+        .and_then(|d| d["items"].as_u64())
+        .unwrap_or(0);
+    assert!(
+        (sent - got) as u64 <= dropped_items,
+        "{} points missing, {dropped_items} counted dropped: {endpoint:#}",
+        sent - got
+    );
     // The newest made it: the last second's count is there.
     let flushes = pipeline.flushes();
     let newest = flushes[..last_flush_at]

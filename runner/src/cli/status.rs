@@ -156,6 +156,8 @@ fn forwarder_text(out: &mut String, endpoints: &[EndpointStatus]) {
             "API KEY INVALID"
         } else if e.consecutive_failures > 0 {
             "RETRYING"
+        } else if e.rejecting {
+            "REJECTING"
         } else {
             "OK"
         };

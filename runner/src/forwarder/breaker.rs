@@ -4,7 +4,9 @@
 //! again. The backoff after the n-th consecutive error is `base·2^(n-1)`, capped at `max`,
 //! drawn at random in `[b/2, b]` so that many runners behind one intake do not retry in step.
 //! A success takes [`RECOVERY_INTERVAL`] off the error count rather than clearing it, so an
-//! endpoint that fails every other request keeps backing off.
+//! endpoint that fails every other request keeps backing off. The count stops growing once
+//! the backoff reaches its cap (the Agent's `MaxErrors`): after a long outage, a few successes
+//! bring the waits back down.
 
 use std::time::Duration;
 
@@ -18,20 +20,25 @@ pub(crate) struct Breaker {
     base: f64,
     max: f64,
     errors: u32,
+    /// The count at which the backoff reaches `max`.
+    max_errors: u32,
 }
 
 impl Breaker {
     pub(crate) fn new(base: Duration, max: Duration) -> Self {
+        let base = base.as_secs_f64();
+        let max = max.as_secs_f64().max(base);
         Self {
-            base: base.as_secs_f64(),
-            max: max.as_secs_f64().max(base.as_secs_f64()),
+            base,
+            max,
             errors: 0,
+            max_errors: ((max / base).log2().ceil() as u32).saturating_add(1),
         }
     }
 
     /// Records a failure; returns how long to stay blocked.
     pub(crate) fn failure(&mut self) -> Duration {
-        self.errors = self.errors.saturating_add(1);
+        self.errors = self.errors.saturating_add(1).min(self.max_errors);
         let ceiling = self.ceiling();
         let wait = if ceiling >= self.max {
             self.max
@@ -73,6 +80,19 @@ mod tests {
         }
         assert_eq!(ceilings, [2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 64.0, 64.0]);
         assert_eq!(breaker.failure(), Duration::from_secs(64), "no jitter at the cap");
+    }
+
+    #[test]
+    fn after_a_long_outage_a_few_successes_bring_the_backoff_down() {
+        let mut breaker = Breaker::new(Duration::from_secs(2), Duration::from_secs(64));
+        for _ in 0..1000 {
+            breaker.failure();
+        }
+        assert_eq!(breaker.errors, 6, "2·2^5 = 64: the count stops at the cap");
+        breaker.success();
+        breaker.success();
+        breaker.failure();
+        assert_eq!(breaker.ceiling(), 8.0);
     }
 
     #[test]

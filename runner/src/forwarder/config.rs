@@ -77,6 +77,20 @@ pub(crate) struct EndpointConfig {
     pub(crate) protocol: Protocol,
 }
 
+impl EndpointConfig {
+    /// The URL without credentials, for status and logs.
+    pub(crate) fn display_url(&self) -> String {
+        match url::Url::parse(&self.url) {
+            Ok(mut url) if !url.username().is_empty() || url.password().is_some() => {
+                let _ = url.set_username("");
+                let _ = url.set_password(None);
+                url.to_string().trim_end_matches('/').to_owned()
+            }
+            _ => self.url.clone(),
+        }
+    }
+}
+
 /// Every endpoint to deliver to, or an error naming the key to fix.
 pub(crate) fn endpoints(config: &RunnerConfig) -> Result<Vec<EndpointConfig>, String> {
     let mut endpoints = Vec::new();
@@ -98,7 +112,7 @@ pub(crate) fn endpoints(config: &RunnerConfig) -> Result<Vec<EndpointConfig>, St
     }
     for (url, keys) in &config.additional_endpoints {
         check_url(url, "additional_endpoints")?;
-        let host = host_port(url);
+        let host = host_port(url, true);
         for (i, key) in keys.iter().enumerate() {
             let name = if keys.len() == 1 {
                 format!("datadog:{host}")
@@ -116,6 +130,23 @@ pub(crate) fn endpoints(config: &RunnerConfig) -> Result<Vec<EndpointConfig>, St
     }
     for rw in &config.remote_write {
         check_url(&rw.url, "remote_write.url")?;
+        for (name, value) in &rw.headers {
+            if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err()
+                || reqwest::header::HeaderValue::from_str(value).is_err()
+            {
+                return Err(format!(
+                    "`remote_write.headers`: `{name}: {value}` is not a valid HTTP header"
+                ));
+            }
+            if name.eq_ignore_ascii_case("authorization")
+                && (rw.basic_auth.is_some() || rw.bearer_token.is_some())
+            {
+                return Err("`remote_write`: an `Authorization` header and `basic_auth` or `bearer_token` both set".to_owned());
+            }
+        }
+        if rw.basic_auth.is_some() && rw.bearer_token.is_some() {
+            return Err("`remote_write`: `basic_auth` and `bearer_token` both set".to_owned());
+        }
         let mut headers: Vec<(String, String)> = rw
             .headers
             .iter()
@@ -133,7 +164,7 @@ pub(crate) fn endpoints(config: &RunnerConfig) -> Result<Vec<EndpointConfig>, St
             name: rw
                 .name
                 .clone()
-                .unwrap_or_else(|| format!("remote_write:{}", host_port(&rw.url))),
+                .unwrap_or_else(|| format!("remote_write:{}", host_port(&rw.url, false))),
             url: rw.url.clone(),
             protocol: Protocol::RemoteWrite { headers },
         });
@@ -178,16 +209,20 @@ fn check_url(url: &str, key: &str) -> Result<(), String> {
     }
 }
 
-/// `host:port` of a URL, for endpoint names.
-fn host_port(url: &str) -> String {
+/// `host[:port]` of a URL, for endpoint names, with its path if `with_path`: the path tells
+/// apart two tenants of one server (`/insert/0/datadog`, `/insert/1/datadog`), which
+/// `additional_endpoints` has no other way to name.
+fn host_port(url: &str, with_path: bool) -> String {
     url::Url::parse(url)
         .ok()
         .and_then(|u| {
             let host = u.host_str()?.to_owned();
-            Some(match u.port() {
+            let host = match u.port() {
                 Some(port) => format!("{host}:{port}"),
                 None => host,
-            })
+            };
+            let path = if with_path { u.path().trim_end_matches('/') } else { "" };
+            Some(format!("{host}{path}"))
         })
         .unwrap_or_else(|| url.to_owned())
 }
@@ -267,6 +302,14 @@ mod tests {
             (
                 "remote_write:\n  - {url: 'http://a/w', name: x}\n  - {url: 'http://b/w', name: x}",
                 "named `x`",
+            ),
+            (
+                "remote_write:\n  - {url: 'http://a/w', headers: {'bad header': x}}",
+                "remote_write.headers",
+            ),
+            (
+                "remote_write:\n  - {url: 'http://a/w', bearer_token: t, headers: {Authorization: x}}",
+                "Authorization",
             ),
         ] {
             let error = RunnerConfig::parse(text).unwrap_err().to_string();

@@ -13,10 +13,13 @@
 //! For a remote-write receiver, every other 4xx but 429 is also dropped as `rejected`: the
 //! protocol says such a request will never be accepted.
 //!
-//! Health (`forwarder:<name>`, required): ok after a delivery; degraded while requests fail;
-//! failed once it has delivered nothing for `forwarder_health_timeout` while it had something
-//! to deliver, or when its key is refused. Logs say what changed, not every retry: the first
-//! failure, the recovery, and drops at most once a minute per reason with the counts since.
+//! Health (`forwarder:<name>`, required): ok after a delivery; degraded while requests fail or
+//! are rejected; failed once it has delivered nothing for `forwarder_health_timeout` while it
+//! had something to deliver (queued, or rejected: an intake that answers 400 to everything is
+//! as dead as one that does not answer), or when its key is refused. An endpoint with nothing
+//! to send is not failing. Logs say what changed, not every retry: the first failure, the
+//! recovery, and drops at most once a minute per reason with the counts since (and whatever
+//! is left unsaid at a stop).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -78,6 +81,9 @@ pub(crate) struct EndpointStatus {
     pub(crate) last_success_unix: Option<f64>,
     pub(crate) last_error: Option<String>,
     pub(crate) api_key_invalid: bool,
+    /// The latest answer was a rejection (400, 413), and nothing was delivered since.
+    #[serde(default)]
+    pub(crate) rejecting: bool,
     pub(crate) queued_memory_payloads: u64,
     pub(crate) queued_memory_bytes: u64,
     pub(crate) queued_disk_payloads: u64,
@@ -113,8 +119,20 @@ struct Gauges {
 struct Progress {
     last_success: Option<SystemTime>,
     last_error: Option<String>,
-    /// The last delivery, or since when the queue had nothing to deliver.
+    /// The last delivery, or since when the endpoint had nothing to deliver.
     progress: Option<Instant>,
+    /// The latest answer was a rejection: the payload is gone, but nothing was delivered.
+    rejecting: bool,
+}
+
+impl Progress {
+    /// The queue had nothing to deliver: not a failure to deliver it, unless the intake is
+    /// rejecting what it gets.
+    fn idle(&mut self) {
+        if !self.rejecting {
+            self.progress = Some(Instant::now());
+        }
+    }
 }
 
 /// One destination, shared by the sink thread (which queues), its task (which delivers) and
@@ -197,12 +215,10 @@ impl Endpoint {
         };
         let dropped = {
             let mut queue = self.queue();
-            let was_empty = queue.is_empty();
-            let dropped = queue.push(item);
-            if was_empty {
-                // An endpoint that had nothing to send has not been failing to send it.
-                lock(&self.progress).progress = Some(Instant::now());
+            if queue.is_empty() {
+                lock(&self.progress).idle();
             }
+            let dropped = queue.push(item);
             self.count_spill_errors(&queue);
             dropped
         };
@@ -234,7 +250,7 @@ impl Endpoint {
             let (taken, dropped) = self.queue().take();
             self.count_drops(&dropped);
             let Some((taken, item)) = taken else {
-                lock(&self.progress).progress = Some(Instant::now());
+                lock(&self.progress).idle();
                 if stopping.is_some() {
                     return;
                 }
@@ -257,11 +273,16 @@ impl Endpoint {
                 }
                 Outcome::Drop(reason, why) => {
                     self.queue().delivered(taken);
-                    self.count_drops(&[Dropped::new(reason, 1, u64::from(item.payload.items))]);
                     self.refused(reason, &why);
+                    self.count_drops(&[Dropped::new(reason, 1, u64::from(item.payload.items))]);
                 }
                 Outcome::Retry(why) => {
-                    let dropped = self.queue().retry(taken, item);
+                    let dropped = {
+                        let mut queue = self.queue();
+                        let dropped = queue.retry(taken, item);
+                        self.count_spill_errors(&queue);
+                        dropped
+                    };
                     self.count_drops(&dropped);
                     let wait = breaker.failure();
                     self.failed(&why, wait);
@@ -351,7 +372,7 @@ impl Endpoint {
         if status.is_success() {
             return Outcome::Delivered;
         }
-        let body = response.text().await.unwrap_or_default();
+        let body = reason_text(response).await;
         let mut why = format!("{status} from {}", payload.route.path());
         let body = body.trim();
         if !body.is_empty() {
@@ -380,6 +401,7 @@ impl Endpoint {
         let mut progress = lock(&self.progress);
         progress.last_success = Some(SystemTime::now());
         progress.progress = Some(Instant::now());
+        progress.rejecting = false;
         drop(progress);
         self.reporter.ok();
     }
@@ -401,12 +423,19 @@ impl Endpoint {
     }
 
     fn refused(&self, reason: DropReason, why: &str) {
-        lock(&self.progress).last_error = Some(why.to_owned());
+        {
+            let mut progress = lock(&self.progress);
+            progress.last_error = Some(why.to_owned());
+            progress.rejecting = true;
+        }
+        if reason == DropReason::Rejected {
+            self.watch();
+        }
         if reason == DropReason::InvalidKey {
             if !self.key_invalid.swap(true, Ordering::Relaxed) {
                 tracing::error!(
                     endpoint = %self.name(),
-                    url = %self.config.url,
+                    url = %self.config.display_url(),
                     response = %why,
                     "API key invalid: the intake refuses it, payloads are dropped until it accepts one"
                 );
@@ -435,17 +464,21 @@ impl Endpoint {
         let progress = lock(&self.progress);
         let quiet = progress.progress.map_or(Duration::ZERO, |p| p.elapsed());
         let error = progress.last_error.clone().unwrap_or_default();
+        let rejecting = progress.rejecting;
         drop(progress);
         if self.key_invalid.load(Ordering::Relaxed) {
             self.reporter
                 .failed(format!("API key refused by the intake ({error})"));
-        } else if queued > 0 && quiet > self.health_timeout {
+        } else if (queued > 0 || rejecting) && quiet > self.health_timeout {
             self.reporter.failed(format!(
                 "delivered nothing for {:.0} s ({error}); {queued} payloads queued",
                 quiet.as_secs_f64()
             ));
         } else if self.consecutive_failures.load(Ordering::Relaxed) > 0 {
             self.reporter.degraded(format!("retrying: {error}"));
+        } else if rejecting {
+            self.reporter
+                .degraded(format!("the intake rejects payloads: {error}"));
         } else if let Some(spill) = spill_error {
             self.reporter
                 .degraded(format!("cannot spill to disk, queueing in memory only: {spill}"));
@@ -468,9 +501,26 @@ impl Endpoint {
 
     /// At a stop, after the task ended: what is left goes to disk.
     pub(crate) fn spill_all(&self) {
-        let dropped = self.queue().spill_all();
-        let left = self.queue().size();
+        let (dropped, left) = {
+            let mut queue = self.queue();
+            let dropped = queue.spill_all();
+            self.count_spill_errors(&queue);
+            (dropped, queue.size())
+        };
         self.count_drops(&dropped);
+        // The runner is stopping: what the once-a-minute limit held back is said now.
+        for (reason, counters) in &self.drops {
+            let (payloads, items, _) = *lock(&counters.unlogged);
+            if payloads + items > 0 {
+                tracing::warn!(
+                    endpoint = %self.name(),
+                    reason = reason.as_str(),
+                    payloads,
+                    items,
+                    "payloads dropped"
+                );
+            }
+        }
         if left.disk_payloads > 0 {
             tracing::info!(
                 endpoint = %self.name(),
@@ -490,7 +540,7 @@ impl Endpoint {
         let progress = lock(&self.progress);
         EndpointStatus {
             name: self.config.name.clone(),
-            url: self.config.url.clone(),
+            url: self.config.display_url(),
             succeeded: self.succeeded.total(),
             retried: self.retried.total(),
             dropped: self
@@ -507,6 +557,7 @@ impl Endpoint {
             last_success_unix: progress.last_success.map(crate::health::unix),
             last_error: progress.last_error.clone(),
             api_key_invalid: self.key_invalid.load(Ordering::Relaxed),
+            rejecting: progress.rejecting,
             queued_memory_payloads: size.memory_payloads,
             queued_memory_bytes: size.memory_bytes,
             queued_disk_payloads: size.disk_payloads,
@@ -530,11 +581,13 @@ impl Endpoint {
             unlogged.0 += d.payloads;
             unlogged.1 += d.items;
             if unlogged.2.is_none_or(|at| at.elapsed() >= DROP_LOG_EVERY) {
+                let last_error = lock(&self.progress).last_error.clone().unwrap_or_default();
                 tracing::warn!(
                     endpoint = %self.name(),
                     reason = d.reason.as_str(),
                     payloads = unlogged.0,
                     items = unlogged.1,
+                    %last_error,
                     "payloads dropped"
                 );
                 *unlogged = (0, 0, Some(Instant::now()));
@@ -550,6 +603,20 @@ impl Endpoint {
     fn queue(&self) -> MutexGuard<'_, RetryQueue> {
         lock(&self.queue)
     }
+}
+
+/// The start of an error answer's body, read no further than [`REASON_MAX`] bytes: an
+/// intake's error page may be of any size.
+async fn reason_text(mut response: reqwest::Response) -> String {
+    let mut body = Vec::new();
+    while body.len() < REASON_MAX {
+        match response.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    body.truncate(REASON_MAX);
+    String::from_utf8_lossy(&body).into_owned()
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -40,6 +40,7 @@ pub mod remote_write;
 pub mod schema;
 pub(crate) mod spill;
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -95,20 +96,36 @@ impl Forwarder {
         if configs.is_empty() {
             return Ok(None);
         }
-        let budget = DiskBudget::new(
-            config.forwarder_storage_max_size_in_bytes,
-            config.forwarder_storage_max_disk_ratio,
+        // Each endpoint gets an equal share of the disk budget, so one dead intake's backlog
+        // never takes the room another needs.
+        let budget = DiskBudget {
+            max_bytes: config.forwarder_storage_max_size_in_bytes / configs.len() as u64,
+            max_disk_ratio: config.forwarder_storage_max_disk_ratio,
+        };
+        let outdated = Duration::from_secs(
+            config
+                .forwarder_outdated_file_in_days
+                .saturating_mul(86_400),
         );
-        let outdated = Duration::from_secs(config.forwarder_outdated_file_in_days * 86_400);
+        let storage = config
+            .forwarder_storage_path
+            .as_ref()
+            .filter(|_| config.forwarder_storage_max_size_in_bytes > 0);
+        if let Some(root) = storage {
+            remove_orphans(root, &configs);
+        }
         let health_timeout = Duration::from_secs_f64(config.forwarder_health_timeout);
+        if config.forwarder_timeout >= config.forwarder_health_timeout {
+            tracing::warn!(
+                forwarder_timeout = config.forwarder_timeout,
+                forwarder_health_timeout = config.forwarder_health_timeout,
+                "one slow request can turn /health red: `forwarder_timeout` should be below `forwarder_health_timeout`"
+            );
+        }
         let endpoints: Vec<Arc<Endpoint>> = configs
             .into_iter()
             .map(|endpoint| {
-                let disk = config
-                    .forwarder_storage_path
-                    .as_ref()
-                    .filter(|_| config.forwarder_storage_max_size_in_bytes > 0)
-                    .map(|root| open_spill(root, &endpoint, &budget, outdated));
+                let disk = storage.map(|root| open_spill(root, &endpoint, budget, outdated));
                 let (disk, dropped, spill_error) = match disk {
                     Some(Ok((disk, dropped))) => (Some(disk), dropped, None),
                     Some(Err(error)) => (None, Vec::new(), Some(error)),
@@ -166,6 +183,9 @@ impl Forwarder {
                             }
                         }
                     });
+                    // A DNS lookup abandoned at the stop deadline runs on a blocking thread: do
+                    // not wait for it, the stop has a deadline to keep.
+                    runtime.shutdown_background();
                 },
             )
             .context("cannot start the forwarder's thread")?
@@ -201,23 +221,57 @@ impl Forwarder {
     }
 }
 
-/// Opens the endpoint's own directory under `root`: its name, made safe, and a hash of its
-/// name and URL, so a renamed or re-pointed endpoint never sends another's payloads.
-fn open_spill(
-    root: &std::path::Path,
-    endpoint: &EndpointConfig,
-    budget: &Arc<DiskBudget>,
-    outdated: Duration,
-) -> Result<(SpillDir, Vec<Dropped>), String> {
+/// The endpoint's own directory under `root`: its name, made safe, and a hash of its name,
+/// URL and key, so a renamed or re-pointed endpoint never sends another's payloads (or sends
+/// them with another's key).
+fn spill_dir(root: &Path, endpoint: &EndpointConfig) -> PathBuf {
     let safe: String = endpoint
         .name
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
         .collect();
-    let digest = sha2::Sha256::digest(format!("{}\n{}", endpoint.name, endpoint.url));
-    let dir = root.join(format!("{safe}-{}", hex::encode(&digest[..6])));
-    SpillDir::open(dir.clone(), budget.clone(), outdated)
+    let key = match &endpoint.protocol {
+        Protocol::Datadog { api_key } => api_key.as_str(),
+        Protocol::RemoteWrite { .. } => "",
+    };
+    let digest = sha2::Sha256::digest(format!("{}\n{}\n{key}", endpoint.name, endpoint.url));
+    root.join(format!("{safe}-{}", hex::encode(&digest[..6])))
+}
+
+fn open_spill(
+    root: &Path,
+    endpoint: &EndpointConfig,
+    budget: DiskBudget,
+    outdated: Duration,
+) -> Result<(SpillDir, Vec<Dropped>), String> {
+    let dir = spill_dir(root, endpoint);
+    SpillDir::open(dir.clone(), budget, outdated)
         .map_err(|error| format!("{}: {error}", dir.display()))
+}
+
+/// Removes the spill directories of endpoints no longer configured (renamed, re-pointed, given
+/// another key, or removed): nothing could deliver their payloads, and they would hold disk
+/// outside every budget. Each is said in the log with what it held.
+fn remove_orphans(root: &Path, endpoints: &[EndpointConfig]) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    let wanted: Vec<PathBuf> = endpoints.iter().map(|e| spill_dir(root, e)).collect();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if !path.is_dir() || wanted.contains(&path) {
+            continue;
+        }
+        let payloads = std::fs::read_dir(&path).map_or(0, Iterator::count);
+        match std::fs::remove_dir_all(&path) {
+            Ok(()) => tracing::warn!(
+                dir = %path.display(),
+                payloads,
+                "removed payloads spilled for an endpoint that is no longer configured"
+            ),
+            Err(error) => tracing::warn!(dir = %path.display(), %error, "cannot remove the spill directory of an endpoint that is no longer configured"),
+        }
+    }
 }
 
 impl Sink for Forwarder {
@@ -238,13 +292,22 @@ impl Sink for Forwarder {
     }
 
     fn stop(&mut self) {
+        let Some(delivery) = self.delivery.take() else {
+            return;
+        };
         self.stop.stop(Instant::now() + self.stop_timeout);
-        if let Some(delivery) = self.delivery.take() {
-            let _ = delivery.join();
-        }
+        let _ = delivery.join();
         for endpoint in &self.endpoints {
             endpoint.spill_all();
         }
+    }
+}
+
+impl Drop for Forwarder {
+    /// A sink thread that panicked never called [`Sink::stop`]: stop delivery and keep what is
+    /// queued all the same.
+    fn drop(&mut self) {
+        self.stop();
     }
 }
 

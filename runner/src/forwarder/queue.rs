@@ -330,7 +330,7 @@ mod tests {
     fn disk(dir: &std::path::Path, max: u64) -> SpillDir {
         let (disk, dropped) = SpillDir::open(
             dir.to_owned(),
-            DiskBudget::new(max, 1.0),
+            DiskBudget { max_bytes: max, max_disk_ratio: 1.0 },
             Duration::from_secs(3600),
         )
         .unwrap();
@@ -372,6 +372,27 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3);
         assert_eq!(drain(&mut queue), [1, 2, 3, 4, 5]);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "delivered files go");
+    }
+
+    #[test]
+    fn failed_sends_while_memory_is_full_keep_the_queue_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut queue = RetryQueue::new(3 * (100 + OVERHEAD), Some(disk(dir.path(), 1 << 20)));
+        for n in 1..=3 {
+            queue.push(item(n, 100));
+        }
+        // Each send fails while two newer payloads arrive.
+        let mut next = 4;
+        for _ in 0..4 {
+            let (Some((taken, sent)), _) = queue.take() else {
+                panic!("something to take")
+            };
+            queue.push(item(next, 100));
+            queue.push(item(next + 1, 100));
+            next += 2;
+            assert!(queue.retry(taken, sent).is_empty());
+        }
+        assert_eq!(drain(&mut queue), (1..next).collect::<Vec<u8>>());
     }
 
     #[test]
@@ -441,7 +462,7 @@ mod tests {
     #[test]
     fn an_unwritable_directory_leaves_the_queue_in_memory_with_the_error_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let budget = DiskBudget::new(1 << 20, 1.0);
+        let budget = DiskBudget { max_bytes: 1 << 20, max_disk_ratio: 1.0 };
         let spill = dir.path().join("spill");
         let (disk, _) = SpillDir::open(spill.clone(), budget, Duration::from_secs(60)).unwrap();
         std::fs::remove_dir(&spill).unwrap();
@@ -466,7 +487,7 @@ mod tests {
         }
         let (disk, dropped) = SpillDir::open(
             dir.path().to_owned(),
-            DiskBudget::new(1 << 20, 1.0),
+            DiskBudget { max_bytes: 1 << 20, max_disk_ratio: 1.0 },
             Duration::from_secs(3600),
         )
         .unwrap();

@@ -8,18 +8,23 @@
 //! the *host* lost power may be lost, as with the Agent's `.retry` files. Names sort in the
 //! order the payloads were made, so the oldest is sent (and evicted) first.
 //!
-//! Disk use is bounded twice: `forwarder_storage_max_size_in_bytes` over every endpoint (a
-//! shared [`DiskBudget`]; an endpoint that would pass it removes its own oldest files first),
-//! and `forwarder_storage_max_disk_ratio` of the filesystem, past which nothing more is
-//! written. Files older than `forwarder_outdated_file_in_days` are removed when found. The file
-//! the endpoint is sending is pinned: eviction skips it, so a payload is never both dropped and
-//! delivered.
+//! Files are named after the time their payload was made (and a sequence number), and kept in
+//! that order, wherever they came from (memory's oldest pushed out, or a newer payload put back
+//! after a failed send), so the queue stays oldest first across spills and restarts.
+//!
+//! Disk use is bounded twice: each endpoint's share of `forwarder_storage_max_size_in_bytes`
+//! (an equal share: one dead intake cannot take the disk another needs), past which the
+//! endpoint's oldest files are removed, and `forwarder_storage_max_disk_ratio` of the
+//! filesystem, past which nothing more is written. Files older than
+//! `forwarder_outdated_file_in_days` are removed when found. The file the endpoint is sending
+//! is pinned: eviction skips it, so a payload is never both dropped and delivered.
+//!
+//! Delivery is at least once: a payload whose file could not be removed after it was
+//! delivered (or whose runner was killed in between) is sent again at the next start.
 
 use std::collections::VecDeque;
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -32,38 +37,13 @@ const SUFFIX: &str = "retry";
 /// The longest header a file may have.
 const HEADER_MAX: usize = 256;
 
-/// Disk space shared by every endpoint's spill directory.
-#[derive(Debug)]
+/// What one endpoint's spill directory may use.
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct DiskBudget {
-    max_bytes: u64,
-    max_disk_ratio: f64,
-    used: AtomicU64,
-}
-
-impl DiskBudget {
-    pub(crate) fn new(max_bytes: u64, max_disk_ratio: f64) -> Arc<Self> {
-        Arc::new(Self {
-            max_bytes,
-            max_disk_ratio,
-            used: AtomicU64::new(0),
-        })
-    }
-
-    fn used(&self) -> u64 {
-        self.used.load(Ordering::Relaxed)
-    }
-
-    fn add(&self, bytes: u64) {
-        self.used.fetch_add(bytes, Ordering::Relaxed);
-    }
-
-    fn sub(&self, bytes: u64) {
-        let _ = self
-            .used
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |used| {
-                Some(used.saturating_sub(bytes))
-            });
-    }
+    /// Bytes of files, headers included.
+    pub(crate) max_bytes: u64,
+    /// The most of its filesystem that may be in use before a write.
+    pub(crate) max_disk_ratio: f64,
 }
 
 #[derive(Debug)]
@@ -80,7 +60,7 @@ pub(crate) struct SpillDir {
     dir: PathBuf,
     files: VecDeque<SpillFile>,
     bytes: u64,
-    budget: Arc<DiskBudget>,
+    budget: DiskBudget,
     outdated: Duration,
     pinned: Option<PathBuf>,
     seq: u64,
@@ -91,8 +71,10 @@ pub(crate) struct SpillDir {
 pub(crate) enum SpillError {
     #[error("cannot write {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
-    #[error("the spill directory's filesystem is more than {ratio:.0}% full")]
-    DiskFull { ratio: f64 },
+    #[error("the spill directory's filesystem is {percent:.0}% full")]
+    DiskFull { percent: f64 },
+    #[error("the spill budget is full")]
+    BudgetFull,
     #[error("the payload ({bytes} bytes) is larger than the whole disk budget")]
     TooLarge { bytes: u64 },
 }
@@ -103,7 +85,7 @@ impl SpillDir {
     /// dropped, the rest will be sent oldest first.
     pub(crate) fn open(
         dir: PathBuf,
-        budget: Arc<DiskBudget>,
+        budget: DiskBudget,
         outdated: Duration,
     ) -> io::Result<(Self, Vec<Dropped>)> {
         std::fs::create_dir_all(&dir)?;
@@ -145,7 +127,6 @@ impl SpillDir {
         }
         found.sort_by(|a, b| a.path.cmp(&b.path));
         let bytes = found.iter().map(|f| f.bytes).sum();
-        budget.add(bytes);
         Ok((
             Self {
                 dir,
@@ -191,26 +172,24 @@ impl SpillDir {
         if size > self.budget.max_bytes {
             return Err(SpillError::TooLarge { bytes: size });
         }
-        if let Some(ratio) = self.filesystem_too_full() {
-            return Err(SpillError::DiskFull { ratio });
+        if let Some(percent) = self.filesystem_too_full() {
+            return Err(SpillError::DiskFull { percent });
         }
         let mut evicted = Vec::new();
-        while self.budget.used() + size > self.budget.max_bytes {
+        while self.bytes + size > self.budget.max_bytes {
             match self.evict_oldest() {
                 Some(dropped) => evicted.push(dropped),
-                // Other endpoints hold the budget: this one cannot take their room.
-                None => {
-                    return Err(SpillError::DiskFull {
-                        ratio: 100.0 * self.budget.used() as f64 / self.budget.max_bytes as f64,
-                    });
-                }
+                // Only the pinned file is left, and the payload does not fit beside it.
+                None => return Err(SpillError::BudgetFull),
             }
         }
         self.seq += 1;
-        let now = SystemTime::now()
+        let created = item
+            .created
             .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        let name = format!("{:020}-{:08}.{SUFFIX}", now.as_nanos(), self.seq);
+            .unwrap_or_default()
+            .as_nanos();
+        let name = format!("{created:020}-{:08}.{SUFFIX}", self.seq);
         let path = self.dir.join(&name);
         let tmp = self.dir.join(format!("{name}.tmp"));
         let written = std::fs::File::create(&tmp)
@@ -224,13 +203,17 @@ impl SpillDir {
             return Err(SpillError::Io { path, source });
         }
         self.bytes += size;
-        self.budget.add(size);
-        self.files.push_back(SpillFile {
-            path,
-            bytes: size,
-            items: u64::from(item.payload.items),
-            created: item.created,
-        });
+        // Names sort as the payloads were made: usually the newest, so usually at the end.
+        let at = self.files.partition_point(|f| f.path <= path);
+        self.files.insert(
+            at,
+            SpillFile {
+                path,
+                bytes: size,
+                items: u64::from(item.payload.items),
+                created: item.created,
+            },
+        );
         Ok(evicted)
     }
 
@@ -299,9 +282,13 @@ impl SpillDir {
     }
 
     fn forget(&mut self, file: &SpillFile) {
-        let _ = std::fs::remove_file(&file.path);
+        if let Err(error) = std::fs::remove_file(&file.path)
+            && error.kind() != io::ErrorKind::NotFound
+        {
+            // It will be found, and sent again, at the next start (at least once).
+            tracing::warn!(path = %file.path.display(), %error, "cannot remove a spilled payload");
+        }
         self.bytes = self.bytes.saturating_sub(file.bytes);
-        self.budget.sub(file.bytes);
     }
 
     /// The filesystem's use, in percent, if it is past the ratio.
