@@ -671,3 +671,29 @@ impl StopSignal {
         notified.await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_are_classified_as_the_agent_does() {
+        let datadog = Protocol::Datadog {
+            api_key: String::new(),
+        };
+        let remote_write = Protocol::RemoteWrite { headers: vec![] };
+        for (status, for_datadog, for_remote_write) in [
+            (400, Some(DropReason::Rejected), Some(DropReason::Rejected)),
+            (413, Some(DropReason::Rejected), Some(DropReason::Rejected)),
+            (403, Some(DropReason::InvalidKey), Some(DropReason::InvalidKey)),
+            (401, Some(DropReason::InvalidKey), Some(DropReason::InvalidKey)),
+            (404, None, Some(DropReason::Rejected)),
+            (429, None, None),
+            (500, None, None),
+            (503, None, None),
+        ] {
+            assert_eq!(classify(&datadog, status), for_datadog, "{status}");
+            assert_eq!(classify(&remote_write, status), for_remote_write, "{status}");
+        }
+    }
+}
