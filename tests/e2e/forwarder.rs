@@ -75,7 +75,7 @@ fn flushed_points(flushes: &[Flush], prefix: &str) -> BTreeMap<Key, Vec<(i64, f6
         points.extend(series.points.iter().map(|p| (p.timestamp * 1000, p.value)));
     }
     for points in out.values_mut() {
-        points.sort_by(|a, b| a.0.cmp(&b.0));
+        points.sort_by_key(|p| p.0);
     }
     out
 }

@@ -250,10 +250,10 @@ impl SpillDir {
         if self.pinned.as_deref() == Some(path) {
             self.pinned = None;
         }
-        if let Some(at) = self.files.iter().position(|f| f.path == path) {
-            if let Some(file) = self.files.remove(at) {
-                self.forget(&file);
-            }
+        if let Some(at) = self.files.iter().position(|f| f.path == path)
+            && let Some(file) = self.files.remove(at)
+        {
+            self.forget(&file);
         }
     }
 
