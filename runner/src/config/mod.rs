@@ -56,6 +56,21 @@ pub struct RunnerConfig {
     /// Where the host's procfs is: `/host/proc` when the runner runs in a container with the
     /// host's mounted there. Defaults to `/host/proc` if it exists, else `/proc`.
     pub procfs_root: PathBuf,
+    /// Where the host's cgroup filesystem is mounted. Defaults to `/host/sys/fs/cgroup` if it
+    /// exists, else `/sys/fs/cgroup`.
+    pub cgroup_root: PathBuf,
+    /// Where the host's sysfs is. Defaults to `/host/sys` if it exists, else `/sys`.
+    pub sysfs_root: PathBuf,
+    /// Seconds between two readings of every container's cgroups and network, and of the
+    /// host's metrics; 0 turns the collector off. Defaults to 15.
+    pub container_collection_interval: f64,
+    /// Which metric families container resources are reported in: `container` (the Agent's
+    /// generic `container.*`) and `docker` (the Docker check's `docker.*`). Defaults to both.
+    pub container_metric_families: Vec<crate::collector::Family>,
+    /// Report the host's own metrics (`system.cpu.*`, `system.mem.*`, `system.net.*`,
+    /// `system.disk.*`, `system.io.*`, `system.load.*`, `system.uptime`), as the Agent's core
+    /// checks do. Defaults to true.
+    pub collect_host_metrics: bool,
     /// Where Prometheus can scrape the aggregated series (`/metrics`); `null` turns it off.
     /// Defaults to `127.0.0.1:9125`.
     pub openmetrics_listen: Option<SocketAddr>,
@@ -141,6 +156,14 @@ impl Default for RunnerConfig {
             dogstatsd_so_rcvbuf: default_dogstatsd_so_rcvbuf(),
             dogstatsd_origin_detection_client: true,
             procfs_root: default_procfs_root(),
+            cgroup_root: host_path("/host/sys/fs/cgroup", "/sys/fs/cgroup"),
+            sysfs_root: host_path("/host/sys", "/sys"),
+            container_collection_interval: 15.0,
+            container_metric_families: vec![
+                crate::collector::Family::Container,
+                crate::collector::Family::Docker,
+            ],
+            collect_host_metrics: true,
             openmetrics_listen: Some(SocketAddr::new(
                 std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
                 9125,
@@ -188,6 +211,16 @@ const fn default_dogstatsd_buffer_size() -> usize {
 
 const fn default_dogstatsd_so_rcvbuf() -> usize {
     4 << 20
+}
+
+/// `host` when it exists (the runner in a container with the host's mounted there), else
+/// `own`.
+fn host_path(host: &str, own: &str) -> PathBuf {
+    if Path::new(host).exists() {
+        PathBuf::from(host)
+    } else {
+        PathBuf::from(own)
+    }
 }
 
 fn default_procfs_root() -> PathBuf {
@@ -391,6 +424,14 @@ impl RunnerConfig {
             return Err("`plugins.sql_row_limit` must be at least 1".to_owned());
         }
         crate::forwarder::config::validate(self)?;
+        if !(self.container_collection_interval == 0.0
+            || (1.0..=3600.0).contains(&self.container_collection_interval))
+        {
+            return Err(
+                "`container_collection_interval` must be 0 (off) or between 1 and 3600 seconds"
+                    .to_owned(),
+            );
+        }
         if self.plugins.max_items_per_run == 0 {
             return Err("`plugins.max_items_per_run` must be at least 1".to_owned());
         }
