@@ -16,7 +16,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use tokio::sync::{mpsc, oneshot};
@@ -28,6 +28,7 @@ use crate::config::RunnerConfig;
 use crate::config::confd;
 use crate::containers::ContainerStore;
 use crate::containers::docker::DockerWatcher;
+use crate::containers::lifecycle::Lifecycle;
 use crate::discovery::template::EnvPolicy;
 use crate::discovery::watch::ConfdWatcher;
 use crate::discovery::{Discovery, DiscoveryConfig};
@@ -194,7 +195,7 @@ impl Pipeline {
         let scheduler = Scheduler::new(
             host.clone(),
             config.check_runners,
-            report_sender,
+            report_sender.clone(),
             health.register("scheduler", true),
         );
         let mut discovery = Discovery::new(discovery_config(&config), host, scheduler);
@@ -262,6 +263,14 @@ impl Pipeline {
                     store: containers,
                     events: container_changes,
                     health: reporter,
+                    lifecycle: Some(Lifecycle {
+                        reports: report_sender.clone(),
+                        hostname: hostname.clone(),
+                        cardinality: config.checks_tag_cardinality,
+                        counts_every: (config.container_collection_interval > 0.0).then(|| {
+                            Duration::from_secs_f64(config.container_collection_interval)
+                        }),
+                    }),
                 }
                 .run(),
             )

@@ -5,6 +5,7 @@
 
 mod chef;
 mod cli;
+mod collector;
 mod confd;
 mod containers;
 mod dogstatsd;

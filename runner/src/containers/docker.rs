@@ -19,7 +19,11 @@
 //! first failure and the recovery, not every attempt. A socket path where nothing exists is a
 //! single notice: the runner works without containers and picks Docker up when it appears.
 //!
-//! Only read-only API calls are made: version, list, inspect, events.
+//! With a [`Lifecycle`], the watcher also reports `oom`, `die`, `kill` and `restart` as events
+//! and `docker.exit` service checks, and counts containers and images on an interval
+//! ([`super::lifecycle`]).
+//!
+//! Only read-only API calls are made: version, list (containers and images), inspect, events.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
@@ -34,6 +38,7 @@ use bollard::query_parameters::{EventsOptions, ListContainersOptions};
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
+use super::lifecycle::{self, Lifecycle, Listed};
 use super::tagger::TaggerConfig;
 use super::{Container, ContainerEvent, ContainerStore, Port, Protocol};
 use crate::health::Reporter;
@@ -153,6 +158,8 @@ pub(crate) struct DockerWatcher {
     pub(crate) events: mpsc::Sender<ContainerEvent>,
     /// Degraded while Docker cannot be reached (containers stay as last seen).
     pub(crate) health: Reporter,
+    /// Where lifecycle events and counts go; `None`: not reported.
+    pub(crate) lifecycle: Option<Lifecycle>,
 }
 
 impl DockerWatcher {
@@ -210,8 +217,10 @@ impl DockerWatcher {
             (
                 "event".to_owned(),
                 ["start", "die", "destroy", "rename", "health_status"]
+                    .into_iter()
+                    .chain(lifecycle::ACTIONS)
                     .map(String::from)
-                    .to_vec(),
+                    .collect(),
             ),
         ]);
         let options = EventsOptions {
@@ -230,16 +239,70 @@ impl DockerWatcher {
             return Ok(Stop::Closed);
         }
 
-        while let Some(message) = stream.next().await {
-            let message = message.map_err(|source| WatchError::Api {
-                call: "events",
-                source,
-            })?;
-            if !self.handle(&client, message).await? {
-                return Ok(Stop::Closed);
+        let counts_every = self
+            .lifecycle
+            .as_ref()
+            .and_then(|l| l.counts_every)
+            .unwrap_or(Duration::from_secs(3600));
+        let mut counts = tokio::time::interval(counts_every);
+        counts.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                message = stream.next() => {
+                    let Some(message) = message else {
+                        return Ok(Stop::StreamEnded);
+                    };
+                    let message = message.map_err(|source| WatchError::Api {
+                        call: "events",
+                        source,
+                    })?;
+                    if !self.handle(&client, message).await? {
+                        return Ok(Stop::Closed);
+                    }
+                }
+                _ = counts.tick(), if self.lifecycle.as_ref().is_some_and(|l| l.counts_every.is_some()) => {
+                    if !self.send_counts(&client).await? {
+                        return Ok(Stop::Closed);
+                    }
+                }
             }
         }
-        Ok(Stop::StreamEnded)
+    }
+
+    /// Reports how many containers run, are stopped, and how many images there are.
+    async fn send_counts(&self, client: &DockerClient) -> Result<bool, WatchError> {
+        let Some(lifecycle) = &self.lifecycle else {
+            return Ok(true);
+        };
+        let options = ListContainersOptions {
+            all: true,
+            ..Default::default()
+        };
+        let containers = client
+            .docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|source| WatchError::Api {
+                call: "list containers",
+                source,
+            })?;
+        let images = client
+            .docker
+            .list_images(None::<bollard::query_parameters::ListImagesOptions>)
+            .await
+            .map_err(|source| WatchError::Api {
+                call: "list images",
+                source,
+            })?;
+        let listed: Vec<Listed> = containers
+            .into_iter()
+            .map(|c| Listed {
+                image: c.image.unwrap_or_default(),
+                running: c.state.is_some_and(|s| s.to_string() == "running"),
+            })
+            .collect();
+        let report = lifecycle::counts_report(&listed, images.len(), lifecycle);
+        Ok(lifecycle.reports.send(report).await.is_ok())
     }
 
     /// Makes the store hold exactly `running`.
@@ -268,6 +331,18 @@ impl DockerWatcher {
         client: &DockerClient,
         message: EventMessage,
     ) -> Result<bool, WatchError> {
+        if let Some(lifecycle) = &self.lifecycle {
+            let known = message
+                .actor
+                .as_ref()
+                .and_then(|a| a.id.as_deref())
+                .and_then(|id| self.store.get(id));
+            if let Some(report) = lifecycle::event_report(&message, known.as_deref(), lifecycle)
+                && lifecycle.reports.send(report).await.is_err()
+            {
+                return Ok(false);
+            }
+        }
         let Some(id) = message.actor.and_then(|a| a.id) else {
             return Ok(true);
         };

@@ -10,6 +10,7 @@
 
 pub(crate) mod cgroup;
 pub(crate) mod docker;
+pub(crate) mod lifecycle;
 pub(crate) mod store;
 pub(crate) mod tagger;
 
