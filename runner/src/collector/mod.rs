@@ -3,6 +3,7 @@
 
 pub(crate) mod cgroup;
 pub(crate) mod host;
+pub(crate) mod names;
 pub(crate) mod net;
 
 use serde::Deserialize;
