@@ -16,7 +16,7 @@
 pub mod aggregator;
 pub mod check;
 pub mod cli;
-pub(crate) mod collector;
+pub mod collector;
 pub mod config;
 pub mod containers;
 pub mod discovery;

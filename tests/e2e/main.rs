@@ -11,6 +11,7 @@ mod containers;
 mod dogstatsd;
 mod forwarder;
 mod health;
+mod host_metrics;
 mod http_check;
 mod live_confd;
 mod load;

@@ -3,13 +3,15 @@
 //! real HTTP(S) servers on loopback, a throwaway PostgreSQL, a real Docker daemon's containers
 //! (and churn of them), `runner run` as a child process, DogStatsD senders of a known origin,
 //! the forwarder's backends (a throwaway VictoriaMetrics and Prometheus, and one fake Datadog
-//! intake for the formats no installable server decodes), and waits on a condition.
+//! intake for the formats no installable server decodes), a throwaway node exporter (what the
+//! host metrics are compared with), and waits on a condition.
 
 pub mod churn;
 pub mod docker;
 pub mod fake_intake;
 pub mod http_server;
 pub mod load;
+pub mod node_exporter;
 pub mod origin;
 pub mod pipeline;
 pub mod postgres;

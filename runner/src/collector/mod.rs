@@ -2,7 +2,7 @@
 //! namespaces, and the host's own metrics, on a fixed interval.
 
 pub(crate) mod cgroup;
-pub(crate) mod host;
+pub mod host;
 pub(crate) mod names;
 pub(crate) mod net;
 
