@@ -3,10 +3,11 @@
 //! they exercise is what runs in production.
 //!
 //! ```text
-//! DogStatsD listeners ─batches─┐
-//!                              ├─> aggregation loop ─flush─> sinks (openmetrics, log_summary, ...)
-//! scheduler ─reports─> batcher ┘        (one thread)          (a thread and a bounded queue each;
-//!                                                               the forwarder: a queue per endpoint)
+//! DogStatsD listeners ─batches────────┐
+//!                                     ├─> aggregation loop ─flush─> sinks (openmetrics, log_summary,
+//! scheduler ─reports─┬─> batcher ─────┘        (one thread)         forwarder, ...: a thread and a
+//! collector ─reports─┤   (cgroups, networks,                        bounded queue each; the forwarder
+//! Docker lifecycle ──┘    the host)                                 a retry queue per endpoint)
 //!    ^
 //! discovery <── conf.d watcher, Docker watcher ──> container store (tags, origins)
 //! ```
@@ -24,6 +25,7 @@ use tokio::task::JoinHandle;
 
 use crate::aggregator::Aggregator;
 use crate::aggregator::service::{self, AggregatorHandle, Input};
+use crate::collector::{self, CollectorHandle};
 use crate::config::RunnerConfig;
 use crate::config::confd;
 use crate::containers::ContainerStore;
@@ -67,6 +69,7 @@ pub struct Running {
     stop_discovery: oneshot::Sender<()>,
     discovery: JoinHandle<Option<()>>,
     docker: Option<JoinHandle<Option<()>>>,
+    collector: Option<CollectorHandle>,
     _confd_watcher: Option<ConfdWatcher>,
 }
 
@@ -200,6 +203,21 @@ impl Pipeline {
         );
         let mut discovery = Discovery::new(discovery_config(&config), host, scheduler);
 
+        // The collector: containers' cgroups and networks, and the host, every interval.
+        let collector = match collector::config(&config, &hostname) {
+            Some(settings) => Some(
+                collector::start(
+                    settings,
+                    config.docker_socket.is_some().then(|| containers.clone()),
+                    report_sender.clone(),
+                    &telemetry,
+                    health.register("collector", false),
+                )
+                .context("cannot start the collector")?,
+            ),
+            None => None,
+        };
+
         // Live conf.d: every save is reconciled within a second. Watching starts before the
         // first load, so a file saved in between is not missed.
         let (confd_changes, confd_inbox) = mpsc::channel(4);
@@ -294,6 +312,7 @@ impl Pipeline {
             stop_discovery,
             discovery,
             docker,
+            collector,
             _confd_watcher: confd_watcher,
         })
     }
@@ -310,6 +329,9 @@ impl Running {
         }
         let _ = self.stop_discovery.send(());
         let _ = self.discovery.await;
+        if let Some(collector) = self.collector {
+            let _ = tokio::task::spawn_blocking(move || collector.stop()).await;
+        }
         drop(self.listeners);
         drop(self.aggregator);
         let (runs, failed) = self.reports.await.ok().flatten().unwrap_or_default();

@@ -28,6 +28,9 @@
 //! | `kennel.forwarder.queued_bytes` | gauge | `endpoint`, `store` | their bytes |
 //! | `kennel.forwarder.oldest_queued_seconds` | gauge | `endpoint` | age of the oldest payload waiting |
 //! | `kennel.forwarder.spill_errors` | count | `endpoint` | payloads the spill directory could not take |
+//! | `kennel.collector.pass_seconds` | gauge | | how long the collector's latest pass took |
+//! | `kennel.collector.containers` | gauge | | containers the latest pass read |
+//! | `kennel.collector.read_errors` | count | `reader` | readings that failed (`cgroup`, `network`, `host`), a vanished container not counted |
 //!
 //! `samples_dropped` reasons from the aggregator: `context_limit` (a new context past
 //! `max_contexts`), `pending_limit` (a timestamped sample, service check or event past
@@ -97,11 +100,14 @@ pub enum InternalMetric {
     ForwarderQueuedBytes,
     ForwarderOldestQueuedSeconds,
     ForwarderSpillErrors,
+    CollectorPassSeconds,
+    CollectorContainers,
+    CollectorReadErrors,
 }
 
 impl InternalMetric {
     #[cfg(test)]
-    pub(crate) const ALL: [Self; 24] = [
+    pub(crate) const ALL: [Self; 27] = [
         Self::AggregatorContexts,
         Self::AggregatorContextsCreated,
         Self::AggregatorContextsExpired,
@@ -126,6 +132,9 @@ impl InternalMetric {
         Self::ForwarderQueuedBytes,
         Self::ForwarderOldestQueuedSeconds,
         Self::ForwarderSpillErrors,
+        Self::CollectorPassSeconds,
+        Self::CollectorContainers,
+        Self::CollectorReadErrors,
     ];
 
     /// Name, type and tag keys.
@@ -194,6 +203,9 @@ impl InternalMetric {
                 &["endpoint"],
             ),
             Self::ForwarderSpillErrors => ("kennel.forwarder.spill_errors", Counter, &["endpoint"]),
+            Self::CollectorPassSeconds => ("kennel.collector.pass_seconds", Gauge, &[]),
+            Self::CollectorContainers => ("kennel.collector.containers", Gauge, &[]),
+            Self::CollectorReadErrors => ("kennel.collector.read_errors", Counter, &["reader"]),
         }
     }
 

@@ -46,7 +46,7 @@ impl Sink for Recorder {
 
 /// The test config: everything under `dir` (an empty conf.d unless the test fills it), the
 /// built plugins, 1 s buckets, the DogStatsD socket `dir/dsd.socket`, the status API on a free
-/// loopback port, no OpenMetrics endpoint and no Docker.
+/// loopback port, no OpenMetrics endpoint, no Docker and no collector.
 pub fn config(dir: &Path) -> RunnerConfig {
     let confd = dir.join("conf.d");
     std::fs::create_dir_all(&confd).expect("conf.d is created");
@@ -59,6 +59,8 @@ pub fn config(dir: &Path) -> RunnerConfig {
         dogstatsd_socket: Some(dir.join("dsd.socket")),
         dogstatsd_port: 0,
         docker_socket: None,
+        // The collector's tests turn it on; elsewhere its series would only be noise.
+        container_collection_interval: 0.0,
         aggregator: AggregatorConfig {
             bucket_size_seconds: 1,
             ..AggregatorConfig::default()
