@@ -436,11 +436,19 @@ async fn run_serves_dogstatsd_and_check_metrics_on_a_valid_prometheus_page() {
         .stdin(std::fs::File::open(&file).unwrap())
         .output()
         .expect("promtool runs (Debian's `prometheus`; tests/prepare-machine installs it)");
+    // The Agent's own names end in `.total` for gauges (`system.mem.total`, `system.disk.total`):
+    // promtool's naming lint asks Prometheus's conventions of them, which the page keeps the
+    // Agent's names over. Any other finding (a format error above all) fails.
+    let findings = format!("{}{}", text(&promtool.stdout), text(&promtool.stderr));
+    let other: Vec<&str> = findings
+        .lines()
+        .filter(|line| !line.ends_with("non-counter metrics should not have \"_total\" suffix"))
+        .filter(|line| !line.trim().is_empty())
+        .collect();
     assert!(
-        promtool.status.success(),
-        "promtool: {}{}",
-        text(&promtool.stdout),
-        text(&promtool.stderr)
+        promtool.status.success() || other.is_empty(),
+        "promtool: {}",
+        other.join("\n")
     );
 }
 
