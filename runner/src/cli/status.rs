@@ -158,6 +158,8 @@ fn forwarder_text(out: &mut String, endpoints: &[EndpointStatus]) {
             "RETRYING"
         } else if e.rejecting {
             "REJECTING"
+        } else if e.spill_error.is_some() {
+            "NO DISK"
         } else {
             "OK"
         };

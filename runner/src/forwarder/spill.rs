@@ -292,13 +292,18 @@ impl SpillDir {
     }
 
     /// The filesystem's use, in percent, if it is past the ratio.
+    /// As `df` counts it (and the Agent, through gopsutil's `UsedPercent`): used over used
+    /// plus what this user may still take, so blocks reserved for root or held back by the
+    /// filesystem count as neither.
     fn filesystem_too_full(&self) -> Option<f64> {
         let stat = rustix::fs::statvfs(&self.dir).ok()?;
-        if stat.f_blocks == 0 {
+        let used = stat.f_blocks.saturating_sub(stat.f_bfree) as f64;
+        let usable = used + stat.f_bavail as f64;
+        if usable == 0.0 {
             return None;
         }
-        let used = 1.0 - stat.f_bavail as f64 / stat.f_blocks as f64;
-        (used > self.budget.max_disk_ratio).then_some(used * 100.0)
+        let ratio = used / usable;
+        (ratio > self.budget.max_disk_ratio).then_some(ratio * 100.0)
     }
 }
 
