@@ -403,7 +403,8 @@ impl Endpoint {
         progress.progress = Some(Instant::now());
         progress.rejecting = false;
         drop(progress);
-        self.reporter.ok();
+        // Health from the whole state: a delivery does not make an unusable disk usable.
+        self.watch();
     }
 
     fn failed(&self, why: &str, wait: Duration) {
