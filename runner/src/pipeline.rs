@@ -285,9 +285,8 @@ impl Pipeline {
                         reports: report_sender.clone(),
                         hostname: hostname.clone(),
                         cardinality: config.checks_tag_cardinality,
-                        counts_every: (config.container_collection_interval > 0.0).then(|| {
-                            Duration::from_secs_f64(config.container_collection_interval)
-                        }),
+                        counts_every: (config.container_collection_interval > 0.0)
+                            .then(|| Duration::from_secs_f64(config.container_collection_interval)),
                     }),
                 }
                 .run(),

@@ -142,12 +142,8 @@ impl InternalMetric {
         use InternalKind::{Counter, Gauge};
         match self {
             Self::AggregatorContexts => ("kennel.aggregator.contexts", Gauge, &[]),
-            Self::AggregatorContextsCreated => {
-                ("kennel.aggregator.contexts_created", Counter, &[])
-            }
-            Self::AggregatorContextsExpired => {
-                ("kennel.aggregator.contexts_expired", Counter, &[])
-            }
+            Self::AggregatorContextsCreated => ("kennel.aggregator.contexts_created", Counter, &[]),
+            Self::AggregatorContextsExpired => ("kennel.aggregator.contexts_expired", Counter, &[]),
             Self::AggregatorSamples => ("kennel.aggregator.samples", Counter, &["metric_type"]),
             Self::AggregatorSamplesDropped => {
                 ("kennel.aggregator.samples_dropped", Counter, &["reason"])
@@ -156,13 +152,9 @@ impl InternalMetric {
             Self::AggregatorLongestTurn => ("kennel.aggregator.longest_turn_seconds", Gauge, &[]),
             Self::DogstatsdDatagrams => ("kennel.dogstatsd.datagrams", Counter, &["transport"]),
             Self::DogstatsdBytes => ("kennel.dogstatsd.bytes", Counter, &["transport"]),
-            Self::DogstatsdReadErrors => {
-                ("kennel.dogstatsd.read_errors", Counter, &["transport"])
-            }
+            Self::DogstatsdReadErrors => ("kennel.dogstatsd.read_errors", Counter, &["transport"]),
             Self::DogstatsdMessages => ("kennel.dogstatsd.messages", Counter, &["message_type"]),
-            Self::DogstatsdParseErrors => {
-                ("kennel.dogstatsd.parse_errors", Counter, &["reason"])
-            }
+            Self::DogstatsdParseErrors => ("kennel.dogstatsd.parse_errors", Counter, &["reason"]),
             Self::DogstatsdOriginDetectionErrors => (
                 "kennel.dogstatsd.origin_detection_errors",
                 Counter,
@@ -177,11 +169,9 @@ impl InternalMetric {
                 Counter,
                 &["endpoint", "outcome"],
             ),
-            Self::ForwarderDropped => (
-                "kennel.forwarder.dropped",
-                Counter,
-                &["endpoint", "reason"],
-            ),
+            Self::ForwarderDropped => {
+                ("kennel.forwarder.dropped", Counter, &["endpoint", "reason"])
+            }
             Self::ForwarderDroppedItems => (
                 "kennel.forwarder.dropped_items",
                 Counter,

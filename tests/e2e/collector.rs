@@ -36,11 +36,20 @@ fn an_oom_kill_and_an_exit_code_are_reported_with_the_containers_tags() {
     let hungry = Container::run(
         &unique_name("hungry"),
         &[
-            "--memory", "16m", "--memory-swap", "16m", image, "sh", "-c",
+            "--memory",
+            "16m",
+            "--memory-swap",
+            "16m",
+            image,
+            "sh",
+            "-c",
             "sleep 1; x=$(head -c 64000000 /dev/zero | tr '\\0' a); sleep 60",
         ],
     );
-    let failing = Container::run(&unique_name("failing"), &[image, "sh", "-c", "sleep 1; exit 3"]);
+    let failing = Container::run(
+        &unique_name("failing"),
+        &[image, "sh", "-c", "sleep 1; exit 3"],
+    );
 
     let oom_title = format!("Container {}: oom", hungry.id);
     let die_title = format!("Container {}: die", failing.id);
@@ -60,11 +69,19 @@ fn an_oom_kill_and_an_exit_code_are_reported_with_the_containers_tags() {
     let exit = flushes
         .iter()
         .flat_map(|f| &f.service_checks)
-        .find(|c| c.name == "docker.exit" && c.tags.contains(&format!("container_name:{}", failing.name)))
+        .find(|c| {
+            c.name == "docker.exit" && c.tags.contains(&format!("container_name:{}", failing.name))
+        })
         .unwrap_or_else(|| panic!("a docker.exit for {}", failing.name));
     assert_eq!(exit.status, runner::check::Status::Critical);
-    assert_eq!(exit.message, format!("Container {} exited with 3", failing.name));
-    assert!(exit.tags.iter().any(|t| t.starts_with("short_image:")), "{exit:?}");
+    assert_eq!(
+        exit.message,
+        format!("Container {} exited with 3", failing.name)
+    );
+    assert!(
+        exit.tags.iter().any(|t| t.starts_with("short_image:")),
+        "{exit:?}"
+    );
 
     // The daemon's counts, with the running container among them.
     let flushes = pipeline.wait_for(Duration::from_secs(10), |f| {
@@ -102,7 +119,15 @@ fn last(flushes: &[Flush], name: &str, container: &str) -> f64 {
             .iter()
             .flat_map(|f| &f.series)
             .filter(|s| s.name.starts_with("container.") || s.name.starts_with("kennel.collector"))
-            .map(|s| format!("{} {:?}", s.name, s.tags().filter(|t| t.starts_with("container_name")).collect::<Vec<_>>()))
+            .map(|s| {
+                format!(
+                    "{} {:?}",
+                    s.name,
+                    s.tags()
+                        .filter(|t| t.starts_with("container_name"))
+                        .collect::<Vec<_>>()
+                )
+            })
             .collect();
         seen.sort();
         seen.dedup();
@@ -144,7 +169,13 @@ fn memory_and_cpu_match_the_kernel_and_docker_stats() {
     let busy = Container::run(
         &unique_name("busy"),
         &[
-            "--memory", "64m", "--cpus", "0.5", image, "sh", "-c",
+            "--memory",
+            "64m",
+            "--cpus",
+            "0.5",
+            image,
+            "sh",
+            "-c",
             "x=$(head -c 20000000 /dev/zero | tr '\\0' a); while true; do :; done",
         ],
     );
@@ -155,11 +186,20 @@ fn memory_and_cpu_match_the_kernel_and_docker_stats() {
                 .is_some_and(|v| *v > 20e6)
     });
     let name = &busy.name;
-    assert_eq!(last(&flushes, "container.memory.limit", name), 64.0 * 1024.0 * 1024.0);
-    assert_eq!(last(&flushes, "docker.mem.limit", name), 64.0 * 1024.0 * 1024.0);
+    assert_eq!(
+        last(&flushes, "container.memory.limit", name),
+        64.0 * 1024.0 * 1024.0
+    );
+    assert_eq!(
+        last(&flushes, "docker.mem.limit", name),
+        64.0 * 1024.0 * 1024.0
+    );
     let usage = last(&flushes, "container.memory.usage", name);
     let kernel = cgroup_file(&busy.id, "memory.usage_in_bytes");
-    assert!((usage - kernel).abs() / kernel < 0.05, "usage {usage}, the cgroup says {kernel}");
+    assert!(
+        (usage - kernel).abs() / kernel < 0.05,
+        "usage {usage}, the cgroup says {kernel}"
+    );
     let stats = docker_stats_memory(&busy.id);
     let working_set = last(&flushes, "container.memory.working_set", name);
     assert!(
@@ -178,8 +218,14 @@ fn memory_and_cpu_match_the_kernel_and_docker_stats() {
     let recent = usage[usage.len() - 2..].iter().sum::<f64>() / 2.0;
     assert!((3.5e8..=6e8).contains(&recent), "cpu usage {usage:?}");
     let docker_usage = last(&flushes, "docker.cpu.usage", name);
-    assert!((35.0..=60.0).contains(&docker_usage), "docker.cpu.usage {docker_usage}");
-    assert!(last(&flushes, "container.cpu.throttled.periods", name) > 0.0, "throttled");
+    assert!(
+        (35.0..=60.0).contains(&docker_usage),
+        "docker.cpu.usage {docker_usage}"
+    );
+    assert!(
+        last(&flushes, "container.cpu.throttled.periods", name) > 0.0,
+        "throttled"
+    );
     assert!(last(&flushes, "container.pid.thread_count", name) >= 1.0);
 }
 
@@ -193,7 +239,13 @@ fn an_oom_inside_a_container_raises_its_oom_counters() {
     let leaky = Container::run(
         &unique_name("leaky"),
         &[
-            "--memory", "16m", "--memory-swap", "16m", image, "sh", "-c",
+            "--memory",
+            "16m",
+            "--memory-swap",
+            "16m",
+            image,
+            "sh",
+            "-c",
             "sleep 2; sh -c \"x=\\$(head -c 64000000 /dev/zero | tr '\\\\0' a)\"; sleep 60",
         ],
     );
@@ -225,12 +277,26 @@ fn network_traffic_between_two_containers_is_counted_on_both_sides() {
     const TIMES: usize = 5;
     let server = Container::run(
         &unique_name("server"),
-        &[image, "sh", "-c", &format!("head -c {SIZE} /dev/urandom > /www/blob; exec httpd -f -p 80 -h /www")],
+        &[
+            image,
+            "sh",
+            "-c",
+            &format!("head -c {SIZE} /dev/urandom > /www/blob; exec httpd -f -p 80 -h /www"),
+        ],
     );
-    let host_network = Container::run(&unique_name("hostnet"), &["--network", "host", image, "sleep", "60"]);
+    let host_network = Container::run(
+        &unique_name("hostnet"),
+        &["--network", "host", image, "sleep", "60"],
+    );
     let sidecar = Container::run(
         &unique_name("sidecar"),
-        &["--network", &format!("container:{}", server.id), image, "sleep", "60"],
+        &[
+            "--network",
+            &format!("container:{}", server.id),
+            image,
+            "sleep",
+            "60",
+        ],
     );
     // Two passes before the transfer, so the rates have a baseline.
     pipeline.wait_for(Duration::from_secs(20), |f| {
@@ -239,8 +305,13 @@ fn network_traffic_between_two_containers_is_counted_on_both_sides() {
     let client = Container::run(
         &unique_name("client"),
         &[
-            image, "sh", "-c",
-            &format!("sleep 5; for i in $(seq {TIMES}); do wget -q -O /dev/null http://{}/blob; done; sleep 60", server.ip()),
+            image,
+            "sh",
+            "-c",
+            &format!(
+                "sleep 5; for i in $(seq {TIMES}); do wget -q -O /dev/null http://{}/blob; done; sleep 60",
+                server.ip()
+            ),
         ],
     );
     let expected = (SIZE * TIMES) as f64;
@@ -267,12 +338,28 @@ fn network_traffic_between_two_containers_is_counted_on_both_sides() {
     let bridge = flushes
         .iter()
         .flat_map(|f| &f.series)
-        .find(|s| &*s.name == "docker.net.bytes_rcvd" && s.tags().any(|t| t == format!("container_name:{}", client.name)))
+        .find(|s| {
+            &*s.name == "docker.net.bytes_rcvd"
+                && s.tags()
+                    .any(|t| t == format!("container_name:{}", client.name))
+        })
         .unwrap();
-    assert!(bridge.tags().any(|t| t == "docker_network:bridge"), "{bridge:?}");
-    assert!(points(&flushes, "container.net.rcvd", &host_network.name).is_empty(), "host network skipped");
-    assert!(points(&flushes, "container.net.rcvd", &sidecar.name).is_empty(), "a shared namespace is counted once, for its owner");
-    assert!(!points(&flushes, "container.memory.usage", &sidecar.name).is_empty(), "its cgroup is its own");
+    assert!(
+        bridge.tags().any(|t| t == "docker_network:bridge"),
+        "{bridge:?}"
+    );
+    assert!(
+        points(&flushes, "container.net.rcvd", &host_network.name).is_empty(),
+        "host network skipped"
+    );
+    assert!(
+        points(&flushes, "container.net.rcvd", &sidecar.name).is_empty(),
+        "a shared namespace is counted once, for its owner"
+    );
+    assert!(
+        !points(&flushes, "container.memory.usage", &sidecar.name).is_empty(),
+        "its cgroup is its own"
+    );
 }
 
 /// The whole disk holding `path`, as `/dev/<name>`.
@@ -281,7 +368,11 @@ fn disk_of(path: &std::path::Path) -> String {
     let dev = std::fs::metadata(path).unwrap().dev();
     let (major, minor) = (libc_major(dev), libc_minor(dev));
     let sys = std::fs::canonicalize(format!("/sys/dev/block/{major}:{minor}")).unwrap();
-    let disk = if sys.join("partition").exists() { sys.parent().unwrap().to_owned() } else { sys };
+    let disk = if sys.join("partition").exists() {
+        sys.parent().unwrap().to_owned()
+    } else {
+        sys
+    };
     format!("/dev/{}", disk.file_name().unwrap().to_string_lossy())
 }
 
@@ -312,10 +403,16 @@ fn direct_io_writes_are_counted_per_device() {
     let writer = Container::run(
         &unique_name("writer"),
         &[
-            "-v", &format!("{}:/data", data.path().display()),
-            "--device-write-bps", &format!("{disk}:1tb"),
-            image, "sh", "-c",
-            &format!("sleep 5; dd if=/dev/zero of=/data/f bs=1M count={MIB} oflag=direct; sleep 60"),
+            "-v",
+            &format!("{}:/data", data.path().display()),
+            "--device-write-bps",
+            &format!("{disk}:1tb"),
+            image,
+            "sh",
+            "-c",
+            &format!(
+                "sleep 5; dd if=/dev/zero of=/data/f bs=1M count={MIB} oflag=direct; sleep 60"
+            ),
         ],
     );
     let name = disk.trim_start_matches("/dev/").to_owned();
@@ -324,7 +421,8 @@ fn direct_io_writes_are_counted_per_device() {
             .flat_map(|f| &f.series)
             .filter(|s| {
                 &*s.name == "container.io.write"
-                    && s.tags().any(|t| t == format!("container_name:{}", writer.name))
+                    && s.tags()
+                        .any(|t| t == format!("container_name:{}", writer.name))
                     && s.tags().any(|t| t == format!("device:{name}"))
             })
             .flat_map(|s| s.points.iter().map(|p| p.value))
@@ -334,7 +432,10 @@ fn direct_io_writes_are_counted_per_device() {
     let expected = (MIB << 20) as f64;
     let flushes = pipeline.wait_for(Duration::from_secs(40), |f| written(f) >= expected * 0.95);
     let got = written(&flushes);
-    assert!(got >= expected * 0.95, "{got} bytes written to {disk} counted, {expected} written");
+    assert!(
+        got >= expected * 0.95,
+        "{got} bytes written to {disk} counted, {expected} written"
+    );
     assert!(
         last(&flushes, "docker.io.write_operations", &writer.name) >= 0.0,
         "the Docker family has it too"

@@ -69,7 +69,11 @@ fn flushed_points(flushes: &[Flush], prefix: &str) -> BTreeMap<Key, Vec<(i64, f6
                 None => (t.to_owned(), "no_label_value".to_owned()),
             })
             .collect();
-        let host = if series.host.is_empty() { "test-host" } else { &series.host };
+        let host = if series.host.is_empty() {
+            "test-host"
+        } else {
+            &series.host
+        };
         labels.insert("host".to_owned(), host.to_owned());
         let points = out.entry((series.name.to_string(), labels)).or_default();
         points.extend(series.points.iter().map(|p| (p.timestamp * 1000, p.value)));
@@ -157,7 +161,11 @@ fn victoria_metrics_stores_every_point_dogstatsd_and_a_check_sent_as_flushed() {
         |stored| expected.iter().all(|(k, v)| stored.get(k) == Some(v)),
     );
     for (key, points) in &expected {
-        assert_eq!(stored.get(key), Some(points), "{key:?}; stored: {stored:#?}");
+        assert_eq!(
+            stored.get(key),
+            Some(points),
+            "{key:?}; stored: {stored:#?}"
+        );
     }
     let total = |name: &str| -> f64 {
         stored
@@ -167,7 +175,11 @@ fn victoria_metrics_stores_every_point_dogstatsd_and_a_check_sent_as_flushed() {
             .sum()
     };
     assert_eq!(total("fwd.count"), 30.0, "counts add up to what was sent");
-    assert_eq!(total("fwd.rate_like"), 4.0, "a sampled count is scaled by its rate");
+    assert_eq!(
+        total("fwd.rate_like"),
+        4.0,
+        "a sampled count is scaled by its rate"
+    );
     assert_eq!(total("fwd.set"), 2.0);
     assert!(stored.keys().any(|(n, l)| n == "fwd.gauge"
         && l.get("env").map(String::as_str) == Some("test")
@@ -175,7 +187,9 @@ fn victoria_metrics_stores_every_point_dogstatsd_and_a_check_sent_as_flushed() {
         && l.get("host").map(String::as_str) == Some("test-host")));
     for suffix in ["avg", "max", "median", "count", "95percentile"] {
         assert!(
-            stored.keys().any(|(n, _)| *n == format!("fwd.hist.{suffix}")),
+            stored
+                .keys()
+                .any(|(n, _)| *n == format!("fwd.hist.{suffix}")),
             "fwd.hist.{suffix}: {stored:#?}"
         );
     }
@@ -186,7 +200,10 @@ fn victoria_metrics_stores_every_point_dogstatsd_and_a_check_sent_as_flushed() {
         || victoria.export("network.http.can_connect"),
         |s| !s.is_empty(),
     );
-    assert_eq!(check[0].labels.get("fwd.check").map(String::as_str), Some("yes"));
+    assert_eq!(
+        check[0].labels.get("fwd.check").map(String::as_str),
+        Some("yes")
+    );
     assert!(check[0].values.iter().all(|v| *v == 1.0), "{check:?}");
 
     let (_, status) = pipeline.get("/status");
@@ -217,7 +234,10 @@ fn prometheus_receives_gauges_counters_and_distribution_quantiles_by_remote_writ
     send_lines(&pipeline.socket, &lines);
     // A second flush, so the counter is cumulative over two.
     std::thread::sleep(Duration::from_millis(1100));
-    send_lines(&pipeline.socket, &vec!["rw.requests:1|c|#room:lab".to_owned(); 6]);
+    send_lines(
+        &pipeline.socket,
+        &vec!["rw.requests:1|c|#room:lab".to_owned(); 6],
+    );
 
     let value = |promql: &str, want: f64| {
         let got = wait::until(
@@ -234,7 +254,10 @@ fn prometheus_receives_gauges_counters_and_distribution_quantiles_by_remote_writ
     };
     let gauge = value("rw_temperature", 21.5);
     assert_eq!(gauge[0].0.get("room").map(String::as_str), Some("lab"));
-    assert_eq!(gauge[0].0.get("host").map(String::as_str), Some("test-host"));
+    assert_eq!(
+        gauge[0].0.get("host").map(String::as_str),
+        Some("test-host")
+    );
     value("rw_requests_total", 20.0);
     value("rw_latency_count", 100.0);
     value("rw_latency_sum", 5050.0);
@@ -305,7 +328,10 @@ fn an_outage_of_more_than_a_minute_loses_nothing_and_turns_health_red_then_green
         || endpoint_status(&pipeline.get("/status").1, "datadog"),
         |e| e["queued_disk_payloads"].as_u64().unwrap_or(0) > 0,
     );
-    assert!(during["consecutive_failures"].as_u64().unwrap() > 0, "{during:#}");
+    assert!(
+        during["consecutive_failures"].as_u64().unwrap() > 0,
+        "{during:#}"
+    );
     std::thread::sleep(Duration::from_secs(65).saturating_sub(outage.elapsed()));
     victoria.restart();
     std::thread::sleep(Duration::from_secs(5));
@@ -363,7 +389,10 @@ fn spilled_payloads_survive_a_clean_stop_and_a_kill_and_are_sent_after_the_resta
 
     // A clean stop with the intake down: what could not be sent stays on disk.
     let mut first = RunnerProcess::start(options(), &[]);
-    send_lines(&socket, &vec!["fwd.crash:1|c|#phase:stopped".to_owned(); 50]);
+    send_lines(
+        &socket,
+        &vec!["fwd.crash:1|c|#phase:stopped".to_owned(); 50],
+    );
     first.wait_for("a payload on disk", Duration::from_secs(20), |r| {
         queued_on_disk(r) > 0
     });
@@ -431,7 +460,10 @@ fn an_unusable_spill_directory_falls_back_to_memory_and_says_so() {
         |e| dropped(e, "queue_full") > 0,
     );
     assert!(
-        endpoint["spill_error"].as_str().unwrap_or_default().contains("a-file"),
+        endpoint["spill_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("a-file"),
         "{endpoint:#}"
     );
     assert!(dropped(&endpoint, "queue_full") > 0, "{endpoint:#}");
@@ -453,7 +485,10 @@ fn an_unusable_spill_directory_falls_back_to_memory_and_says_so() {
     );
     assert_eq!(component["state"], "degraded", "{component:#}");
     assert!(
-        component["reason"].as_str().unwrap().contains("cannot spill"),
+        component["reason"]
+            .as_str()
+            .unwrap()
+            .contains("cannot spill"),
         "{component:#}"
     );
     let spill_errors: f64 = pipeline
@@ -496,7 +531,10 @@ fn an_intake_that_rejects_everything_turns_health_red() {
         || pipeline.get("/health"),
         |(code, _)| *code == 200,
     );
-    assert_eq!(code, 200, "green again once payloads are accepted: {body:#}");
+    assert_eq!(
+        code, 200,
+        "green again once payloads are accepted: {body:#}"
+    );
 }
 
 /// Points of the series named `name` in the intake's v2 payloads: (tags, type, interval,
@@ -554,7 +592,10 @@ fn the_intake_gets_v2_series_sketches_check_runs_and_events_with_the_agents_head
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64;
-    assert!((now - 30..=now).contains(&gauge.points[0].timestamp), "{gauge:?}");
+    assert!(
+        (now - 30..=now).contains(&gauge.points[0].timestamp),
+        "{gauge:?}"
+    );
     let count = &v2_points(&intake, "v2.count")[0];
     // DogStatsD counts go out as the Agent sends them: a per-second rate over the bucket.
     assert_eq!(count.r#type, schema::MetricType::Rate as i32);
@@ -567,9 +608,15 @@ fn the_intake_gets_v2_series_sketches_check_runs_and_events_with_the_agents_head
         .flat_map(|p| p.sketches)
         .find(|s| s.metric == "v2.dist")
         .expect("the distribution's sketch");
-    assert_eq!((sketch.host.as_str(), sketch.tags.as_slice()), ("test-host", &["env:x".to_owned()][..]));
+    assert_eq!(
+        (sketch.host.as_str(), sketch.tags.as_slice()),
+        ("test-host", &["env:x".to_owned()][..])
+    );
     let dog = &sketch.dogsketches[0];
-    assert_eq!((dog.cnt, dog.min, dog.max, dog.sum), (100, 1.0, 100.0, 5050.0));
+    assert_eq!(
+        (dog.cnt, dog.min, dog.max, dog.sum),
+        (100, 1.0, 100.0, 5050.0)
+    );
     assert_eq!(dog.avg, 50.5);
     assert_eq!(dog.k.len(), dog.n.len());
     assert_eq!(dog.n.iter().map(|n| u64::from(*n)).sum::<u64>(), 100);
@@ -604,13 +651,24 @@ fn the_intake_gets_v2_series_sketches_check_runs_and_events_with_the_agents_head
         ("/intake/", "application/json"),
     ] {
         let request = &intake.requests_to(path)[0];
-        assert_eq!(request.header("DD-API-KEY"), Some(fake_intake::API_KEY), "{path}");
+        assert_eq!(
+            request.header("DD-API-KEY"),
+            Some(fake_intake::API_KEY),
+            "{path}"
+        );
         assert_eq!(request.header("Content-Type"), Some(content_type), "{path}");
         assert_eq!(request.header("Content-Encoding"), Some("zstd"), "{path}");
-        assert!(request.header("User-Agent").unwrap().starts_with("kennel/"), "{path}");
+        assert!(
+            request.header("User-Agent").unwrap().starts_with("kennel/"),
+            "{path}"
+        );
         assert!(request.header("DD-Agent-Version").is_some(), "{path}");
     }
-    assert_eq!(intake.count("/api/v1/validate"), 1, "the key is validated at start");
+    assert_eq!(
+        intake.count("/api/v1/validate"),
+        1,
+        "the key is validated at start"
+    );
 }
 
 #[test]
@@ -641,7 +699,11 @@ fn series_are_split_to_stay_under_the_agents_point_limit() {
         assert!(points <= 10_000, "a payload of {points} points");
     }
     for request in intake.requests_to("/api/v2/series") {
-        assert!(request.body.len() <= 512_000, "{} bytes compressed", request.body.len());
+        assert!(
+            request.body.len() <= 512_000,
+            "{} bytes compressed",
+            request.body.len()
+        );
     }
 }
 
@@ -678,7 +740,11 @@ fn a_refused_key_shows_in_health_and_status_and_is_logged_once() {
     assert_eq!(endpoint["api_key_invalid"], true, "{endpoint:#}");
     assert_eq!(endpoint["succeeded"], 0, "{endpoint:#}");
     let log = runner.log();
-    assert_eq!(log.matches("API key invalid").count(), 1, "once in the log:\n{log}");
+    assert_eq!(
+        log.matches("API key invalid").count(),
+        1,
+        "once in the log:\n{log}"
+    );
 
     // `runner status` says it too.
     let text = std::process::Command::new(kennel_tests::runner_bin())
@@ -687,7 +753,10 @@ fn a_refused_key_shows_in_health_and_status_and_is_logged_once() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&text.stdout);
-    assert!(text.contains("Forwarder") && text.contains("API KEY INVALID"), "{text}");
+    assert!(
+        text.contains("Forwarder") && text.contains("API KEY INVALID"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -790,7 +859,11 @@ fn a_stop_waits_no_longer_than_the_stop_timeout_for_an_intake_that_hangs() {
         "the stop took {took:?} with a 2 s stop timeout; log:\n{}",
         runner.log()
     );
-    assert!(runner.log().contains("kept on disk"), "log:\n{}", runner.log());
+    assert!(
+        runner.log().contains("kept on disk"),
+        "log:\n{}",
+        runner.log()
+    );
     let files = std::fs::read_dir(spill.path())
         .unwrap()
         .flat_map(|endpoint| std::fs::read_dir(endpoint.unwrap().path()).unwrap())

@@ -196,7 +196,11 @@ fn forwarder_text(out: &mut String, endpoints: &[EndpointStatus]) {
         };
         let _ = writeln!(out, "      Last Success: {ago}");
         if e.consecutive_failures > 0 {
-            let _ = writeln!(out, "      Consecutive Failures: {}", e.consecutive_failures);
+            let _ = writeln!(
+                out,
+                "      Consecutive Failures: {}",
+                e.consecutive_failures
+            );
         }
         if let Some(error) = &e.last_error {
             let _ = writeln!(out, "      Last Error: {error}");

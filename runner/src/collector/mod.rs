@@ -123,7 +123,8 @@ pub(crate) fn start(
     health: Reporter,
 ) -> std::io::Result<CollectorHandle> {
     let (stop, stopped) = std::sync::mpsc::channel();
-    let errors = |reader: &str| telemetry.counter(InternalMetric::CollectorReadErrors, Some(reader));
+    let errors =
+        |reader: &str| telemetry.counter(InternalMetric::CollectorReadErrors, Some(reader));
     let stats = Stats {
         pass_seconds: telemetry.gauge(InternalMetric::CollectorPassSeconds, None),
         containers: telemetry.gauge(InternalMetric::CollectorContainers, None),
@@ -158,7 +159,11 @@ impl Collector {
             devices: DeviceNames::new(&config.sysfs_root),
             net: NetReader::new(config.procfs_root.clone()),
             host: config.host_metrics.then(|| {
-                HostReader::new(&config.procfs_root, &config.sysfs_root, config.hostname.clone())
+                HostReader::new(
+                    &config.procfs_root,
+                    &config.sysfs_root,
+                    config.hostname.clone(),
+                )
             }),
             cgroups,
             store,
@@ -175,9 +180,7 @@ impl Collector {
         loop {
             let started = Instant::now();
             let report = self.pass();
-            self.stats
-                .pass_seconds
-                .set(started.elapsed().as_secs_f64());
+            self.stats.pass_seconds.set(started.elapsed().as_secs_f64());
             if self.reports.blocking_send(report).is_err() {
                 return;
             }
@@ -204,7 +207,11 @@ impl Collector {
             error: None,
         };
         let timestamp = unix_seconds(started);
-        let containers = self.store.as_ref().map(ContainerStore::all).unwrap_or_default();
+        let containers = self
+            .store
+            .as_ref()
+            .map(ContainerStore::all)
+            .unwrap_or_default();
         self.stats.containers.set(containers.len() as f64);
         let mut problems = 0;
         for container in &containers {
@@ -263,7 +270,11 @@ impl Collector {
         };
         let mut readings = readings(&stats, &mut self.devices);
         if let Some(fds) = open_files(&self.config.procfs_root, container.pid) {
-            readings.push(Reading::new("container.pid.open_files", MetricType::Gauge, fds as f64));
+            readings.push(Reading::new(
+                "container.pid.open_files",
+                MetricType::Gauge,
+                fds as f64,
+            ));
         }
         Some(readings)
     }
@@ -286,25 +297,60 @@ impl Collector {
                     .unwrap_or_else(|| stats.name.clone());
                 let docker_tag = vec![format!("docker_network:{network}")];
                 for r in [
-                    Reading::new("container.net.sent", MetricType::Rate, stats.tx_bytes as f64),
-                    Reading::new("container.net.sent.packets", MetricType::Rate, stats.tx_packets as f64),
-                    Reading::new("container.net.rcvd", MetricType::Rate, stats.rx_bytes as f64),
-                    Reading::new("container.net.rcvd.packets", MetricType::Rate, stats.rx_packets as f64),
+                    Reading::new(
+                        "container.net.sent",
+                        MetricType::Rate,
+                        stats.tx_bytes as f64,
+                    ),
+                    Reading::new(
+                        "container.net.sent.packets",
+                        MetricType::Rate,
+                        stats.tx_packets as f64,
+                    ),
+                    Reading::new(
+                        "container.net.rcvd",
+                        MetricType::Rate,
+                        stats.rx_bytes as f64,
+                    ),
+                    Reading::new(
+                        "container.net.rcvd.packets",
+                        MetricType::Rate,
+                        stats.rx_packets as f64,
+                    ),
                 ] {
                     self.emit(out, &reading.container, r.tagged(tag.clone()), timestamp);
                 }
                 for r in [
-                    Reading::new("docker.net.bytes_sent", MetricType::Rate, stats.tx_bytes as f64),
-                    Reading::new("docker.net.bytes_rcvd", MetricType::Rate, stats.rx_bytes as f64),
+                    Reading::new(
+                        "docker.net.bytes_sent",
+                        MetricType::Rate,
+                        stats.tx_bytes as f64,
+                    ),
+                    Reading::new(
+                        "docker.net.bytes_rcvd",
+                        MetricType::Rate,
+                        stats.rx_bytes as f64,
+                    ),
                 ] {
-                    self.emit(out, &reading.container, r.tagged(docker_tag.clone()), timestamp);
+                    self.emit(
+                        out,
+                        &reading.container,
+                        r.tagged(docker_tag.clone()),
+                        timestamp,
+                    );
                 }
             }
         }
     }
 
     /// Turns a reading into a sample in each configured family that has it.
-    fn emit(&self, out: &mut Vec<MetricSample>, container: &Container, reading: Reading, timestamp: f64) {
+    fn emit(
+        &self,
+        out: &mut Vec<MetricSample>,
+        container: &Container,
+        reading: Reading,
+        timestamp: f64,
+    ) {
         for family in &self.config.families {
             let (name, value, runtime) = match family {
                 Family::Container if names::generic(reading.name) => {
@@ -361,7 +407,11 @@ fn readings(stats: &CgroupStats, devices: &mut DeviceNames) -> Vec<Reading> {
     put("container.cpu.user", Rate, f(cpu.user_ns));
     put("container.cpu.system", Rate, f(cpu.system_ns));
     put("container.cpu.throttled", Rate, f(cpu.throttled_ns));
-    put("container.cpu.throttled.periods", Rate, f(cpu.throttled_periods));
+    put(
+        "container.cpu.throttled.periods",
+        Rate,
+        f(cpu.throttled_periods),
+    );
     // The Agent's limit is in nanoseconds of CPU per second: cores × 1e9.
     let limit = match (cpu.limit_cores, cpu.cpus) {
         (Some(quota), Some(cpus)) => Some(quota.min(f64::from(cpus))),
@@ -381,27 +431,59 @@ fn readings(stats: &CgroupStats, devices: &mut DeviceNames) -> Vec<Reading> {
     // OOM kills where the kernel counts them (v1 `memory.oom_control`, 4.13+; v2
     // `memory.events`), else the Agent's v1 `memory.failcnt`: the limit being hit is not an
     // OOM kill, and a kernel may kill without counting a failure (6.x v1 does).
-    put("container.memory.oom_events", Gauge, f(memory.oom_kills.or(memory.oom_events)));
+    put(
+        "container.memory.oom_events",
+        Gauge,
+        f(memory.oom_kills.or(memory.oom_events)),
+    );
     put("container.memory.working_set", Gauge, f(memory.working_set));
     put("container.memory.usage.peak", Gauge, f(memory.peak));
-    put("container.memory.page_faults", MonotonicCount, f(memory.page_faults));
-    put("container.memory.major_page_faults", MonotonicCount, f(memory.major_page_faults));
+    put(
+        "container.memory.page_faults",
+        MonotonicCount,
+        f(memory.page_faults),
+    );
+    put(
+        "container.memory.major_page_faults",
+        MonotonicCount,
+        f(memory.major_page_faults),
+    );
     put("docker.mem.sw_limit", Gauge, f(memory.memsw_limit));
     if let (Some(usage), Some(limit)) = (memory.usage, memory.limit.filter(|l| *l > 0)) {
-        put("docker.mem.in_use", Gauge, Some(usage as f64 / limit as f64));
+        put(
+            "docker.mem.in_use",
+            Gauge,
+            Some(usage as f64 / limit as f64),
+        );
     }
     if let (Some(rss), Some(limit)) = (memory.rss, memory.memsw_limit.filter(|l| *l > 0)) {
         let swap = memory.swap.unwrap_or(0);
-        put("docker.mem.sw_in_use", Gauge, Some((rss + swap) as f64 / limit as f64));
+        put(
+            "docker.mem.sw_in_use",
+            Gauge,
+            Some((rss + swap) as f64 / limit as f64),
+        );
     }
 
     put("container.pid.thread_count", Gauge, f(stats.pids.current));
     put("container.pid.thread_limit", Gauge, f(stats.pids.limit));
 
     let us_to_ns = |p: Option<cgroup::Pressure>| p.map(|p| p.some.total_us as f64 * 1e3);
-    put("container.cpu.partial_stall", Rate, us_to_ns(stats.pressure.cpu));
-    put("container.memory.partial_stall", Rate, us_to_ns(stats.pressure.memory));
-    put("container.io.partial_stall", Rate, us_to_ns(stats.pressure.io));
+    put(
+        "container.cpu.partial_stall",
+        Rate,
+        us_to_ns(stats.pressure.cpu),
+    );
+    put(
+        "container.memory.partial_stall",
+        Rate,
+        us_to_ns(stats.pressure.memory),
+    );
+    put(
+        "container.io.partial_stall",
+        Rate,
+        us_to_ns(stats.pressure.io),
+    );
 
     for io in &stats.io {
         let name = devices
@@ -433,7 +515,10 @@ fn open_files(procfs_root: &Path, pid: u32) -> Option<usize> {
 }
 
 /// What the pipeline needs from the runner's config.
-pub(crate) fn config(config: &crate::config::RunnerConfig, hostname: &str) -> Option<CollectorConfig> {
+pub(crate) fn config(
+    config: &crate::config::RunnerConfig,
+    hostname: &str,
+) -> Option<CollectorConfig> {
     (config.container_collection_interval > 0.0).then(|| CollectorConfig {
         interval: Duration::from_secs_f64(config.container_collection_interval),
         families: config.container_metric_families.clone(),
@@ -445,4 +530,3 @@ pub(crate) fn config(config: &crate::config::RunnerConfig, hostname: &str) -> Op
         host_metrics: config.collect_host_metrics,
     })
 }
-

@@ -88,12 +88,28 @@ mod tests {
 
     #[test]
     fn docker_names_follow_the_agents_adapter() {
-        assert_eq!(docker("container.cpu.usage"), Some(("docker.cpu.usage", 1e-7)));
-        assert_eq!(docker("container.memory.oom_events"), Some(("docker.mem.failed_count", 1.0)));
-        assert_eq!(docker("container.io.write"), Some(("docker.io.write_bytes", 1.0)));
-        assert_eq!(docker("container.memory.usage"), None, "not in the Docker check");
+        assert_eq!(
+            docker("container.cpu.usage"),
+            Some(("docker.cpu.usage", 1e-7))
+        );
+        assert_eq!(
+            docker("container.memory.oom_events"),
+            Some(("docker.mem.failed_count", 1.0))
+        );
+        assert_eq!(
+            docker("container.io.write"),
+            Some(("docker.io.write_bytes", 1.0))
+        );
+        assert_eq!(
+            docker("container.memory.usage"),
+            None,
+            "not in the Docker check"
+        );
         assert_eq!(docker("container.net.sent"), None, "docker.net.* instead");
-        assert_eq!(docker("docker.mem.in_use"), Some(("docker.mem.in_use", 1.0)));
+        assert_eq!(
+            docker("docker.mem.in_use"),
+            Some(("docker.mem.in_use", 1.0))
+        );
         assert!(generic("container.memory.usage") && !generic("docker.mem.in_use"));
     }
 }

@@ -458,7 +458,10 @@ mod tests {
         let config = RunnerConfig::parse(include_str!("../../../kennel.yaml")).unwrap();
         let defaults = RunnerConfig::default();
         assert_eq!(config.use_v2_api, defaults.use_v2_api);
-        assert_eq!(config.serializer_compressor_kind, defaults.serializer_compressor_kind);
+        assert_eq!(
+            config.serializer_compressor_kind,
+            defaults.serializer_compressor_kind
+        );
         assert_eq!(
             config.forwarder_retry_queue_payloads_max_size,
             defaults.forwarder_retry_queue_payloads_max_size
@@ -467,7 +470,10 @@ mod tests {
             config.forwarder_storage_max_size_in_bytes,
             defaults.forwarder_storage_max_size_in_bytes
         );
-        assert_eq!(config.forwarder_health_timeout, defaults.forwarder_health_timeout);
+        assert_eq!(
+            config.forwarder_health_timeout,
+            defaults.forwarder_health_timeout
+        );
         assert!(config.api_key.is_empty() && config.remote_write.is_empty());
     }
 

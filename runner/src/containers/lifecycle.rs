@@ -20,7 +20,9 @@ use std::time::{Duration, SystemTime};
 use bollard::models::EventMessage;
 
 use super::{Cardinality, Container, ImageName};
-use crate::check::{AlertType, Event, MetricSample, MetricType, Priority, RunReport, ServiceCheck, Status};
+use crate::check::{
+    AlertType, Event, MetricSample, MetricType, Priority, RunReport, ServiceCheck, Status,
+};
 
 /// The Docker event actions reported as events.
 pub(crate) const ACTIONS: [&str; 4] = ["oom", "die", "kill", "restart"];
@@ -91,8 +93,14 @@ pub(crate) fn event_report(
             Some(code) if OK_EXIT_CODES.contains(&code) => {
                 (Status::Ok, format!("Container {name} exited with {code}"))
             }
-            Some(code) => (Status::Critical, format!("Container {name} exited with {code}")),
-            None => (Status::Unknown, format!("Container {name} exited; Docker gave no exit code")),
+            Some(code) => (
+                Status::Critical,
+                format!("Container {name} exited with {code}"),
+            ),
+            None => (
+                Status::Unknown,
+                format!("Container {name} exited; Docker gave no exit code"),
+            ),
         };
         tags.sort();
         report.service_checks.push(ServiceCheck {
@@ -114,7 +122,11 @@ pub(crate) struct Listed {
 }
 
 /// `docker.containers.running` and `.stopped` per image, and `docker.images.available`.
-pub(crate) fn counts_report(containers: &[Listed], images: usize, lifecycle: &Lifecycle) -> RunReport {
+pub(crate) fn counts_report(
+    containers: &[Listed],
+    images: usize,
+    lifecycle: &Lifecycle,
+) -> RunReport {
     let mut per_image: BTreeMap<Vec<String>, (u64, u64)> = BTreeMap::new();
     for container in containers {
         let counts = per_image.entry(image_tags(&container.image)).or_default();
@@ -135,12 +147,26 @@ pub(crate) fn counts_report(containers: &[Listed], images: usize, lifecycle: &Li
     };
     let mut report = report("docker_counts");
     for (tags, (running, stopped)) in per_image {
-        report.metrics.push(gauge("docker.containers.running", running, tags.clone()));
-        report.metrics.push(gauge("docker.containers.stopped", stopped, tags));
+        report
+            .metrics
+            .push(gauge("docker.containers.running", running, tags.clone()));
+        report
+            .metrics
+            .push(gauge("docker.containers.stopped", stopped, tags));
     }
-    report.metrics.push(gauge("docker.containers.running.total", containers.iter().filter(|c| c.running).count() as u64, vec![]));
-    report.metrics.push(gauge("docker.containers.stopped.total", containers.iter().filter(|c| !c.running).count() as u64, vec![]));
-    report.metrics.push(gauge("docker.images.available", images as u64, vec![]));
+    report.metrics.push(gauge(
+        "docker.containers.running.total",
+        containers.iter().filter(|c| c.running).count() as u64,
+        vec![],
+    ));
+    report.metrics.push(gauge(
+        "docker.containers.stopped.total",
+        containers.iter().filter(|c| !c.running).count() as u64,
+        vec![],
+    ));
+    report
+        .metrics
+        .push(gauge("docker.images.available", images as u64, vec![]));
     report
 }
 
@@ -164,7 +190,11 @@ fn image_tags(image: &str) -> Vec<String> {
 
 /// Tags for a container the store never held.
 fn fallback_tags(id: &str, name: &str, image: &str, cardinality: Cardinality) -> Vec<String> {
-    let mut tags = if image.is_empty() { Vec::new() } else { image_tags(image) };
+    let mut tags = if image.is_empty() {
+        Vec::new()
+    } else {
+        image_tags(image)
+    };
     if cardinality == Cardinality::High {
         tags.push(format!("container_id:{id}"));
         if !name.is_empty() {
@@ -250,14 +280,22 @@ mod tests {
             "short_image:redis",
             "image_tag:7",
         ] {
-            assert!(event.tags.iter().any(|t| t == tag), "{tag} in {:?}", event.tags);
+            assert!(
+                event.tags.iter().any(|t| t == tag),
+                "{tag} in {:?}",
+                event.tags
+            );
         }
         assert!(report.service_checks.is_empty());
     }
 
     #[test]
     fn a_die_carries_its_exit_code_in_docker_exit() {
-        for (code, status) in [("0", Status::Ok), ("143", Status::Ok), ("137", Status::Critical)] {
+        for (code, status) in [
+            ("0", Status::Ok),
+            ("143", Status::Ok),
+            ("137", Status::Critical),
+        ] {
             let report = event_report(
                 &message("die", &[("name", "job"), ("exitCode", code)]),
                 None,
@@ -279,9 +317,18 @@ mod tests {
     #[test]
     fn counts_are_per_image_with_totals() {
         let listed = [
-            Listed { image: "redis:7".to_owned(), running: true },
-            Listed { image: "redis:7".to_owned(), running: false },
-            Listed { image: "nginx".to_owned(), running: true },
+            Listed {
+                image: "redis:7".to_owned(),
+                running: true,
+            },
+            Listed {
+                image: "redis:7".to_owned(),
+                running: false,
+            },
+            Listed {
+                image: "nginx".to_owned(),
+                running: true,
+            },
         ];
         let report = counts_report(&listed, 5, &lifecycle());
         let value = |name: &str, tag: &str| {
@@ -291,9 +338,18 @@ mod tests {
                 .find(|m| m.name == name && (tag.is_empty() || m.tags.iter().any(|t| t == tag)))
                 .map(|m| m.value)
         };
-        assert_eq!(value("docker.containers.running", "short_image:redis"), Some(1.0));
-        assert_eq!(value("docker.containers.stopped", "short_image:redis"), Some(1.0));
-        assert_eq!(value("docker.containers.stopped", "short_image:nginx"), Some(0.0));
+        assert_eq!(
+            value("docker.containers.running", "short_image:redis"),
+            Some(1.0)
+        );
+        assert_eq!(
+            value("docker.containers.stopped", "short_image:redis"),
+            Some(1.0)
+        );
+        assert_eq!(
+            value("docker.containers.stopped", "short_image:nginx"),
+            Some(0.0)
+        );
         assert_eq!(value("docker.containers.running.total", ""), Some(2.0));
         assert_eq!(value("docker.images.available", ""), Some(5.0));
     }

@@ -79,7 +79,11 @@ mod tests {
             ceilings.push(ceiling);
         }
         assert_eq!(ceilings, [2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 64.0, 64.0]);
-        assert_eq!(breaker.failure(), Duration::from_secs(64), "no jitter at the cap");
+        assert_eq!(
+            breaker.failure(),
+            Duration::from_secs(64),
+            "no jitter at the cap"
+        );
     }
 
     #[test]

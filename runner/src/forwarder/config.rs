@@ -154,7 +154,8 @@ pub(crate) fn endpoints(config: &RunnerConfig) -> Result<Vec<EndpointConfig>, St
             .collect();
         if let Some(auth) = &rw.basic_auth {
             use base64::Engine as _;
-            let token = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", auth.username, auth.password).as_bytes());
+            let token = base64::engine::general_purpose::STANDARD
+                .encode(format!("{}:{}", auth.username, auth.password).as_bytes());
             headers.push(("Authorization".to_owned(), format!("Basic {token}")));
         }
         if let Some(token) = &rw.bearer_token {
@@ -221,7 +222,11 @@ fn host_port(url: &str, with_path: bool) -> String {
                 Some(port) => format!("{host}:{port}"),
                 None => host,
             };
-            let path = if with_path { u.path().trim_end_matches('/') } else { "" };
+            let path = if with_path {
+                u.path().trim_end_matches('/')
+            } else {
+                ""
+            };
             Some(format!("{host}{path}"))
         })
         .unwrap_or_else(|| url.to_owned())
@@ -256,10 +261,26 @@ mod tests {
         assert_eq!(
             got,
             [
-                ("datadog".into(), "https://app.datadoghq.eu".into(), dd("abc")),
-                ("datadog:one.example".into(), "http://one.example".into(), dd("k3")),
-                ("datadog:mirror.example:8443#1".into(), "https://mirror.example:8443".into(), dd("k1")),
-                ("datadog:mirror.example:8443#2".into(), "https://mirror.example:8443".into(), dd("k2")),
+                (
+                    "datadog".into(),
+                    "https://app.datadoghq.eu".into(),
+                    dd("abc")
+                ),
+                (
+                    "datadog:one.example".into(),
+                    "http://one.example".into(),
+                    dd("k3")
+                ),
+                (
+                    "datadog:mirror.example:8443#1".into(),
+                    "https://mirror.example:8443".into(),
+                    dd("k1")
+                ),
+                (
+                    "datadog:mirror.example:8443#2".into(),
+                    "https://mirror.example:8443".into(),
+                    dd("k2")
+                ),
             ]
         );
         assert!(!config.use_v2_api.series);
@@ -297,8 +318,14 @@ mod tests {
             ("api_key: a\ndd_url: ftp://x", "dd_url"),
             ("remote_write:\n  - url: nowhere", "remote_write.url"),
             ("forwarder_timeout: 0", "forwarder_timeout"),
-            ("forwarder_storage_max_disk_ratio: 2", "forwarder_storage_max_disk_ratio"),
-            ("serializer_compressor_kind: lz4", "serializer_compressor_kind"),
+            (
+                "forwarder_storage_max_disk_ratio: 2",
+                "forwarder_storage_max_disk_ratio",
+            ),
+            (
+                "serializer_compressor_kind: lz4",
+                "serializer_compressor_kind",
+            ),
             (
                 "remote_write:\n  - {url: 'http://a/w', name: x}\n  - {url: 'http://b/w', name: x}",
                 "named `x`",

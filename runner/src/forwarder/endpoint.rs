@@ -481,8 +481,9 @@ impl Endpoint {
             self.reporter
                 .degraded(format!("the intake rejects payloads: {error}"));
         } else if let Some(spill) = spill_error {
-            self.reporter
-                .degraded(format!("cannot spill to disk, queueing in memory only: {spill}"));
+            self.reporter.degraded(format!(
+                "cannot spill to disk, queueing in memory only: {spill}"
+            ));
         } else {
             self.reporter.ok();
         }
@@ -686,15 +687,27 @@ mod tests {
         for (status, for_datadog, for_remote_write) in [
             (400, Some(DropReason::Rejected), Some(DropReason::Rejected)),
             (413, Some(DropReason::Rejected), Some(DropReason::Rejected)),
-            (403, Some(DropReason::InvalidKey), Some(DropReason::InvalidKey)),
-            (401, Some(DropReason::InvalidKey), Some(DropReason::InvalidKey)),
+            (
+                403,
+                Some(DropReason::InvalidKey),
+                Some(DropReason::InvalidKey),
+            ),
+            (
+                401,
+                Some(DropReason::InvalidKey),
+                Some(DropReason::InvalidKey),
+            ),
             (404, None, Some(DropReason::Rejected)),
             (429, None, None),
             (500, None, None),
             (503, None, None),
         ] {
             assert_eq!(classify(&datadog, status), for_datadog, "{status}");
-            assert_eq!(classify(&remote_write, status), for_remote_write, "{status}");
+            assert_eq!(
+                classify(&remote_write, status),
+                for_remote_write,
+                "{status}"
+            );
         }
     }
 }

@@ -173,7 +173,11 @@ impl Forwarder {
                         let mut tasks = tokio::task::JoinSet::new();
                         for endpoint in endpoints {
                             tasks.spawn(endpoint.clone().watch_until(stop.clone()));
-                            tasks.spawn(endpoint.run(client.clone(), backoff.clone(), stop.clone()));
+                            tasks.spawn(endpoint.run(
+                                client.clone(),
+                                backoff.clone(),
+                                stop.clone(),
+                            ));
                         }
                         while let Some(ended) = tasks.join_next().await {
                             if let Err(error) = ended
@@ -228,7 +232,13 @@ fn spill_dir(root: &Path, endpoint: &EndpointConfig) -> PathBuf {
     let safe: String = endpoint
         .name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     let key = match &endpoint.protocol {
         Protocol::Datadog { api_key } => api_key.as_str(),
@@ -269,7 +279,9 @@ fn remove_orphans(root: &Path, endpoints: &[EndpointConfig]) {
                 payloads,
                 "removed payloads spilled for an endpoint that is no longer configured"
             ),
-            Err(error) => tracing::warn!(dir = %path.display(), %error, "cannot remove the spill directory of an endpoint that is no longer configured"),
+            Err(error) => {
+                tracing::warn!(dir = %path.display(), %error, "cannot remove the spill directory of an endpoint that is no longer configured")
+            }
         }
     }
 }

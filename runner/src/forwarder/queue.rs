@@ -330,7 +330,10 @@ mod tests {
     fn disk(dir: &std::path::Path, max: u64) -> SpillDir {
         let (disk, dropped) = SpillDir::open(
             dir.to_owned(),
-            DiskBudget { max_bytes: max, max_disk_ratio: 1.0 },
+            DiskBudget {
+                max_bytes: max,
+                max_disk_ratio: 1.0,
+            },
             Duration::from_secs(3600),
         )
         .unwrap();
@@ -371,7 +374,11 @@ mod tests {
         assert_eq!((size.memory_payloads, size.disk_payloads), (2, 3));
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3);
         assert_eq!(drain(&mut queue), [1, 2, 3, 4, 5]);
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "delivered files go");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "delivered files go"
+        );
     }
 
     #[test]
@@ -436,8 +443,15 @@ mod tests {
         let (Some((_, first)), _) = queue.take() else {
             panic!("spilled payloads are found")
         };
-        assert_eq!(first.payload, item(7, 300).payload, "route, encoding, items and body");
-        assert!(!dir.path().join("0-1.retry.tmp").exists(), "leftovers are removed");
+        assert_eq!(
+            first.payload,
+            item(7, 300).payload,
+            "route, encoding, items and body"
+        );
+        assert!(
+            !dir.path().join("0-1.retry.tmp").exists(),
+            "leftovers are removed"
+        );
     }
 
     #[test]
@@ -462,7 +476,10 @@ mod tests {
     #[test]
     fn an_unwritable_directory_leaves_the_queue_in_memory_with_the_error_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let budget = DiskBudget { max_bytes: 1 << 20, max_disk_ratio: 1.0 };
+        let budget = DiskBudget {
+            max_bytes: 1 << 20,
+            max_disk_ratio: 1.0,
+        };
         let spill = dir.path().join("spill");
         let (disk, _) = SpillDir::open(spill.clone(), budget, Duration::from_secs(60)).unwrap();
         std::fs::remove_dir(&spill).unwrap();
@@ -472,7 +489,13 @@ mod tests {
         let dropped = queue.push(item(2, 100));
         assert_eq!(dropped, [Dropped::new(DropReason::QueueFull, 1, 1)]);
         assert_eq!(queue.spill_errors, 1);
-        assert!(queue.spill_error.as_deref().unwrap().contains("cannot write"));
+        assert!(
+            queue
+                .spill_error
+                .as_deref()
+                .unwrap()
+                .contains("cannot write")
+        );
         assert_eq!(drain(&mut queue), [2]);
     }
 
@@ -487,7 +510,10 @@ mod tests {
         }
         let (disk, dropped) = SpillDir::open(
             dir.path().to_owned(),
-            DiskBudget { max_bytes: 1 << 20, max_disk_ratio: 1.0 },
+            DiskBudget {
+                max_bytes: 1 << 20,
+                max_disk_ratio: 1.0,
+            },
             Duration::from_secs(3600),
         )
         .unwrap();

@@ -308,9 +308,7 @@ impl SpillDir {
 }
 
 fn is_outdated(created: SystemTime, outdated: Duration) -> bool {
-    created
-        .elapsed()
-        .is_ok_and(|age| age > outdated)
+    created.elapsed().is_ok_and(|age| age > outdated)
 }
 
 struct Header {
