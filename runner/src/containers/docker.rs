@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use bollard::Docker;
 use bollard::errors::Error as DockerError;
-use bollard::models::{ContainerInspectResponse, EventMessage};
+use bollard::models::{ContainerInspectResponse, ContainerSummary, EventMessage};
 use bollard::query_parameters::{EventsOptions, ListContainersOptions};
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
@@ -108,18 +108,7 @@ impl DockerClient {
     /// Every running container, inspected. A container that stops while being inspected is
     /// left out.
     pub(crate) async fn running(&self) -> Result<Vec<Container>, WatchError> {
-        let options = ListContainersOptions {
-            all: false,
-            ..Default::default()
-        };
-        let summaries = self
-            .docker
-            .list_containers(Some(options))
-            .await
-            .map_err(|source| WatchError::Api {
-                call: "list containers",
-                source,
-            })?;
+        let summaries = self.list(false).await?;
         let mut containers = Vec::with_capacity(summaries.len());
         for id in summaries.into_iter().filter_map(|s| s.id) {
             if let Some(container) = self.inspect(&id).await? {
@@ -127,6 +116,21 @@ impl DockerClient {
             }
         }
         Ok(containers)
+    }
+
+    /// The daemon's containers: the running ones, or `all` of them.
+    async fn list(&self, all: bool) -> Result<Vec<ContainerSummary>, WatchError> {
+        let options = ListContainersOptions {
+            all,
+            ..Default::default()
+        };
+        self.docker
+            .list_containers(Some(options))
+            .await
+            .map_err(|source| WatchError::Api {
+                call: "list containers",
+                source,
+            })
     }
 
     /// The container `id` if it is running; `None` if it stopped or no longer exists.
@@ -274,18 +278,7 @@ impl DockerWatcher {
         let Some(lifecycle) = &self.lifecycle else {
             return Ok(true);
         };
-        let options = ListContainersOptions {
-            all: true,
-            ..Default::default()
-        };
-        let containers = client
-            .docker
-            .list_containers(Some(options))
-            .await
-            .map_err(|source| WatchError::Api {
-                call: "list containers",
-                source,
-            })?;
+        let containers = client.list(true).await?;
         let images = client
             .docker
             .list_images(None::<bollard::query_parameters::ListImagesOptions>)

@@ -19,7 +19,8 @@ use std::time::{Duration, SystemTime};
 
 use bollard::models::EventMessage;
 
-use super::{Cardinality, Container, ImageName};
+use super::tagger::image_tags;
+use super::{Cardinality, Container};
 use crate::check::{
     AlertType, Event, MetricSample, MetricType, Priority, RunReport, ServiceCheck, Status,
 };
@@ -168,24 +169,6 @@ pub(crate) fn counts_report(
         .metrics
         .push(gauge("docker.images.available", images as u64, vec![]));
     report
-}
-
-/// The image tags the tagger gives a container of `image`.
-fn image_tags(image: &str) -> Vec<String> {
-    let name = ImageName::parse(image);
-    let mut tags = vec![
-        format!("image_name:{}", name.long),
-        format!("short_image:{}", name.short),
-    ];
-    match &name.tag {
-        Some(tag) => {
-            tags.push(format!("image_tag:{tag}"));
-            tags.push(format!("docker_image:{}:{tag}", name.long));
-        }
-        None => tags.push(format!("docker_image:{}", name.long)),
-    }
-    tags.sort();
-    tags
 }
 
 /// Tags for a container the store never held.

@@ -79,6 +79,25 @@ const SERVICE_TAG_LABELS: [(&str, &str, &str); 3] = [
 /// The label holding extra tags, a JSON list.
 pub(crate) const AD_TAGS_LABEL: &str = "com.datadoghq.ad.tags";
 
+/// The tags of a container's image reference (`image_name`, `short_image`, `image_tag`,
+/// `docker_image`), as the Agent's tagger gives them.
+pub(crate) fn image_tags(image: &str) -> Vec<String> {
+    let image = super::ImageName::parse(image);
+    let mut tags = vec![
+        format!("image_name:{}", image.long),
+        format!("short_image:{}", image.short),
+    ];
+    match &image.tag {
+        Some(tag) => {
+            tags.push(format!("image_tag:{tag}"));
+            tags.push(format!("docker_image:{}:{tag}", image.long));
+        }
+        None => tags.push(format!("docker_image:{}", image.long)),
+    }
+    tags.sort();
+    tags
+}
+
 impl TaggerConfig {
     /// Whether the environment variable `name` is one the tagger reads (the store keeps only
     /// those).
@@ -97,15 +116,7 @@ impl TaggerConfig {
         high.insert(format!("container_id:{}", container.id));
         high.insert(format!("container_name:{}", container.name));
 
-        let image = container.image_name();
-        low.insert(format!("image_name:{}", image.long));
-        low.insert(format!("short_image:{}", image.short));
-        if let Some(tag) = &image.tag {
-            low.insert(format!("image_tag:{tag}"));
-            low.insert(format!("docker_image:{}:{tag}", image.long));
-        } else {
-            low.insert(format!("docker_image:{}", image.long));
-        }
+        low.extend(image_tags(&container.image));
 
         for (label, env, tag) in SERVICE_TAG_LABELS {
             let value = container
