@@ -93,6 +93,9 @@ struct Stats {
     errors: [Counter; 3],
 }
 
+/// The most distinct problems remembered as said.
+const SAID_MAX: usize = 1024;
+
 const CGROUP: usize = 0;
 const NETWORK: usize = 1;
 const HOST: usize = 2;
@@ -386,6 +389,11 @@ impl Collector {
 
     /// Logs `problem` unless one with the same `key` was said before.
     fn say_keyed(&mut self, key: String, problem: String) {
+        // Keys can name a container's path: with churn they would grow without end, so past a
+        // bound the memory of what was said starts again (a problem may be said once more).
+        if self.said.len() >= SAID_MAX {
+            self.said.clear();
+        }
         if self.said.insert(key) {
             tracing::warn!(%problem, "the collector cannot read everything");
         }
