@@ -1,7 +1,9 @@
 # Kennel's build. Two commands matter:
 #   make run    builds everything and runs `runner run` on the default config
-#   make test   prepares the machine (tests/prepare-machine), builds everything, runs every
-#               test suite to its end and closes with one total (tests/run-suites)
+#   make test   prepares the machine (tests/prepare-machine), builds everything (the container
+#               image and the Debian package too: their tests run them), runs every test suite
+#               to its end and closes with one total (tests/run-suites)
+#   make image  the container image kennel:dev; make deb: target/debian/kennel_*.deb
 #
 # Check plugins are WebAssembly components built in their own workspaces (checks/, and
 # tests/plugins/ for the plugins that exist to test the runner); each lands in
@@ -11,8 +13,11 @@ CARGO ?= cargo
 WASM_TARGET := wasm32-wasip2
 PLUGIN_TARGET_DIR := $(CURDIR)/target/wasm
 PLUGIN_DIR := $(CURDIR)/target/plugins
+# What the image and the Debian package carry: the first-party checks, not the test plugins.
+FIRST_PARTY_PLUGINS := $(patsubst checks/%/Cargo.toml,%,$(wildcard checks/*/Cargo.toml))
+IMAGE ?= kennel:dev
 
-.PHONY: all plugins runner run test bench fmt clean
+.PHONY: all plugins runner run image deb test bench fmt clean
 
 all: plugins runner
 
@@ -30,10 +35,21 @@ runner:
 run: all
 	./target/release/runner run --config kennel.yaml
 
-# In this order whatever `-j` says: the build needs what the preparation installs.
+# The container image (deploy/image/), built locally from the release runner: no registry.
+image: all
+	deploy/image/stage target/release/runner $(PLUGIN_DIR) target/image $(FIRST_PARTY_PLUGINS)
+	docker build --quiet --tag $(IMAGE) target/image
+
+# The Debian package (deploy/debian/), with cargo-deb (`cargo install cargo-deb`), from the
+# release runner already built: target/debian/kennel_<version>-1_amd64.deb.
+deb: all
+	$(CARGO) deb --package kennel-runner --no-build --strip --output target/debian/
+
+# In this order whatever `-j` says: the build needs what the preparation installs. The image
+# and the package are built too: their end-to-end tests install and run them.
 test:
 	tests/prepare-machine
-	$(MAKE) --no-print-directory all
+	$(MAKE) --no-print-directory all image deb
 	CARGO="$(CARGO)" PLUGIN_TARGET_DIR="$(PLUGIN_TARGET_DIR)" tests/run-suites
 
 bench: all

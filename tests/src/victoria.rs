@@ -62,6 +62,7 @@ pub struct ExportedSeries {
 
 /// A running VictoriaMetrics; killed when dropped.
 pub struct VictoriaMetrics {
+    host: String,
     port: u16,
     dir: tempfile::TempDir,
     /// `None` between [`VictoriaMetrics::stop`] and [`VictoriaMetrics::restart`].
@@ -70,13 +71,20 @@ pub struct VictoriaMetrics {
 }
 
 impl VictoriaMetrics {
-    /// Starts a server with empty storage and waits until it answers `/health`.
+    /// Starts a server with empty storage on loopback and waits until it answers `/health`.
     pub fn start() -> Self {
+        Self::start_on("127.0.0.1")
+    }
+
+    /// The same, listening on `host` (such as Docker's bridge gateway, for a runner in a
+    /// container).
+    pub fn start_on(host: &str) -> Self {
         assert!(
             std::path::Path::new(BIN).exists(),
             "{BIN} is missing: install Debian's `victoria-metrics` (tests/prepare-machine, run by `make test`, does)"
         );
         let mut victoria = Self {
+            host: host.to_owned(),
             port: closed_port(),
             dir: tempfile::tempdir().expect("temp dir"),
             child: None,
@@ -86,9 +94,9 @@ impl VictoriaMetrics {
         victoria
     }
 
-    /// The base URL, `http://127.0.0.1:PORT`.
+    /// The base URL, `http://HOST:PORT`.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://{}:{}", self.host, self.port)
     }
 
     /// The Datadog API root, `<base>/datadog`: what the runner's `dd_url` points at.
@@ -247,7 +255,7 @@ impl VictoriaMetrics {
             .open(self.log_path())
             .expect("log file");
         let child = Command::new(BIN)
-            .arg(format!("-httpListenAddr=127.0.0.1:{}", self.port))
+            .arg(format!("-httpListenAddr={}:{}", self.host, self.port))
             .arg(format!(
                 "-storageDataPath={}",
                 self.dir.path().join("data").display()

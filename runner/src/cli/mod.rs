@@ -36,11 +36,15 @@ enum Command {
     TestCheck(TestCheckArgs),
     /// Show what a running `runner run` is doing: each instance's runs, errors and timings.
     Status(StatusArgs),
+    /// Ask a running `runner run` whether it is healthy: exit 0 if so, 1 if not or if nothing
+    /// answers (for container health checks and probes).
+    Health(StatusArgs),
 }
 
 #[derive(Args)]
 struct StatusArgs {
-    /// The running runner's config file, to find its `status_listen`.
+    /// The running runner's config file, to find its `status_listen`. Defaults to
+    /// `/etc/kennel/kennel.yaml` when it exists.
     #[arg(long, short = 'c')]
     config: Option<PathBuf>,
     /// Print the JSON the runner returned.
@@ -50,7 +54,8 @@ struct StatusArgs {
 
 #[derive(Args)]
 struct Common {
-    /// The runner's config file (YAML). Without it, the defaults apply.
+    /// The runner's config file (YAML). Defaults to `/etc/kennel/kennel.yaml` when it exists,
+    /// else the built-in defaults. `DD_<KEY>` environment variables override its top-level keys.
     #[arg(long, short = 'c')]
     config: Option<PathBuf>,
     /// The check configuration directory (overrides `confd_path`).
@@ -112,6 +117,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => runtime.block_on(run::run(args)).map(|()| ExitCode::SUCCESS),
         Command::TestCheck(args) => runtime.block_on(test_check::test_check(args)),
         Command::Status(args) => runtime.block_on(status::status(args)),
+        Command::Health(args) => runtime.block_on(status::health(args)),
     };
     match result {
         Ok(code) => code,
@@ -122,18 +128,18 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn load_config(common: &Common) -> anyhow::Result<RunnerConfig> {
-    let mut config = match &common.config {
-        Some(path) => RunnerConfig::load(path)?,
-        None => RunnerConfig::default(),
-    };
+/// The runner's config (see [`RunnerConfig::load_with_env`]) with the command line's
+/// overrides, and the environment variables that set keys.
+fn load_config(common: &Common) -> anyhow::Result<(RunnerConfig, Vec<String>)> {
+    let (mut config, from_env) =
+        RunnerConfig::load_with_env(common.config.as_deref(), std::env::vars())?;
     if let Some(confd) = &common.confd {
         config.confd_path = confd.clone();
     }
     if let Some(plugins) = &common.plugins {
         config.plugins.path = plugins.clone();
     }
-    Ok(config)
+    Ok((config, from_env))
 }
 
 fn init_logging(default_filter: &str) {

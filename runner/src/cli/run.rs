@@ -7,8 +7,11 @@ use crate::pipeline::Pipeline;
 
 /// `runner run`.
 pub(super) async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let config = load_config(&args.common)?;
+    let (config, from_env) = load_config(&args.common)?;
     init_logging(&config.log_level);
+    if !from_env.is_empty() {
+        tracing::info!(variables = %from_env.join(", "), "configuration from the environment");
+    }
     let confd = config.confd_path.display().to_string();
     let running = Pipeline::new(config).start().await?;
     tracing::info!(instances = running.instances_at_start, confd = %confd, "runner started");

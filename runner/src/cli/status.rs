@@ -15,21 +15,7 @@ use crate::status;
 
 /// `runner status`: asks the running runner's status API and prints the answer.
 pub(super) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
-    let config = match &args.config {
-        Some(path) => RunnerConfig::load(path)?,
-        None => RunnerConfig::default(),
-    };
-    let listen = config
-        .status_listen
-        .context("the status API is off (`status_listen: null`): there is nothing to ask")?;
-    let url = format!("http://{listen}/status");
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(5))
-        .build()?;
-    let response = client.get(&url).send().await.with_context(|| {
-        format!("no runner answers at {url}: is `runner run` running with this config?")
-    })?;
+    let response = ask(&args, "/status").await?;
     let body = response.error_for_status()?.text().await?;
     if args.json {
         println!("{body}");
@@ -39,6 +25,35 @@ pub(super) async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         serde_json::from_str(&body).context("unexpected answer from the status API")?;
     print!("{}", status_text(&status));
     Ok(ExitCode::SUCCESS)
+}
+
+/// `runner health`: the running runner's `/health`, printed; exits 0 only when it is healthy.
+pub(super) async fn health(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let response = ask(&args, "/health").await?;
+    let healthy = response.status().is_success();
+    let body = response.text().await?;
+    println!("{}", body.trim_end());
+    Ok(if healthy {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// GETs `path` from the status API the config (as `runner run` reads it) names.
+async fn ask(args: &StatusArgs, path: &str) -> anyhow::Result<reqwest::Response> {
+    let (config, _) = RunnerConfig::load_with_env(args.config.as_deref(), std::env::vars())?;
+    let listen = config
+        .status_listen
+        .context("the status API is off (`status_listen: null`): there is nothing to ask")?;
+    let url = format!("http://{listen}{path}");
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()?;
+    client.get(&url).send().await.with_context(|| {
+        format!("no runner answers at {url}: is `runner run` running with this config?")
+    })
 }
 
 fn status_text(status: &status::Status) -> String {

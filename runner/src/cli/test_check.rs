@@ -128,7 +128,7 @@ async fn container_instances(
 
 /// `runner test-check`.
 pub(super) async fn test_check(args: TestCheckArgs) -> anyhow::Result<ExitCode> {
-    let config = load_config(&args.common)?;
+    let (config, _) = load_config(&args.common)?;
     init_logging("warn");
     let name = match (&args.name, &args.wasm) {
         (Some(name), _) => name.clone(),

@@ -2,12 +2,16 @@
 //!
 //! What is read, and why (all under the configured `procfs_root`, so that a runner in a
 //! container reads the host's `/host/proc`):
-//! - `<procfs>/<pid>/ns/net`, a link whose target names the namespace (`net:[4026532184]`):
-//!   the namespace's inode, which groups containers and finds host-network ones. Read for every
-//!   container each pass; a `readlink` is the cheapest call here.
-//! - `<procfs>/1/ns/net`: the host's namespace, as the Agent reads it. Where pid 1's link is
-//!   closed to the runner (some sandboxes make pid 1 undumpable, which denies even root), pid 2
-//!   is read instead: `kthreadd`, a kernel thread, always lives in the initial namespace.
+//! - the inode of `<procfs>/<pid>/net/dev`, which names the network namespace the pid is in:
+//!   the kernel makes one `dev` entry per namespace, with an inode number from the same pool
+//!   as the namespaces' own, unique while the namespace lives. It groups containers and finds
+//!   host-network ones. Read for every container each pass with one `stat`. The Agent reads
+//!   the namespace link `<pid>/ns/net` instead, which needs `CAP_SYS_PTRACE` over the target
+//!   (root and more, for another user's process); `net/dev` is world-readable, so the runner
+//!   collects every container's network as an unprivileged user.
+//! - the same for pid 1: the host's namespace. Where pid 1 is closed to the runner (some
+//!   sandboxes hide it), pid 2 is read instead: `kthreadd`, a kernel thread, always lives in
+//!   the initial namespace.
 //! - `<procfs>/<pid>/net/dev`: the kernel's per-interface counters of the namespace the pid is
 //!   in, once per namespace. Two header lines, then per interface receive bytes, packets,
 //!   errors, drops and transmit bytes, packets, errors, drops (columns 1–4 and 9–12).
@@ -100,17 +104,14 @@ pub(crate) enum NetError {
     /// The process exited between the container list and the read: normal, and silent.
     #[error("the process is gone")]
     Gone,
-    #[error(
-        "permission denied reading {}: the runner needs root (with CAP_SYS_PTRACE) to read other processes' network namespaces",
-        path.display()
-    )]
+    #[error("permission denied reading {}", path.display())]
     PermissionDenied { path: PathBuf },
     #[error("cannot read {}: {reason}", path.display())]
     Unreadable { path: PathBuf, reason: String },
     #[error("{}: unexpected content {line:?}", path.display())]
     Malformed { path: PathBuf, line: String },
     #[error(
-        "no host network namespace under {} (neither pid 1 nor pid 2 has `ns/net`): set `procfs_root` to the host's procfs",
+        "no host network namespace under {} (neither pid 1 nor pid 2 has `net/dev`): set `procfs_root` to the host's procfs",
         procfs_root.display()
     )]
     NoHostNamespace { procfs_root: PathBuf },
@@ -143,13 +144,17 @@ pub(crate) fn read_interfaces(
     })
 }
 
-/// The inode of the network namespace `pid` is in.
+/// What names the network namespace `pid` is in: its `net/dev` entry's inode (see the module
+/// docs).
 pub(crate) fn netns_inode(procfs_root: &Path, pid: u32) -> Result<u64, NetError> {
-    let path = pid_path(procfs_root, pid, "ns/net")?;
-    read_netns_link(path)
+    use std::os::unix::fs::MetadataExt as _;
+    let path = pid_path(procfs_root, pid, "net/dev")?;
+    std::fs::metadata(&path)
+        .map(|metadata| metadata.ino())
+        .map_err(|error| NetError::io(path, &error))
 }
 
-/// The inode of the host's network namespace: pid 1's, else pid 2's (see the module docs).
+/// What names the host's network namespace: pid 1's, else pid 2's (see the module docs).
 pub(crate) fn host_netns_inode(procfs_root: &Path) -> Result<u64, NetError> {
     let first = match netns_inode(procfs_root, 1) {
         Ok(inode) => return Ok(inode),
@@ -429,24 +434,6 @@ fn read_into(path: &Path, buf: &mut String) -> Result<(), NetError> {
         .map_err(|error| NetError::io(path.to_owned(), &error))
 }
 
-fn read_netns_link(path: PathBuf) -> Result<u64, NetError> {
-    let target = std::fs::read_link(&path).map_err(|error| NetError::io(path.clone(), &error))?;
-    let target = target.to_string_lossy();
-    parse_netns_link(&target).ok_or_else(|| NetError::Malformed {
-        path,
-        line: target.into_owned(),
-    })
-}
-
-/// The inode in a namespace link's target: `net:[4026531992]` → 4026531992.
-pub(crate) fn parse_netns_link(target: &str) -> Option<u64> {
-    target
-        .strip_prefix("net:[")?
-        .strip_suffix(']')?
-        .parse()
-        .ok()
-}
-
 /// Parses `net/dev`, `lo` left out; on a line it cannot read, that line.
 pub(crate) fn parse_net_dev(text: &str) -> Result<Vec<InterfaceStats>, &str> {
     let mut lines = text.lines();
@@ -531,7 +518,6 @@ pub(crate) fn parse_routes(text: &str) -> Result<Vec<Route<'_>>, &str> {
 
 #[cfg(test)]
 mod tests {
-    use std::os::unix::fs::{MetadataExt as _, symlink};
     use std::process::{Child, Command, Stdio};
     use std::time::{Duration, Instant};
 
@@ -628,20 +614,6 @@ eth2\t000A0A0A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
             parse_net_dev(&NET_DEV[..NET_DEV.find("  eth0").unwrap()]),
             Ok(vec![])
         );
-    }
-
-    #[test]
-    fn netns_link_target_gives_the_inode() {
-        for (target, inode) in [
-            ("net:[4026531992]", Some(4_026_531_992)),
-            ("net:[1]", Some(1)),
-            ("mnt:[4026531992]", None),
-            ("net:[]", None),
-            ("net:[40265x]", None),
-            ("net:4026531992", None),
-        ] {
-            assert_eq!(parse_netns_link(target), inode, "{target}");
-        }
     }
 
     #[test]
@@ -809,16 +781,24 @@ eth0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0
         assert!(grouping.host_network.is_empty());
     }
 
-    /// A procfs fixture: `(pid, netns link target, net/dev, net/route)`.
+    /// A procfs fixture: `(pid, namespace, net/dev, net/route)`. Pids in one namespace share
+    /// one `net/dev` file (hard links, one inode), as the kernel's entry is one per namespace;
+    /// the first pid's content is the namespace's.
     fn procfs(pids: &[(u32, &str, &str, &str)]) -> tempfile::TempDir {
         let root = tempfile::tempdir().unwrap();
-        for (pid, link, dev, route) in pids {
-            let dir = root.path().join(pid.to_string());
-            std::fs::create_dir_all(dir.join("ns")).unwrap();
-            std::fs::create_dir_all(dir.join("net")).unwrap();
-            symlink(link, dir.join("ns/net")).unwrap();
-            std::fs::write(dir.join("net/dev"), dev).unwrap();
-            std::fs::write(dir.join("net/route"), route).unwrap();
+        let mut namespaces: BTreeMap<&str, PathBuf> = BTreeMap::new();
+        for (pid, netns, dev, route) in pids {
+            let dir = root.path().join(pid.to_string()).join("net");
+            std::fs::create_dir_all(&dir).unwrap();
+            let path = dir.join("dev");
+            match namespaces.get(netns) {
+                Some(first) => std::fs::hard_link(first, &path).unwrap(),
+                None => {
+                    std::fs::write(&path, dev).unwrap();
+                    namespaces.insert(netns, path);
+                }
+            }
+            std::fs::write(dir.join("route"), route).unwrap();
         }
         root
     }
@@ -834,7 +814,6 @@ eth0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0
             (12, "net:[100]", NET_DEV, ROUTES),
             (13, "net:[300]", lo_only, ""),
             (14, "net:[400]", NET_DEV, ROUTES),
-            (15, "not a namespace", NET_DEV, ROUTES),
         ]);
         // pid 14's namespace exists but its counters vanished: the process exited mid-read.
         std::fs::remove_file(root.path().join("14/net/dev")).unwrap();
@@ -850,14 +829,13 @@ eth0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0
             container("exiting", 14, &[("bridge", "172.17.0.4")]),
             container("stopped", 0, &[]),
             container("vanished", 99, &[]),
-            container("odd", 15, &[]),
         ];
         let mut reader = NetReader::new(root.path().to_owned());
         let pass = reader.read(&containers).unwrap();
 
         assert_eq!(pass.readings.len(), 1, "{pass:#?}");
         let reading = &pass.readings[0];
-        assert_eq!(reading.netns, 200);
+        assert_eq!(reading.netns, netns_inode(root.path(), 11).unwrap());
         assert_eq!(reading.container.id, "web");
         assert_eq!(reading.sharing, ["sidecar"]);
         let interfaces: Vec<(&str, Option<&str>, u64)> = reading
@@ -881,25 +859,11 @@ eth0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0
         );
         assert_eq!(pass.host_network, 1);
         assert_eq!(pass.gone, 3, "stopped, vanished and exiting");
-        let failures: Vec<(&str, &NetError)> = pass
-            .failures
-            .iter()
-            .map(|(c, e)| (c.id.as_str(), e))
-            .collect();
-        assert_eq!(
-            failures,
-            [(
-                "odd",
-                &NetError::Malformed {
-                    path: root.path().join("15/ns/net"),
-                    line: "not a namespace".into(),
-                }
-            )]
-        );
+        assert!(pass.failures.is_empty(), "{:?}", pass.failures);
     }
 
     #[test]
-    fn owner_gone_mid_pass_is_read_through_a_process_sharing_its_namespace() {
+    fn owner_gone_leaves_the_namespace_to_a_process_sharing_it() {
         let root = procfs(&[
             (1, "net:[100]", NET_DEV, ""),
             (10, "net:[200]", NET_DEV, ""),
@@ -911,11 +875,8 @@ eth0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0
             .read(&containers)
             .unwrap();
         assert_eq!(pass.readings.len(), 1);
-        assert_eq!(
-            pass.readings[0].container.id, "sidecar",
-            "lowest id, neither has an address"
-        );
-        assert_eq!(pass.gone, 0);
+        assert_eq!(pass.readings[0].container.id, "sidecar");
+        assert_eq!(pass.gone, 1, "web");
     }
 
     #[test]
@@ -997,13 +958,16 @@ eth0\t000011AC\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0
     }
 
     #[test]
-    fn live_netns_inode_is_the_links_inode() {
+    fn live_namespace_is_named_alike_for_its_processes_and_apart_from_others() {
         let proc = Path::new("/proc");
-        let pid = std::process::id();
-        let stat = std::fs::metadata(format!("/proc/{pid}/ns/net"))
-            .unwrap()
-            .ino();
-        assert_eq!(netns_inode(proc, pid).unwrap(), stat);
+        let ours = netns_inode(proc, std::process::id()).unwrap();
+        let child = spawn("sleep", &["60"]);
+        assert_eq!(netns_inode(proc, child.0.id()), Ok(ours));
+        let isolated = spawn("unshare", &["--net", "sleep", "60"]);
+        let isolated_pid = isolated.0.id();
+        wait_for("unshare to enter its namespace", || {
+            netns_inode(proc, isolated_pid).is_ok_and(|netns| netns != ours)
+        });
         host_netns_inode(proc).unwrap();
     }
 

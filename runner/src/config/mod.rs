@@ -6,6 +6,7 @@
 //! `check_runners`, `log_level`), so a user's knowledge carries over.
 
 pub mod confd;
+mod env;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -15,6 +16,10 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::containers::{Cardinality, TaggerConfig};
+
+/// Where `runner` looks for its config file when no `--config` names one: the Debian package
+/// and the container image put it there. Without a file there, the defaults apply.
+pub const DEFAULT_PATH: &str = "/etc/kennel/kennel.yaml";
 
 /// Everything the runner reads from its config file. Every key is optional.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -365,6 +370,54 @@ impl RunnerConfig {
         }
     }
 
+    /// The runner's configuration as `runner run` takes it: the file at `path`, or else at
+    /// [`DEFAULT_PATH`] when there is one there, or else the defaults; then every `DD_*`
+    /// environment variable that names a top-level key (see [`env`]). Returns the variables
+    /// used, for the log.
+    pub(crate) fn load_with_env(
+        path: Option<&Path>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(Self, Vec<String>), ConfigError> {
+        let path = path
+            .map(Path::to_owned)
+            .or_else(|| Some(PathBuf::from(DEFAULT_PATH)).filter(|p| p.exists()));
+        let from_file = match &path {
+            Some(path) => Self::load(path)?,
+            None => Self::default(),
+        };
+        let overrides = env::overrides::<Self>(vars);
+        if overrides.is_empty() {
+            return Ok((from_file, Vec::new()));
+        }
+        let origin = path
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("the environment"));
+        let invalid = |message| ConfigError::Invalid {
+            path: origin.clone(),
+            message,
+        };
+        let mut document = match &path {
+            // The file has parsed already: it is a mapping, or empty.
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                if text.trim().is_empty() {
+                    serde_norway::Mapping::new()
+                } else {
+                    serde_norway::from_str(&text).map_err(|e| invalid(e.to_string()))?
+                }
+            }
+            None => serde_norway::Mapping::new(),
+        };
+        env::apply::<Self>(&mut document, &overrides).map_err(invalid)?;
+        let config = Self::deserialize(serde_norway::Value::Mapping(document))
+            .map_err(|e| invalid(e.to_string()))?;
+        config.validate().map_err(invalid)?;
+        Ok((config, overrides.into_iter().map(|o| o.variable).collect()))
+    }
+
     /// Reads and validates the runner's config file.
     pub(crate) fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -475,6 +528,53 @@ mod tests {
             defaults.forwarder_health_timeout
         );
         assert!(config.api_key.is_empty() && config.remote_write.is_empty());
+    }
+
+    #[test]
+    fn environment_variables_override_the_file_and_a_bad_one_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kennel.yaml");
+        std::fs::write(&path, "check_runners: 4\nsite: datadoghq.eu\n").unwrap();
+        let vars = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+
+        let (config, used) = RunnerConfig::load_with_env(
+            Some(&path),
+            vars(&[("DD_CHECK_RUNNERS", "9"), ("DD_SERVICE", "web")]),
+        )
+        .unwrap();
+        assert_eq!(
+            (config.check_runners, config.site.as_str()),
+            (9, "datadoghq.eu")
+        );
+        assert_eq!(used, ["DD_CHECK_RUNNERS"]);
+
+        let error = RunnerConfig::load_with_env(Some(&path), vars(&[("DD_CHECK_RUNNERS", "0")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("`check_runners` must be at least 1"),
+            "{error}"
+        );
+        let error =
+            RunnerConfig::load_with_env(Some(&path), vars(&[("DD_DOGSTATSD_PORT", "lots")]))
+                .unwrap_err()
+                .to_string();
+        assert!(error.contains("DD_DOGSTATSD_PORT"), "{error}");
+
+        // The file's own errors keep their line, whatever the environment says.
+        std::fs::write(&path, "site: x\nchek_runners: 3\n").unwrap();
+        let error = RunnerConfig::load_with_env(Some(&path), vars(&[("DD_SITE", "y")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("chek_runners") && error.contains("line 2"),
+            "{error}"
+        );
     }
 
     #[test]
