@@ -20,7 +20,14 @@
 //! from loading. Unlike the Datadog Agent, which re-parses a file leniently when strict parsing
 //! fails, a file with duplicate or unknown top-level keys is refused: a config whose meaning is
 //! ambiguous should be fixed, not guessed at.
+//!
+//! A file is untrusted input: it is at most 1 MiB, nests at most 64 deep, and its aliases may
+//! about double it, checked in one pass of the YAML parser before anything is expanded
+//! ([`bounds`]).
 
+mod bounds;
+
+use std::borrow::Cow;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -32,6 +39,7 @@ use sha2::{Digest, Sha256};
 
 use crate::check::Instance;
 use crate::check::PgTarget;
+use bounds::Breach;
 
 /// The Datadog Agent's default check interval.
 pub(crate) const DEFAULT_INTERVAL: Duration = Duration::from_secs(15);
@@ -289,10 +297,17 @@ fn unswap_variables(value: &mut Value) {
 }
 
 /// Parses one file's text. `Ok(None)` for a file with nothing to schedule (empty, or logs only).
+/// The text is checked against the bounds of [`bounds`] before it is parsed.
 pub fn parse_file(check: &str, path: &Path, text: &str) -> Result<Option<CheckConfig>, ConfdError> {
     if text.trim().is_empty() {
         return Ok(None);
     }
+    let refused = |breach: Breach| ConfdError {
+        check: check.to_owned(),
+        path: path.to_owned(),
+        line: breach.line(),
+        message: breach.to_string(),
+    };
     let yaml_error = |error: serde_norway::Error| {
         let line = error.location().map(|l| l.line());
         let mut message = error.to_string();
@@ -300,7 +315,9 @@ pub fn parse_file(check: &str, path: &Path, text: &str) -> Result<Option<CheckCo
             // The line leads the message already; the parser's own "at line L column C" would
             // only repeat it.
             let at = format!(" at line {} column {}", location.line(), location.column());
-            message = message.replacen(&at, "", 1);
+            if let Some(stripped) = message.strip_suffix(&at) {
+                message = stripped.to_owned();
+            }
         }
         ConfdError {
             check: check.to_owned(),
@@ -309,25 +326,37 @@ pub fn parse_file(check: &str, path: &Path, text: &str) -> Result<Option<CheckCo
             message,
         }
     };
+    // A bound crossed refuses the file; a syntax error may yet be an unquoted template variable.
+    let checked = match bounds::check(text) {
+        Err(breach) if !breach.is_syntax() => return Err(refused(breach)),
+        checked => checked,
+    };
+    let first = match checked {
+        Ok(()) => serde_norway::from_str::<FileShape>(text).map_err(yaml_error),
+        Err(breach) => Err(refused(breach)),
+    };
     // A template variable left unquoted (`port: %%port%%`) is not valid YAML; like the Datadog
     // Agent, read such a file with `%%` swapped for a placeholder, swapped back afterwards.
-    let (shape, whole, swapped): (FileShape, Value, bool) = match serde_norway::from_str(text) {
-        Ok(shape) => (
-            shape,
-            serde_norway::from_str(text).map_err(yaml_error)?,
-            false,
-        ),
+    let (text, shape, swapped): (Cow<'_, str>, FileShape, bool) = match first {
+        Ok(shape) => (Cow::Borrowed(text), shape, false),
         Err(error) if text.contains("%%") => {
             let text = text.replace("%%", VARIABLE_PLACEHOLDER);
+            match bounds::check(&text) {
+                Err(breach) if !breach.is_syntax() => return Err(refused(breach)),
+                Err(_) => return Err(error),
+                Ok(()) => {}
+            }
             let Ok(shape) = serde_norway::from_str(&text) else {
-                return Err(yaml_error(error));
+                return Err(error);
             };
-            let mut whole: Value = serde_norway::from_str(&text).map_err(yaml_error)?;
-            unswap_variables(&mut whole);
-            (shape, whole, true)
+            (Cow::Owned(text), shape, true)
         }
-        Err(error) => return Err(yaml_error(error)),
+        Err(error) => return Err(error),
     };
+    let mut whole: Value = serde_norway::from_str(&text).map_err(yaml_error)?;
+    if swapped {
+        unswap_variables(&mut whole);
+    }
     let error = |message: String| ConfdError {
         check: check.to_owned(),
         path: path.to_owned(),
@@ -609,5 +638,122 @@ mod tests {
         let config = parse("instances:\n  -\n  - {}\n").unwrap().unwrap();
         assert_eq!(config.instances.len(), 2);
         assert!(config.instances[0].0.as_object().unwrap().is_empty());
+    }
+
+    /// A "billion laughs" that grows with the square of its length, as serde_norway's own
+    /// repetition guard allows: one anchor of `width` scalars, then `width` aliases to it, under
+    /// a key the file shape ignores. About `4 * width` bytes, `width²` nodes expanded.
+    fn quadratic_alias_bomb(width: usize) -> String {
+        format!(
+            "instances:\n  - {{}}\nlogs:\n  - &a [{}]\n  - [{}]\n",
+            vec!["1"; width].join(","),
+            vec!["*a"; width].join(",")
+        )
+    }
+
+    #[test]
+    fn alias_bombs_are_refused_before_expansion_naming_the_limit() {
+        let nested_laughs = (1..=9).fold(
+            "init_config:\n  l0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n"
+                .to_owned(),
+            |text, level| {
+                let previous = format!("*l{}", level - 1);
+                format!(
+                    "{text}  l{level}: &l{level} [{}]\n",
+                    [previous.as_str(); 10].join(", ")
+                )
+            },
+        ) + "instances:\n  - {}\n";
+        // 40 KB and 400 KB: 1.65 GB and (under `test-check`) 16 GB of RSS before this bound.
+        for (text, bomb_line) in [
+            (quadratic_alias_bomb(8_000), 5),
+            (quadratic_alias_bomb(80_000), 5),
+            (nested_laughs, 6),
+        ] {
+            let error = parse(&text).unwrap_err();
+            assert!(
+                error
+                    .message
+                    .contains("aliases expand the file past its length plus 65536"),
+                "{} bytes: {error}",
+                text.len()
+            );
+            assert_eq!(error.line, Some(bomb_line), "{error}");
+            assert!(
+                error
+                    .to_string()
+                    .starts_with("conf.d/http_check.d/conf.yaml:"),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn aliases_within_the_allowance_expand_as_before() {
+        let config = parse(
+            "init_config:\n  shared: &tags [team:web, env:prod]\ninstances:\n  - url: http://a/\n    tags: *tags\n  - url: http://b/\n    tags: *tags\n",
+        )
+        .unwrap()
+        .unwrap();
+        for (raw, keys) in &config.instances {
+            assert_eq!(raw["tags"], serde_json::json!(["team:web", "env:prod"]));
+            assert_eq!(keys.tags.as_deref().map(<[String]>::len), Some(2));
+        }
+        // 22,500 scalars through aliases in a file of 700 bytes: within its length plus 64 Ki.
+        assert!(parse(&quadratic_alias_bomb(150)).unwrap().is_some());
+    }
+
+    #[test]
+    fn an_alias_inside_its_own_anchor_is_refused() {
+        let error = parse("instances:\n  - &me {loop: *me}\n").unwrap_err();
+        assert!(error.message.contains("not defined before it"), "{error}");
+        assert_eq!(error.line, Some(2));
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_naming_the_depth_before_parsing() {
+        let nested = |depth: usize| {
+            format!(
+                "instances:\n  - x: {}{}\n",
+                "[".repeat(depth),
+                "]".repeat(depth)
+            )
+        };
+        // `instances`, its list and the instance hold three levels.
+        assert!(parse(&nested(61)).unwrap().is_some());
+        for text in [nested(62), "[".repeat(100_000), "{a: ".repeat(30_000)] {
+            let error = parse(&text).unwrap_err();
+            assert!(
+                error.message.contains("nest more than 64 levels deep"),
+                "{error}"
+            );
+            assert!(error.line.is_some(), "{error}");
+        }
+        // What an alias expands to counts where the alias stands.
+        let deep_anchor = format!(
+            "init_config:\n  deep: &deep {}{}\ninstances:\n  - x: {}*deep{}\n",
+            "[".repeat(40),
+            "]".repeat(40),
+            "[".repeat(30),
+            "]".repeat(30)
+        );
+        let error = parse(&deep_anchor).unwrap_err();
+        assert!(error.message.contains("nest more than 64"), "{error}");
+        assert_eq!(error.line, Some(4));
+    }
+
+    #[test]
+    fn a_file_past_one_mib_is_refused_naming_the_limit() {
+        let text = format!(
+            "instances:\n  - {{}}\n# {}\n",
+            "x".repeat(bounds::MAX_FILE_BYTES)
+        );
+        let error = parse(&text).unwrap_err();
+        assert!(
+            error
+                .message
+                .contains("a conf.d file may be at most 1048576 bytes (1 MiB)"),
+            "{error}"
+        );
     }
 }
