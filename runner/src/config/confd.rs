@@ -21,14 +21,23 @@
 //! fails, a file with duplicate or unknown top-level keys is refused: a config whose meaning is
 //! ambiguous should be fixed, not guessed at.
 //!
-//! A file is untrusted input: it is at most 1 MiB, nests at most 64 deep, and its aliases may
-//! about double it, checked in one pass of the YAML parser before anything is expanded
-//! ([`bounds`]).
+//! A file is untrusted input, read before serde sees it under these rules:
+//! - it must be a regular file (a FIFO would block the reload, a device never end) that, once
+//!   every symlink on its way is followed, lies inside the conf.d directory, unless the runner's
+//!   `confd_follow_external_symlinks` allows any: otherwise `ln -s /etc/shadow conf.d/x.yaml`
+//!   would read a file that whoever made the link cannot. Where the file is is read from the
+//!   open descriptor (`/proc/self/fd`), so a path swapped for a symlink after a check cannot
+//!   slip through;
+//! - it is at most 1 MiB, nests at most 64 deep, and its aliases may about double it, checked in
+//!   one pass of the YAML parser before anything is expanded ([`bounds`]).
 
 mod bounds;
 
 use std::borrow::Cow;
 use std::fmt;
+use std::io::Read as _;
+use std::os::fd::AsRawFd as _;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +48,7 @@ use sha2::{Digest, Sha256};
 
 use crate::check::Instance;
 use crate::check::PgTarget;
+use crate::config::RunnerConfig;
 use bounds::Breach;
 
 /// The Datadog Agent's default check interval.
@@ -187,9 +197,29 @@ struct InitShape {
     service: Option<String>,
 }
 
+/// Which symlinks under the conf.d directory are followed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Symlinks {
+    /// Those that lead to a file inside the conf.d directory.
+    Inside,
+    /// Any.
+    Anywhere,
+}
+
+impl Symlinks {
+    /// As the runner's config says (`confd_follow_external_symlinks`).
+    pub fn of(config: &RunnerConfig) -> Self {
+        match config.confd_follow_external_symlinks {
+            true => Self::Anywhere,
+            false => Self::Inside,
+        }
+    }
+}
+
 /// Loads every check configuration under `dir`. Only an unreadable directory is an `Err`;
 /// each bad file is reported in [`Loaded::errors`].
-pub fn load_dir(dir: &Path) -> std::io::Result<Loaded> {
+pub fn load_dir(dir: &Path, symlinks: Symlinks) -> std::io::Result<Loaded> {
+    let root = std::fs::canonicalize(dir)?;
     let mut candidates = Vec::new();
     let mut loaded_errors = Vec::new();
     for entry in sorted_entries(dir)? {
@@ -199,6 +229,19 @@ pub fn load_dir(dir: &Path) -> std::io::Result<Loaded> {
             let Some(check) = name.strip_suffix(".d") else {
                 continue;
             };
+            // Each file is checked again where it is opened; this only keeps the names in a
+            // directory outside conf.d out of the errors.
+            if symlinks == Symlinks::Inside
+                && let Err(message) = inside(&path, &root)
+            {
+                loaded_errors.push(ConfdError {
+                    check: check.to_owned(),
+                    path: path.clone(),
+                    line: None,
+                    message,
+                });
+                continue;
+            }
             match sorted_entries(&path) {
                 Ok(files) => {
                     for file in files {
@@ -237,14 +280,14 @@ pub fn load_dir(dir: &Path) -> std::io::Result<Loaded> {
             tracing::debug!(path = %path.display(), "ignoring default config: another config exists for this check");
             continue;
         }
-        let text = match std::fs::read_to_string(&path) {
+        let text = match read_file(&path, &root, symlinks) {
             Ok(text) => text,
-            Err(error) => {
+            Err(message) => {
                 loaded.errors.push(ConfdError {
                     check,
                     path,
                     line: None,
-                    message: format!("cannot read: {error}"),
+                    message,
                 });
                 continue;
             }
@@ -274,6 +317,62 @@ fn classify(name: &str) -> Option<FileKind> {
     // `metrics.yaml` is a JMX metric list, never a config on its own; at the top level it would
     // otherwise name a check called `metrics`. Hidden files are editors' and tools' leftovers.
     (is_yaml && !is_jmx_list && !base.starts_with('.')).then_some(kind)
+}
+
+/// One conf.d file's text: a regular file of at most [`bounds::MAX_FILE_BYTES`] that, unless
+/// `symlinks` allows any, is inside `root` (the canonical conf.d directory).
+fn read_file(path: &Path, root: &Path, symlinks: Symlinks) -> Result<String, String> {
+    let cannot_read = |error: std::io::Error| format!("cannot read: {error}");
+    // Non-blocking, so that opening a FIFO returns at once (and is refused below).
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(cannot_read)?;
+    let metadata = file.metadata().map_err(cannot_read)?;
+    if !metadata.is_file() {
+        return Err("not a regular file (a FIFO, a socket or a device): not read".to_owned());
+    }
+    if symlinks == Symlinks::Inside {
+        // Where the open file is, rather than where its path led a moment ago.
+        let real = std::fs::read_link(format!("/proc/self/fd/{}", file.as_raw_fd()))
+            .map_err(|error| format!("cannot tell where the file is, so not read: {error}"))?;
+        if !real.starts_with(root) {
+            return Err(outside(&real));
+        }
+    }
+    let limit = bounds::MAX_FILE_BYTES as u64;
+    let too_large = |bytes| Breach::TooLarge { bytes }.to_string();
+    if metadata.len() > limit {
+        return Err(too_large(metadata.len()));
+    }
+    // The file may grow after `metadata`: read one byte past the bound to tell.
+    let mut bytes = Vec::with_capacity(metadata.len() as usize);
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(cannot_read)?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large(bytes.len() as u64));
+    }
+    String::from_utf8(bytes).map_err(|_| "cannot read: the file is not UTF-8".to_owned())
+}
+
+/// Whether `path`, every symlink followed, is inside `root`; if not, why it is not read.
+fn inside(path: &Path, root: &Path) -> Result<(), String> {
+    let real = std::fs::canonicalize(path)
+        .map_err(|error| format!("cannot tell where it leads, so not read: {error}"))?;
+    match real.starts_with(root) {
+        true => Ok(()),
+        false => Err(outside(&real)),
+    }
+}
+
+fn outside(real: &Path) -> String {
+    format!(
+        "a symlink that leads outside the conf.d directory (to {}): not read; set \
+         `confd_follow_external_symlinks: true` in the runner's config to read it",
+        real.display()
+    )
 }
 
 fn sorted_entries(dir: &Path) -> std::io::Result<Vec<std::fs::DirEntry>> {
@@ -755,5 +854,108 @@ mod tests {
                 .contains("a conf.d file may be at most 1048576 bytes (1 MiB)"),
             "{error}"
         );
+    }
+
+    mod files {
+        use super::super::*;
+        use std::os::unix::fs::symlink;
+
+        const GOOD: &str = "instances:\n  - url: http://a/\n";
+        const SECRET: &str = "root:$6$Zq1x$kT0pSecretHash:19000:0:99999:7:::\n";
+
+        fn messages(loaded: &Loaded) -> Vec<String> {
+            loaded.errors.iter().map(ToString::to_string).collect()
+        }
+
+        #[test]
+        fn a_symlink_out_of_confd_is_not_read_unless_allowed() {
+            let outside = tempfile::tempdir().unwrap();
+            std::fs::write(outside.path().join("shadow"), SECRET).unwrap();
+            std::fs::create_dir(outside.path().join("elsewhere.d")).unwrap();
+            std::fs::write(outside.path().join("elsewhere.d/conf.yaml"), GOOD).unwrap();
+            let confd = tempfile::tempdir().unwrap();
+            std::fs::write(confd.path().join("http_check.yaml"), GOOD).unwrap();
+            symlink(outside.path().join("shadow"), confd.path().join("x.yaml")).unwrap();
+            symlink(
+                outside.path().join("elsewhere.d"),
+                confd.path().join("disk.d"),
+            )
+            .unwrap();
+
+            let loaded = load_dir(confd.path(), Symlinks::Inside).unwrap();
+            assert_eq!(loaded.configs.len(), 1, "{:?}", messages(&loaded));
+            let errors = messages(&loaded);
+            assert_eq!(errors.len(), 2, "{errors:#?}");
+            for error in &errors {
+                assert!(
+                    error.contains("leads outside the conf.d directory"),
+                    "{error}"
+                );
+                assert!(error.contains("confd_follow_external_symlinks"), "{error}");
+                assert!(!error.contains("$6$"), "{error}");
+            }
+
+            let loaded = load_dir(confd.path(), Symlinks::Anywhere).unwrap();
+            assert_eq!(loaded.configs.len(), 2, "{:?}", messages(&loaded));
+            let errors = messages(&loaded);
+            assert_eq!(errors.len(), 1, "the shadow file, read: {errors:#?}");
+            assert!(errors[0].contains("x.yaml:1:"), "{errors:#?}");
+        }
+
+        #[test]
+        fn symlinks_within_confd_are_followed() {
+            // A Kubernetes ConfigMap's layout: each file links into a timestamped directory
+            // through the `..data` link.
+            let confd = tempfile::tempdir().unwrap();
+            std::fs::create_dir(confd.path().join("..2026_01_01")).unwrap();
+            std::fs::write(confd.path().join("..2026_01_01/http_check.yaml"), GOOD).unwrap();
+            symlink("..2026_01_01", confd.path().join("..data")).unwrap();
+            symlink(
+                "..data/http_check.yaml",
+                confd.path().join("http_check.yaml"),
+            )
+            .unwrap();
+            // And the conf.d path itself may be a link.
+            let parent = tempfile::tempdir().unwrap();
+            symlink(confd.path(), parent.path().join("conf.d")).unwrap();
+
+            let loaded = load_dir(&parent.path().join("conf.d"), Symlinks::Inside).unwrap();
+            assert!(loaded.errors.is_empty(), "{:?}", messages(&loaded));
+            assert_eq!(loaded.configs.len(), 1);
+        }
+
+        #[test]
+        fn a_fifo_or_a_device_is_refused_without_blocking() {
+            let confd = tempfile::tempdir().unwrap();
+            let fifo = confd.path().join("fifo.yaml");
+            let made = std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap();
+            assert!(made.success());
+            symlink("/dev/zero", confd.path().join("zero.yaml")).unwrap();
+
+            let loaded = load_dir(confd.path(), Symlinks::Anywhere).unwrap();
+            let errors = messages(&loaded);
+            assert_eq!(errors.len(), 2, "{errors:#?}");
+            assert!(
+                errors.iter().all(|e| e.contains("not a regular file")),
+                "{errors:#?}"
+            );
+        }
+
+        #[test]
+        fn a_file_past_one_mib_is_not_read_whole() {
+            let confd = tempfile::tempdir().unwrap();
+            let big = format!("{GOOD}# {}\n", "x".repeat(bounds::MAX_FILE_BYTES));
+            std::fs::write(confd.path().join("http_check.yaml"), big).unwrap();
+            let loaded = load_dir(confd.path(), Symlinks::Inside).unwrap();
+            let errors = messages(&loaded);
+            assert_eq!(errors.len(), 1);
+            assert!(
+                errors[0].contains("may be at most 1048576 bytes"),
+                "{errors:#?}"
+            );
+        }
     }
 }
