@@ -29,9 +29,12 @@
 //!   open descriptor (`/proc/self/fd`), so a path swapped for a symlink after a check cannot
 //!   slip through;
 //! - it is at most 1 MiB, nests at most 64 deep, and its aliases may about double it, checked in
-//!   one pass of the YAML parser before anything is expanded ([`bounds`]).
+//!   one pass of the YAML parser before anything is expanded ([`bounds`]);
+//! - an error names keys and positions, never values: serde's messages are rebuilt from their
+//!   known forms with each value replaced by its kind ([`redact`]).
 
 mod bounds;
+mod redact;
 
 use std::borrow::Cow;
 use std::fmt;
@@ -96,7 +99,7 @@ fn seconds_in<'de, D: serde::Deserializer<'de>>(
     let seconds = Option::<f64>::deserialize(deserializer)?;
     match seconds {
         Some(s) if !range.contains(&s) => Err(serde::de::Error::custom(format!(
-            "`{key}: {s}` is out of range: give seconds between {} and {}",
+            "`{key}` is out of range: give seconds between {} and {}",
             range.start(),
             range.end()
         ))),
@@ -116,10 +119,9 @@ fn absolute_paths<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> Result<Option<Vec<PathBuf>>, D::Error> {
     let paths = Option::<Vec<PathBuf>>::deserialize(d)?;
-    if let Some(path) = paths.iter().flatten().find(|p| !p.is_absolute()) {
+    if let Some(index) = paths.iter().flatten().position(|p| !p.is_absolute()) {
         return Err(serde::de::Error::custom(format!(
-            "allowed_paths: `{}` is not an absolute path",
-            path.display()
+            "allowed_paths[{index}] is not an absolute path"
         )));
     }
     Ok(paths)
@@ -422,7 +424,7 @@ pub fn parse_file(check: &str, path: &Path, text: &str) -> Result<Option<CheckCo
             check: check.to_owned(),
             path: path.to_owned(),
             line,
-            message,
+            message: redact::message(&message),
         }
     };
     // A bound crossed refuses the file; a syntax error may yet be an unquoted template variable.
@@ -487,13 +489,15 @@ pub fn parse_file(check: &str, path: &Path, text: &str) -> Result<Option<CheckCo
             Value::Object(map) => Value::Object(map),
             other => {
                 return Err(error(format!(
-                    "instances[{index}] must be a mapping of options, not `{other}`"
+                    "instances[{index}] must be a mapping of options, not {}",
+                    json_kind(&other)
                 )));
             }
         };
         let keys = match swapped {
             // Read again from the restored values, so tags keep their `%%`.
-            true => reserved_keys(&raw).map_err(|e| error(format!("instances[{index}]: {e}")))?,
+            true => reserved_keys(&raw)
+                .map_err(|e| error(format!("instances[{index}]: {}", redact::message(&e))))?,
             false => keys.unwrap_or_default(),
         };
         instances.push((raw, keys));
@@ -509,6 +513,18 @@ pub fn parse_file(check: &str, path: &Path, text: &str) -> Result<Option<CheckCo
         ignore_autodiscovery_tags: shape.ignore_autodiscovery_tags.unwrap_or(false),
         init_service: shape.init_config.and_then(|i| i.service),
     }))
+}
+
+/// What kind of value `value` is, for an error that must not quote it.
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a sequence",
+        Value::Object(_) => "a mapping",
+    }
 }
 
 impl CheckConfig {
@@ -687,14 +703,19 @@ mod tests {
         let error = parse("instances:\n  - url: http://a/\n    timeout: 0\n").unwrap_err();
         assert_eq!(error.line, Some(2), "the instance's line: {error}");
         assert!(
-            error.message.contains("`timeout: 0` is out of range"),
+            error.message.contains("`timeout` is out of range"),
             "{error}"
         );
         let error = parse("instances:\n  - {}\n  - min_collection_interval: 0.01\n").unwrap_err();
         assert_eq!(error.line, Some(3), "{error}");
         assert!(error.message.contains("min_collection_interval"), "{error}");
-        let error = parse("instances:\n  - allowed_paths: [reports]\n").unwrap_err();
-        assert!(error.message.contains("not an absolute path"), "{error}");
+        let error = parse("instances:\n  - allowed_paths: [/srv, reports]\n").unwrap_err();
+        assert!(
+            error
+                .message
+                .contains("allowed_paths[1] is not an absolute path"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -856,6 +877,38 @@ mod tests {
         );
     }
 
+    #[test]
+    fn errors_name_keys_and_lines_but_never_quote_values() {
+        let shadow =
+            "root:$6$Zq1x$kT0pSecretHash:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n";
+        let error = parse(shadow).unwrap_err();
+        assert!(!error.to_string().contains("$6$"), "{error}");
+        assert!(!error.to_string().contains("Secret"), "{error}");
+        assert_eq!(error.line, Some(1), "{error}");
+        assert!(
+            error.message.contains("unknown field (not shown"),
+            "{error}"
+        );
+
+        let error =
+            parse("instances:\n  - url: http://a/\n    tags: \"password=hunter2\"\n").unwrap_err();
+        assert_eq!(error.line, Some(3), "{error}");
+        assert!(error.message.contains("tags"), "{error}");
+        assert!(error.message.contains("invalid type: string"), "{error}");
+        assert!(!error.message.contains("hunter2"), "{error}");
+
+        let error = parse("instances:\n  - hunter2\n").unwrap_err();
+        assert_eq!(
+            error.message,
+            "instances[0]: invalid type: string, expected struct ReservedKeys"
+        );
+
+        let error =
+            parse("instances:\n  - [null, null, null, null, null, null, hunter2]\n").unwrap_err();
+        assert!(!error.message.contains("hunter2"), "{error}");
+        assert!(error.message.contains("instances[0]"), "{error}");
+    }
+
     mod files {
         use super::super::*;
         use std::os::unix::fs::symlink;
@@ -900,6 +953,8 @@ mod tests {
             let errors = messages(&loaded);
             assert_eq!(errors.len(), 1, "the shadow file, read: {errors:#?}");
             assert!(errors[0].contains("x.yaml:1:"), "{errors:#?}");
+            assert!(!errors[0].contains("$6$"), "{errors:#?}");
+            assert!(!errors[0].contains("Secret"), "{errors:#?}");
         }
 
         #[test]
