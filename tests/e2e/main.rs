@@ -12,6 +12,7 @@ mod dogstatsd;
 mod forwarder;
 mod health;
 mod host_metrics;
+mod hostile_confd;
 mod http_check;
 mod live_confd;
 mod load;
