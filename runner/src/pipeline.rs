@@ -224,6 +224,7 @@ impl Pipeline {
         let confd_health = health.register("confd_watcher", false);
         let confd_watcher = match ConfdWatcher::start(
             config.confd_path.clone(),
+            confd::Symlinks::of(&config),
             confd_changes,
             confd_health.clone(),
         ) {
@@ -237,12 +238,13 @@ impl Pipeline {
                 None
             }
         };
-        let loaded = confd::load_dir(&config.confd_path).with_context(|| {
-            format!(
-                "cannot read the conf.d directory {}",
-                config.confd_path.display()
-            )
-        })?;
+        let loaded = confd::load_dir(&config.confd_path, confd::Symlinks::of(&config))
+            .with_context(|| {
+                format!(
+                    "cannot read the conf.d directory {}",
+                    config.confd_path.display()
+                )
+            })?;
 
         // The status API comes up before the first run, which may be a check of it.
         let status_addr = match config.status_listen {

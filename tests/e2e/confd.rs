@@ -31,7 +31,7 @@ fn bad_files_are_reported_with_file_and_line_and_good_files_still_load() {
     )
     .unwrap();
 
-    let loaded = confd::load_dir(root).expect("conf.d loads");
+    let loaded = confd::load_dir(root, confd::Symlinks::Inside).expect("conf.d loads");
     let checks: Vec<&str> = loaded.configs.iter().map(|c| c.check.as_str()).collect();
     assert_eq!(checks, ["http_check", "postgres"]);
 
@@ -75,7 +75,7 @@ fn default_files_apply_only_without_another_config() {
     fs::write(root.join("http_check.d/conf.yaml.example"), "not: [yaml").unwrap();
     fs::write(root.join("http_check.d/metrics.yaml"), "jmx: []\n").unwrap();
 
-    let loaded = confd::load_dir(root).expect("conf.d loads");
+    let loaded = confd::load_dir(root, confd::Symlinks::Inside).expect("conf.d loads");
     assert!(loaded.errors.is_empty(), "{:?}", loaded.errors);
     let urls: Vec<String> = loaded
         .configs

@@ -168,7 +168,7 @@ async fn an_instance_listed_twice_runs_once_and_goes_with_its_file() {
             Some(text) => std::fs::write(&file, text).unwrap(),
             None => std::fs::remove_file(&file).unwrap(),
         }
-        confd::load_dir(dir.path()).expect("conf.d loads")
+        confd::load_dir(dir.path(), confd::Symlinks::Inside).expect("conf.d loads")
     };
     let scheduled = |d: &Discovery| d.stats().snapshot().len();
 

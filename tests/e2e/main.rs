@@ -13,6 +13,7 @@ mod dogstatsd;
 mod forwarder;
 mod health;
 mod host_metrics;
+mod hostile_confd;
 mod http_check;
 mod image;
 mod live_confd;

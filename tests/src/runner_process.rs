@@ -179,13 +179,46 @@ impl RunnerProcess {
 
     /// The runner's resident memory, in KiB.
     pub fn rss_kib(&self) -> u64 {
+        self.proc_status_kib("VmRSS:")
+    }
+
+    /// The most resident memory the runner has had since it started or since
+    /// [`Self::reset_peak_rss`], in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        self.proc_status_kib("VmHWM:")
+    }
+
+    /// Starts the peak RSS over from the current RSS (the kernel's `clear_refs`), so that what
+    /// comes next is measured from here.
+    pub fn reset_peak_rss(&self) {
+        std::fs::write(format!("/proc/{}/clear_refs", self.child.id()), "5")
+            .expect("the runner's peak RSS can be reset");
+    }
+
+    /// The CPU time the runner has used over all its threads, user and system, in seconds.
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .expect("the runner is alive");
+        // After the command name, which is in parentheses and may hold spaces, utime and stime
+        // are the 12th and 13th fields, in ticks of USER_HZ (100 on Linux, whatever the kernel's
+        // own tick).
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let ticks: u64 =
+            fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+        ticks as f64 / 100.0
+    }
+
+    fn proc_status_kib(&self, key: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .expect("the runner is alive");
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .find_map(|l| l.strip_prefix(key))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmRSS")
+            .unwrap_or_else(|| panic!("{key} in /proc/<pid>/status"))
     }
 
     pub fn pid(&self) -> u32 {

@@ -31,12 +31,13 @@ async fn test_instances(
             parsed.into_iter().collect()
         }
         None => {
-            let loaded = confd::load_dir(&config.confd_path).with_context(|| {
-                format!(
-                    "cannot read the conf.d directory {}",
-                    config.confd_path.display()
-                )
-            })?;
+            let loaded = confd::load_dir(&config.confd_path, confd::Symlinks::of(config))
+                .with_context(|| {
+                    format!(
+                        "cannot read the conf.d directory {}",
+                        config.confd_path.display()
+                    )
+                })?;
             let errors: Vec<String> = loaded
                 .errors
                 .iter()

@@ -29,6 +29,9 @@ pub struct RunnerConfig {
     pub hostname: Option<String>,
     /// The directory of check configurations. Defaults to `conf.d`.
     pub confd_path: PathBuf,
+    /// Read conf.d files that are symlinks to files outside the conf.d directory. Defaults to
+    /// false.
+    pub confd_follow_external_symlinks: bool,
     /// Log filter (`error`, `warn`, `info`, `debug`, `trace`, or a `tracing` directive such as
     /// `runner=debug`). `RUST_LOG` overrides it. Defaults to `info`.
     pub log_level: String,
@@ -148,6 +151,7 @@ impl Default for RunnerConfig {
         Self {
             hostname: None,
             confd_path: PathBuf::from("conf.d"),
+            confd_follow_external_symlinks: false,
             log_level: "info".to_owned(),
             check_runners: default_check_runners(),
             status_listen: Some(default_status_listen()),

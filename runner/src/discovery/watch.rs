@@ -24,7 +24,7 @@ use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 
-use crate::config::confd::{self, Loaded};
+use crate::config::confd::{self, Loaded, Symlinks};
 use crate::health::{self, Reporter};
 
 /// How long the directory must stay quiet before it is reloaded.
@@ -50,6 +50,7 @@ impl ConfdWatcher {
     /// stays as it was), ok again after the next good reload.
     pub(crate) fn start(
         dir: PathBuf,
+        symlinks: Symlinks,
         out: mpsc::Sender<Loaded>,
         health: Reporter,
     ) -> notify::Result<Self> {
@@ -70,7 +71,10 @@ impl ConfdWatcher {
                 }
             })?;
         watcher.watch(&dir, RecursiveMode::Recursive)?;
-        let task = health::spawn_task(health.clone(), reload_on_change(dir, changed, out, health));
+        let task = health::spawn_task(
+            health.clone(),
+            reload_on_change(dir, symlinks, changed, out, health),
+        );
         Ok(Self {
             _watcher: watcher,
             task,
@@ -80,6 +84,7 @@ impl ConfdWatcher {
 
 async fn reload_on_change(
     dir: PathBuf,
+    symlinks: Symlinks,
     changed: Arc<Notify>,
     out: mpsc::Sender<Loaded>,
     health: Reporter,
@@ -96,7 +101,7 @@ async fn reload_on_change(
         }
         let loaded = {
             let dir = dir.clone();
-            tokio::task::spawn_blocking(move || confd::load_dir(&dir)).await
+            tokio::task::spawn_blocking(move || confd::load_dir(&dir, symlinks)).await
         };
         match loaded {
             Ok(Ok(loaded)) => {
