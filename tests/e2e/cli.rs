@@ -481,3 +481,35 @@ async fn test_check_leaves_the_runners_stored_state_alone() {
         );
     }
 }
+
+#[test]
+fn a_missing_config_file_is_said_once_naming_it() {
+    let out = Command::new(runner_bin())
+        .args(["status", "--config", "/nonexistent/kennel.yaml"])
+        .output()
+        .expect("runner starts");
+    let said = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(said.contains("/nonexistent/kennel.yaml"), "{said}");
+    assert_eq!(
+        said.matches("No such file or directory").count(),
+        1,
+        "{said}"
+    );
+}
+
+#[test]
+fn an_environment_variable_that_does_not_fit_its_key_stops_the_start_naming_it() {
+    let dir = confd(&[]);
+    let out = runner(&["run"], dir.path())
+        .env("DD_CHECK_RUNNERS", "several")
+        .stdin(Stdio::null())
+        .output()
+        .expect("runner starts");
+    let said = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        said.contains("DD_CHECK_RUNNERS") && said.contains("`check_runners`"),
+        "{said}"
+    );
+}

@@ -329,18 +329,19 @@ impl PluginConfig {
     }
 }
 
-/// The runner's config file could not be used.
+/// The runner's config file could not be used. The underlying error is part of the message
+/// and not a `source`, so a report that prints the chain says it once.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ConfigError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Parse {
         path: PathBuf,
-        source: serde_norway::Error,
+        error: serde_norway::Error,
     },
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
@@ -403,9 +404,9 @@ impl RunnerConfig {
         let mut document = match &path {
             // The file has parsed already: it is a mapping, or empty.
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
                     path: path.clone(),
-                    source,
+                    error,
                 })?;
                 if text.trim().is_empty() {
                     serde_norway::Mapping::new()
@@ -424,14 +425,14 @@ impl RunnerConfig {
 
     /// Reads and validates the runner's config file.
     pub(crate) fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         Self::parse(&text).map_err(|error| match error {
-            ConfigError::Parse { source, .. } => ConfigError::Parse {
+            ConfigError::Parse { error, .. } => ConfigError::Parse {
                 path: path.to_owned(),
-                source,
+                error,
             },
             ConfigError::Invalid { message, .. } => ConfigError::Invalid {
                 path: path.to_owned(),
@@ -446,9 +447,9 @@ impl RunnerConfig {
         let config: Self = if text.trim().is_empty() {
             Self::default()
         } else {
-            serde_norway::from_str(text).map_err(|source| ConfigError::Parse {
+            serde_norway::from_str(text).map_err(|error| ConfigError::Parse {
                 path: PathBuf::new(),
-                source,
+                error,
             })?
         };
         config.validate().map_err(|message| ConfigError::Invalid {
