@@ -2,6 +2,11 @@
 //!
 //! Handlers are async, so one that has real work to do (rendering a large page) moves it to a
 //! blocking thread and never holds an async worker that check runs need.
+//!
+//! A connection must send a request's headers within [`HEADER_READ_TIMEOUT`] of opening or of
+//! its previous response, or it is closed: a client that connects and says nothing (or keeps
+//! an idle keep-alive connection open forever) would otherwise hold a task and a file
+//! descriptor for as long as it likes. Scrapers and probes send their request at once.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -14,6 +19,9 @@ use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
 use serde::Serialize;
 use tokio::net::TcpListener;
+
+/// How long a connection may take to send a request's headers (see the module docs).
+pub(crate) const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A response, being made.
 pub(crate) type Reply = Pin<Box<dyn Future<Output = Response<Full<Bytes>>> + Send>>;
@@ -44,6 +52,8 @@ pub(crate) async fn serve(listen: SocketAddr, handler: Handler) -> std::io::Resu
                 });
                 let io = hyper_util::rt::TokioIo::new(stream);
                 if let Err(error) = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(HEADER_READ_TIMEOUT)
                     .serve_connection(io, service)
                     .await
                 {

@@ -407,12 +407,18 @@ async fn run_serves_dogstatsd_and_check_metrics_on_a_valid_prometheus_page() {
         .status()
         .expect("python3 runs");
     assert!(sent.success());
+    // A sender may put quotes and backslashes in a name and a tag: the page stays valid.
+    std::os::unix::net::UnixDatagram::unbound()
+        .and_then(|client| client.send_to(br#"hostile"name\x:1|g|#q:a"b\c"#, &socket))
+        .expect("a datagram sent");
 
     let expected = [
         "shop_orders_total{env=\"prod\"} 3",
         "shop_basket_size 4",
+        r#"hostile_name_x{q="a\"b\\c"} 1"#,
+        r#"# HELP hostile_name_x hostile"name\\x"#,
         "test_ok{host=\"",
-        "kennel_dogstatsd_datagrams_total{transport=\"uds\"} 1",
+        "kennel_dogstatsd_datagrams_total{transport=\"uds\"} 2",
     ];
     let page = wait::until_async(
         WAIT,

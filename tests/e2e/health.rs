@@ -1,6 +1,7 @@
 //! `/health` tells the truth: red (503), naming the component, when the aggregation loop, a
 //! DogStatsD listener or an output dies or fails, and green again when what failed recovers.
-//! Faults are injected into the production pipeline through its test-only hooks.
+//! Faults are injected into the production pipeline through its test-only hooks. And the
+//! endpoints themselves do not let a silent client hold a connection open.
 
 use std::os::unix::net::UnixDatagram;
 use std::sync::Arc;
@@ -244,4 +245,42 @@ fn a_conf_d_that_cannot_be_read_degrades_its_watcher_but_not_health() {
     );
     let (code, body) = pipeline.get("/health");
     assert_eq!(code, 200, "the watcher is not required: {body}");
+}
+
+#[test]
+fn a_connection_that_sends_nothing_is_closed_and_the_endpoints_keep_answering() {
+    use std::io::Read as _;
+    let runner = kennel_tests::runner_process::RunnerProcess::start(
+        kennel_tests::runner_process::Options::default(),
+        &[],
+    );
+    let silent: Vec<std::net::TcpStream> = [runner.status_port, runner.metrics_port]
+        .iter()
+        .map(|port| std::net::TcpStream::connect(("127.0.0.1", *port)).expect("connects"))
+        .collect();
+    let opened = Instant::now();
+    for mut stream in silent {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut buf = [0_u8; 512];
+        // The server closes it (EOF, or a 408 and EOF) rather than waiting forever.
+        let mut read = Vec::new();
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => read.extend_from_slice(&buf[..n]),
+                Err(error) => panic!("the silent connection was left open: {error}"),
+            }
+        }
+        assert!(
+            read.is_empty() || String::from_utf8_lossy(&read).starts_with("HTTP/1.1 408"),
+            "{}",
+            String::from_utf8_lossy(&read)
+        );
+    }
+    let waited = opened.elapsed();
+    assert!(waited < Duration::from_secs(25), "closed after {waited:?}");
+    assert!(runner.status()["instances"].is_array());
+    assert!(runner.metrics().contains("# TYPE"));
 }

@@ -252,16 +252,30 @@ impl ExpectedStatus {
 /// could be read of `url` and `name`.
 ///
 /// Datadog requires `name`; here the url stands in when it is absent, as is (the tag normaliser
-/// would turn `https://a/b` into an unreadable `https:_a_b`).
+/// would turn `https://a/b` into an unreadable `https:_a_b`). A url's credentials
+/// (`https://user:password@host/`) never reach a tag: tags are shown and sent everywhere.
 pub fn tags(url: Option<&str>, name: Option<&str>) -> Vec<String> {
+    let url = url.map(without_userinfo);
     let name = match name {
         Some(name) if !name.is_empty() => Some(normalize_tag(name)),
-        _ => url.map(str::to_owned),
+        _ => url.clone(),
     };
     let url = url.map(|url| format!("url:{url}"));
     url.into_iter()
         .chain(name.map(|name| format!("instance:{name}")))
         .collect()
+}
+
+/// `url` without the `user:password@` of its authority.
+pub fn without_userinfo(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
+        None => url.to_owned(),
+    }
 }
 
 /// [`tags`] read leniently from an instance that did not deserialize, so that its CRITICAL

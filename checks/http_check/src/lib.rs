@@ -344,6 +344,22 @@ mod tests {
     }
 
     #[test]
+    fn credentials_in_the_url_stay_out_of_the_tags() {
+        let recorded = run(
+            json!({"url": "http://admin:s3cret@example.com:8080/health?x=a@b"}),
+            Ok(answer(200, "")),
+        );
+        let tags = &service_check(&recorded, CAN_CONNECT).tags;
+        assert_eq!(
+            tags,
+            &[
+                "url:http://example.com:8080/health?x=a@b".to_owned(),
+                "instance:http://example.com:8080/health?x=a@b".to_owned()
+            ]
+        );
+    }
+
+    #[test]
     fn reserved_runner_keys_are_ignored() {
         let instance = json!({
             "name": "site", "url": URL, "tags": ["env:prod"], "service": "web",

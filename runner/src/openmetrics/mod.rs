@@ -218,7 +218,7 @@ impl Store {
                 .position(|row| family(row) != family(first))
                 .unwrap_or(rest.len());
             let (name, kind) = family(first);
-            let _ = writeln!(out, "# HELP {name} {}", escape(&first.key.name));
+            let _ = writeln!(out, "# HELP {name} {}", escape_help(&first.key.name));
             let _ = writeln!(out, "# TYPE {name} {}", kind.as_str());
             let mut members_left = &rest[..members];
             while let Some((row, _)) = members_left.split_first() {
@@ -319,7 +319,16 @@ fn label_name(key: &str) -> Cow<'_, str> {
     Cow::Owned(name)
 }
 
-/// `value` escaped for a label value or a HELP line.
+/// `text` escaped for a HELP line, where the format knows only `\\` and `\n` (an escaped
+/// quote there makes the page invalid).
+fn escape_help(text: &str) -> Cow<'_, str> {
+    if !text.contains(['\\', '\n']) {
+        return Cow::Borrowed(text);
+    }
+    Cow::Owned(text.replace('\\', "\\\\").replace('\n', "\\n"))
+}
+
+/// `value` escaped for a label value.
 fn escape(value: &str) -> Cow<'_, str> {
     if !value.contains(['\\', '"', '\n']) {
         return Cow::Borrowed(value);
