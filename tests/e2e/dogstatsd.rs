@@ -52,6 +52,7 @@ fn config(dir: &Path) -> ListenerConfig {
         origin_detection: true,
         buffer_size: 8192,
         so_rcvbuf: 1 << 20,
+        stream_max_connections: 16,
         procfs: dir.join("proc"),
     }
 }
