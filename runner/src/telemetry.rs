@@ -14,6 +14,8 @@
 //! | `kennel.dogstatsd.datagrams` | count | `transport` | datagrams (or stream frames) read |
 //! | `kennel.dogstatsd.bytes` | count | `transport` | bytes read |
 //! | `kennel.dogstatsd.read_errors` | count | `transport` | failed socket reads |
+//! | `kennel.dogstatsd.truncated_datagrams` | count | `transport` | datagrams longer than `dogstatsd_buffer_size`, cut by the kernel: their last, cut line dropped |
+//! | `kennel.dogstatsd.stream_connections_refused` | count | | stream connections closed unread because `dogstatsd_stream_max_connections` were open |
 //! | `kennel.dogstatsd.messages` | count | `message_type` | messages parsed: `metric`, `event`, `service_check` |
 //! | `kennel.dogstatsd.parse_errors` | count | `reason` | messages that could not be parsed, by reason |
 //! | `kennel.dogstatsd.origin_detection_errors` | count | `reason` | datagrams whose sender's container could not be found |
@@ -86,6 +88,8 @@ pub enum InternalMetric {
     DogstatsdDatagrams,
     DogstatsdBytes,
     DogstatsdReadErrors,
+    DogstatsdTruncatedDatagrams,
+    DogstatsdStreamConnectionsRefused,
     DogstatsdMessages,
     DogstatsdParseErrors,
     DogstatsdOriginDetectionErrors,
@@ -107,7 +111,7 @@ pub enum InternalMetric {
 
 impl InternalMetric {
     #[cfg(test)]
-    pub(crate) const ALL: [Self; 27] = [
+    pub(crate) const ALL: [Self; 29] = [
         Self::AggregatorContexts,
         Self::AggregatorContextsCreated,
         Self::AggregatorContextsExpired,
@@ -118,6 +122,8 @@ impl InternalMetric {
         Self::DogstatsdDatagrams,
         Self::DogstatsdBytes,
         Self::DogstatsdReadErrors,
+        Self::DogstatsdTruncatedDatagrams,
+        Self::DogstatsdStreamConnectionsRefused,
         Self::DogstatsdMessages,
         Self::DogstatsdParseErrors,
         Self::DogstatsdOriginDetectionErrors,
@@ -153,6 +159,14 @@ impl InternalMetric {
             Self::DogstatsdDatagrams => ("kennel.dogstatsd.datagrams", Counter, &["transport"]),
             Self::DogstatsdBytes => ("kennel.dogstatsd.bytes", Counter, &["transport"]),
             Self::DogstatsdReadErrors => ("kennel.dogstatsd.read_errors", Counter, &["transport"]),
+            Self::DogstatsdTruncatedDatagrams => (
+                "kennel.dogstatsd.truncated_datagrams",
+                Counter,
+                &["transport"],
+            ),
+            Self::DogstatsdStreamConnectionsRefused => {
+                ("kennel.dogstatsd.stream_connections_refused", Counter, &[])
+            }
             Self::DogstatsdMessages => ("kennel.dogstatsd.messages", Counter, &["message_type"]),
             Self::DogstatsdParseErrors => ("kennel.dogstatsd.parse_errors", Counter, &["reason"]),
             Self::DogstatsdOriginDetectionErrors => (

@@ -2,8 +2,11 @@
 //! a real Rust client, `cadence`.
 
 use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixDatagram;
-use std::path::Path;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -52,6 +55,7 @@ fn config(dir: &Path) -> ListenerConfig {
         origin_detection: true,
         buffer_size: 8192,
         so_rcvbuf: 1 << 20,
+        stream_max_connections: 16,
         procfs: dir.join("proc"),
     }
 }
@@ -271,39 +275,55 @@ fn datagrams_taken_in_one_receive_keep_each_senders_origin() {
     );
 }
 
-/// A `runner run` with DogStatsD on a Unix socket and UDP, 1 s buckets, and its OpenMetrics
-/// page.
+/// A `runner run` with DogStatsD on a Unix datagram socket, a Unix stream socket and UDP, 1 s
+/// buckets, and its OpenMetrics page.
 struct Runner {
     process: RunnerProcess,
-    socket: std::path::PathBuf,
+    socket: PathBuf,
+    stream_socket: PathBuf,
     udp_port: u16,
     _dir: tempfile::TempDir,
 }
 
 impl Runner {
     fn start() -> Self {
+        Self::start_with("")
+    }
+
+    /// A runner with `extra` runner config (YAML).
+    fn start_with(extra: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("dsd.socket");
+        let stream_socket = dir.path().join("dsd-stream.socket");
         let udp_port = closed_port();
         let process = RunnerProcess::start(
             Options {
                 dogstatsd_socket: Some(socket.clone()),
                 dogstatsd_port: udp_port,
-                extra: "aggregator:\n  bucket_size_seconds: 1\n".to_owned(),
+                extra: format!(
+                    "aggregator:\n  bucket_size_seconds: 1\ndogstatsd_stream_socket: {}\n{extra}",
+                    stream_socket.display()
+                ),
                 log: Some("warn"),
                 ..Options::default()
             },
             &[],
         );
-        process.wait_for("the DogStatsD socket", Duration::from_secs(20), |_| {
-            socket.exists()
+        process.wait_for("the DogStatsD sockets", Duration::from_secs(20), |_| {
+            socket.exists() && stream_socket.exists()
         });
         Self {
             process,
             socket,
+            stream_socket,
             udp_port,
             _dir: dir,
         }
+    }
+
+    /// A sample's value on `/metrics`, if it is there.
+    fn sample(&self, series: &str) -> Option<f64> {
+        self.samples().0.get(series).copied()
     }
 
     /// The samples on `/metrics`: `name{labels}` → value, without the `container_id` label
@@ -490,4 +510,232 @@ fn cadence_metrics_over_uds_and_udp_are_aggregated_value_by_value() {
         2.0,
         "the two meters"
     );
+}
+
+/// A datagram of `buffer_size + n` bytes for the metrics prefixed `prefix`: a whole line tagged
+/// `env:production`, then whole `pad` lines, then a last line whose tag `env:production` the
+/// buffer's end cuts at `env:pr`. Returns it with how many pad lines it has.
+fn cut_at_a_tag(prefix: &str, buffer_size: usize) -> (String, usize) {
+    let whole = format!("{prefix}.whole:1|c|#env:production\n");
+    let pad = format!("{prefix}.pad:1|c\n");
+    let last_until_cut = format!("{prefix}.last:1|c|#env:pr");
+    // A fill line of `fill_len` bytes makes the total come out exactly at the buffer's end.
+    let fill_min = format!("{prefix}.fill:1|c|#f:x\n").len();
+    let room = buffer_size - whole.len() - last_until_cut.len();
+    let pads = (room - fill_min) / pad.len();
+    let fill_len = room - pads * pad.len();
+    let fill = format!(
+        "{prefix}.fill:1|c|#f:{}\n",
+        "x".repeat(fill_len - fill_min + 1)
+    );
+    let datagram = format!("{whole}{}{fill}{last_until_cut}oduction", pad.repeat(pads));
+    assert_eq!(
+        &datagram[buffer_size - 6..buffer_size],
+        "env:pr",
+        "the buffer ends inside the tag"
+    );
+    (datagram, pads)
+}
+
+/// Issue 13, item 5: a datagram longer than `dogstatsd_buffer_size` used to have its cut last
+/// line parsed as whole (`env:production` became `env:pr`), uncounted. Over the Unix datagram
+/// socket and UDP, the whole lines before the cut are kept, the cut line is dropped, and each
+/// cut datagram is counted on `/metrics` and said in the log.
+#[test]
+fn a_datagram_longer_than_the_buffer_loses_its_cut_line_not_a_tag() {
+    const BUFFER: usize = 512;
+    let runner = Runner::start_with(&format!("dogstatsd_buffer_size: {BUFFER}\n"));
+    let (over_uds, uds_pads) = cut_at_a_tag("cut.uds", BUFFER);
+    let (over_udp, udp_pads) = cut_at_a_tag("cut.udp", BUFFER);
+    UnixDatagram::unbound()
+        .unwrap()
+        .send_to(over_uds.as_bytes(), &runner.socket)
+        .unwrap();
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .send_to(over_udp.as_bytes(), ("127.0.0.1", runner.udp_port))
+        .unwrap();
+
+    let truncated = |transport: &str| {
+        format!("kennel_dogstatsd_truncated_datagrams_total{{transport=\"{transport}\"}}")
+    };
+    let (samples, page) = wait::until(
+        Duration::from_secs(15),
+        || runner.samples(),
+        |(samples, _)| {
+            ["uds", "udp"].iter().all(|t| {
+                samples.contains_key(&format!("cut_{t}_whole_total{{env=\"production\"}}"))
+                    && samples.get(&truncated(t)) == Some(&1.0)
+            })
+        },
+    );
+    for (transport, pads) in [("uds", uds_pads), ("udp", udp_pads)] {
+        assert_eq!(
+            samples.get(&format!(
+                "cut_{transport}_whole_total{{env=\"production\"}}"
+            )),
+            Some(&1.0),
+            "{transport}: the first whole line is kept:\n{page}"
+        );
+        assert_eq!(
+            samples.get(&format!("cut_{transport}_pad_total")),
+            Some(&(pads as f64)),
+            "{transport}: every whole line before the cut is kept:\n{page}"
+        );
+        assert!(
+            !samples
+                .keys()
+                .any(|s| s.starts_with(&format!("cut_{transport}_last"))),
+            "{transport}: the cut line is dropped, not parsed with a cut tag:\n{page}"
+        );
+        assert_eq!(
+            samples.get(&truncated(transport)),
+            Some(&1.0),
+            "{transport}: the cut datagram is counted:\n{page}"
+        );
+    }
+    assert!(
+        !page.contains("env=\"pr\""),
+        "no series with the cut tag:\n{page}"
+    );
+    let log = runner.process.log();
+    assert!(
+        log.contains("longer than `dogstatsd_buffer_size`"),
+        "said in the log:\n{log}"
+    );
+}
+
+/// Issue 13, item 6: a second runner started with the first's socket path used to replace the
+/// live socket without a word, and delete it on exit, leaving the first deaf. For the Unix
+/// datagram and stream sockets alike, the second now refuses to start with an error naming the
+/// path and the key, exits, and leaves the first's socket file (the same inode) in place; the
+/// first keeps receiving on it.
+#[test]
+fn a_second_runner_refuses_a_served_socket_and_leaves_it_to_the_first() {
+    let first = Runner::start();
+    for (key, path) in [
+        ("dogstatsd_socket", &first.socket),
+        ("dogstatsd_stream_socket", &first.stream_socket),
+    ] {
+        let inode = std::fs::metadata(path).unwrap().ino();
+        let options = match key {
+            "dogstatsd_socket" => Options {
+                dogstatsd_socket: Some(path.clone()),
+                ..Options::default()
+            },
+            _ => Options {
+                extra: format!("{key}: {}\n", path.display()),
+                ..Options::default()
+            },
+        };
+        let mut second = RunnerProcess::launch(
+            Options {
+                log: Some("warn"),
+                ..options
+            },
+            &[],
+        );
+        let status = second.exit_status(Duration::from_secs(30));
+        let log = second.log();
+        assert!(
+            status.is_some_and(|s| !s.success()),
+            "{key}: the second runner fails to start ({status:?}); log:\n{log}"
+        );
+        assert!(
+            log.contains(&path.display().to_string())
+                && log.contains(&format!("`{key}`"))
+                && log.contains("another process is serving this socket"),
+            "{key}: the error names the path and the key; log:\n{log}"
+        );
+        drop(second);
+        assert_eq!(
+            std::fs::metadata(path).map(|m| m.ino()).ok(),
+            Some(inode),
+            "{key}: the first runner's socket file is still there after the second exited"
+        );
+    }
+
+    UnixDatagram::unbound()
+        .unwrap()
+        .send_to(b"first.still.hears:1|c", &first.socket)
+        .unwrap();
+    let mut stream = UnixStream::connect(&first.stream_socket).unwrap();
+    let frame = b"first.still.hears.stream:1|c";
+    stream
+        .write_all(&(frame.len() as u32).to_le_bytes())
+        .unwrap();
+    stream.write_all(frame).unwrap();
+    let (samples, page) = wait::until(
+        Duration::from_secs(15),
+        || first.samples(),
+        |(samples, _)| {
+            samples.contains_key("first_still_hears_total")
+                && samples.contains_key("first_still_hears_stream_total")
+        },
+    );
+    assert_eq!(
+        (
+            samples.get("first_still_hears_total"),
+            samples.get("first_still_hears_stream_total")
+        ),
+        (Some(&1.0), Some(&1.0)),
+        "the first runner still receives on both sockets:\n{page}"
+    );
+}
+
+/// Issue 13, item 7: 2,000 connections to the stream socket used to make 2,008 threads. With
+/// `dogstatsd_stream_max_connections: 8`, 300 connections leave the runner with at most 8
+/// threads more than before them; the 293 past the cap are refused, counted on `/metrics` and
+/// said in the log once; a connection within the cap still delivers its metrics.
+#[test]
+fn stream_connections_past_the_cap_are_refused_without_a_thread_each() {
+    const CAP: usize = 8;
+    const CONNECTIONS: usize = 300;
+    let runner = Runner::start_with(&format!("dogstatsd_stream_max_connections: {CAP}\n"));
+    // A scrape first, so that whatever threads serving `/metrics` takes are in the baseline.
+    assert!(runner.sample("first_never_sent_total").is_none());
+    let before = runner.process.threads();
+
+    let mut within_cap = UnixStream::connect(&runner.stream_socket).unwrap();
+    // Held open until the end, so that they count against the cap.
+    let mut others = Vec::with_capacity(CONNECTIONS - 1);
+    for _ in 1..CONNECTIONS {
+        others.push(UnixStream::connect(&runner.stream_socket).unwrap());
+    }
+    let refused = "kennel_dogstatsd_stream_connections_refused_total";
+    let counted = wait::until(
+        Duration::from_secs(15),
+        || runner.sample(refused),
+        |n| *n == Some((CONNECTIONS - CAP) as f64),
+    );
+    let after = runner.process.threads();
+    println!("threads: {before} before, {after} with {CONNECTIONS} connections open (cap {CAP})");
+    assert_eq!(
+        counted,
+        Some((CONNECTIONS - CAP) as f64),
+        "every connection past the cap is refused and counted"
+    );
+    assert!(
+        after <= before + CAP as u64,
+        "threads: {before} before, {after} with {CONNECTIONS} connections open (cap {CAP})"
+    );
+
+    let frame = b"within.cap:1|c";
+    within_cap
+        .write_all(&(frame.len() as u32).to_le_bytes())
+        .unwrap();
+    within_cap.write_all(frame).unwrap();
+    let delivered = wait::until(
+        Duration::from_secs(15),
+        || runner.sample("within_cap_total"),
+        Option::is_some,
+    );
+    assert_eq!(delivered, Some(1.0), "a connection within the cap delivers");
+    let log = runner.process.log();
+    assert_eq!(
+        log.matches("DogStatsD stream connections refused").count(),
+        1,
+        "said once per interval:\n{log}"
+    );
+    drop(others);
 }

@@ -39,6 +39,16 @@ impl RunnerProcess {
     /// Starts a runner on the conf.d files given as (relative path, text), and waits for its
     /// status API.
     pub fn start(options: Options, files: &[(&str, &str)]) -> Self {
+        let runner = Self::launch(options, files);
+        runner.wait_for("the status API", Duration::from_secs(20), |r| {
+            r.try_status().is_some()
+        });
+        runner
+    }
+
+    /// Starts a runner as [`Self::start`] does, without waiting for it to serve anything: for
+    /// a runner expected to refuse to start (see [`Self::exit_status`]).
+    pub fn launch(options: Options, files: &[(&str, &str)]) -> Self {
         runner::plugin::http::install_crypto_provider();
         let dir = tempfile::tempdir().expect("temp dir");
         let confd = dir.path().join("conf.d");
@@ -76,7 +86,7 @@ impl RunnerProcess {
             .stderr(log)
             .spawn()
             .expect("runner starts");
-        let runner = Self {
+        Self {
             child,
             dir,
             status_port,
@@ -86,11 +96,16 @@ impl RunnerProcess {
                 .timeout(Duration::from_secs(5))
                 .build()
                 .expect("http client"),
-        };
-        runner.wait_for("the status API", Duration::from_secs(20), |r| {
-            r.try_status().is_some()
-        });
-        runner
+        }
+    }
+
+    /// How the runner exited by itself, waiting up to `timeout`; `None` if it is still running.
+    pub fn exit_status(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        crate::wait::until(
+            timeout,
+            || self.child.try_wait().ok().flatten(),
+            Option::is_some,
+        )
     }
 
     /// The runner's config file.
@@ -182,6 +197,11 @@ impl RunnerProcess {
         self.proc_status_kib("VmRSS:")
     }
 
+    /// How many threads the runner has.
+    pub fn threads(&self) -> u64 {
+        self.proc_status_kib("Threads:")
+    }
+
     /// The most resident memory the runner has had since it started or since
     /// [`Self::reset_peak_rss`], in KiB.
     pub fn peak_rss_kib(&self) -> u64 {
@@ -211,6 +231,7 @@ impl RunnerProcess {
         ticks as f64 / 100.0
     }
 
+    /// A number in `/proc/<pid>/status`, without its `kB` unit if it has one.
     fn proc_status_kib(&self, key: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .expect("the runner is alive");

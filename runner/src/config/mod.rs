@@ -56,6 +56,10 @@ pub struct RunnerConfig {
     pub dogstatsd_origin_detection: bool,
     /// The largest datagram or stream frame, in bytes. Defaults to 8192.
     pub dogstatsd_buffer_size: usize,
+    /// Stream socket connections served at once, each by a thread with a
+    /// `dogstatsd_buffer_size` frame buffer; one past it is closed at once and counted in
+    /// `kennel.dogstatsd.stream_connections_refused`. Defaults to 256.
+    pub dogstatsd_stream_max_connections: usize,
     /// The sockets' receive buffer, in bytes; 0 keeps the system's. Defaults to 4194304.
     pub dogstatsd_so_rcvbuf: usize,
     /// Over UDP, where the kernel cannot say who sent a datagram, trust a client's `|c:`
@@ -162,6 +166,7 @@ impl Default for RunnerConfig {
             dogstatsd_non_local_traffic: false,
             dogstatsd_origin_detection: true,
             dogstatsd_buffer_size: default_dogstatsd_buffer_size(),
+            dogstatsd_stream_max_connections: default_dogstatsd_stream_max_connections(),
             dogstatsd_so_rcvbuf: default_dogstatsd_so_rcvbuf(),
             dogstatsd_origin_detection_client: true,
             procfs_root: default_procfs_root(),
@@ -216,6 +221,10 @@ const fn default_dogstatsd_port() -> u16 {
 
 const fn default_dogstatsd_buffer_size() -> usize {
     8192
+}
+
+const fn default_dogstatsd_stream_max_connections() -> usize {
+    256
 }
 
 const fn default_dogstatsd_so_rcvbuf() -> usize {
@@ -363,6 +372,7 @@ impl RunnerConfig {
             origin_detection: self.dogstatsd_origin_detection,
             buffer_size: self.dogstatsd_buffer_size,
             so_rcvbuf: self.dogstatsd_so_rcvbuf,
+            stream_max_connections: self.dogstatsd_stream_max_connections,
             procfs: self.procfs_root.clone(),
         }
     }
@@ -465,6 +475,9 @@ impl RunnerConfig {
             .map_err(|e| format!("`aggregator`: {e}"))?;
         if !(512..=(1 << 20)).contains(&self.dogstatsd_buffer_size) {
             return Err("`dogstatsd_buffer_size` must be between 512 and 1048576 bytes".to_owned());
+        }
+        if self.dogstatsd_stream_max_connections == 0 {
+            return Err("`dogstatsd_stream_max_connections` must be at least 1".to_owned());
         }
         if self.check_runners == 0 {
             return Err("`check_runners` must be at least 1".to_owned());

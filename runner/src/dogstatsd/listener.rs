@@ -24,15 +24,41 @@
 //!   lock is taken once per sender per call.
 //!
 //! Sockets:
-//! - Unix datagram (`dogstatsd_socket`): the parent directory is created, a stale socket file is
-//!   replaced (anything else at the path is an error), the socket is made writable by everyone
-//!   (mode 0722, as the Datadog Agent does, so containers running as any user can send), and
-//!   with origin detection `SO_PASSCRED` makes the kernel attach each sender's pid.
+//! - Unix datagram (`dogstatsd_socket`): the parent directory is created, the socket is made
+//!   writable by everyone (mode 0722, as the Datadog Agent does, so containers running as any
+//!   user can send), and with origin detection `SO_PASSCRED` makes the kernel attach each
+//!   sender's pid.
 //! - UDP (`dogstatsd_port`): loopback unless `dogstatsd_non_local_traffic`; no origin; the same
 //!   `recvmmsg` path without control buffers.
 //! - Unix stream (`dogstatsd_stream_socket`): origin from the peer's credentials at connect
 //!   time (`SO_PEERCRED`); a frame longer than `dogstatsd_buffer_size` drops the connection. One
 //!   frame is one batch; a connection's batches reuse their buffers as the datagram sockets' do.
+//!
+//! Socket files are shared with other processes, so the runner takes one only when nobody
+//! serves it: a socket file already at the path is probed by connecting to it (non-blocking,
+//! with the listener's own socket type). Refused (`ECONNREFUSED`) means nothing is bound to it,
+//! a leftover of a runner that crashed, and it is replaced; an answer (or a full backlog, or a
+//! live socket of another type) means another process serves it, and the listener does not
+//! start: the error names the path and the key. Anything else at the path is an error too. On
+//! exit a socket file is removed only if it is still the one this runner bound (same device
+//! and inode), so a runner never deletes a socket another process put there. The probe and
+//! the bind are two steps: two runners started in the same instant can still race; what this
+//! prevents is a second runner taking over from one that is running.
+//!
+//! Truncation: a datagram longer than `dogstatsd_buffer_size` is cut by the kernel, which says
+//! so (`MSG_TRUNC`, asked for in the call so that it also reports the datagram's real length).
+//! Its lines before the cut are whole and kept; its last line is cut and dropped, not parsed as
+//! if whole (a tag `env:production` would become `env:pr`). Each such datagram counts in
+//! `kennel.dogstatsd.truncated_datagrams{transport}` and is said in the log at most once per
+//! [`LOG_INTERVAL`], with how many were cut since.
+//!
+//! Stream connections: each is served by a thread of its own (blocking reads, a frame buffer of
+//! `dogstatsd_buffer_size` bytes), so they are capped at `dogstatsd_stream_max_connections` open
+//! at once: the stream socket takes at most that many threads (plus its accepting thread) and
+//! that many frame buffers. A connection past the cap is closed as soon as it is accepted,
+//! counted in `kennel.dogstatsd.stream_connections_refused` and said in the log at most once
+//! per [`LOG_INTERVAL`]. Serving every connection from one thread (epoll) would lift the cap's
+//! reason to exist; it is not done: clients hold a few long-lived connections, not thousands.
 //!
 //! Every socket gets a large receive buffer (`dogstatsd_so_rcvbuf`), forced past the kernel's
 //! default cap when the runner may do so, so bursts queue in the kernel rather than being
@@ -46,13 +72,16 @@ use std::mem::MaybeUninit;
 use std::net::{SocketAddr, UdpSocket};
 use std::ops::Range;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixDatagram, UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+use rustix::io::Errno;
+use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 
 use super::origin::{Origin, OriginResolver};
 use crate::health::{self, Health};
@@ -71,6 +100,9 @@ const RECEIVE_AREA: usize = 1 << 20;
 const POOL_BATCHES: usize = 32;
 /// How often a blocked receive wakes up to see whether the listener was stopped.
 const STOP_CHECK: Duration = Duration::from_millis(200);
+/// A repeated warning (a cut datagram, a refused connection) is said at most once per
+/// interval, with how many times it happened since.
+const LOG_INTERVAL: Duration = Duration::from_secs(60);
 
 /// How the datagrams came.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -199,6 +231,8 @@ pub struct ListenerConfig {
     pub origin_detection: bool,
     pub buffer_size: usize,
     pub so_rcvbuf: usize,
+    /// Stream connections served at once, at most.
+    pub stream_max_connections: usize,
     pub procfs: PathBuf,
 }
 
@@ -208,6 +242,8 @@ pub struct ListenerStats {
     datagrams: [Counter; 3],
     bytes: [Counter; 3],
     read_errors: [Counter; 3],
+    truncated: [Counter; 3],
+    refused_connections: Counter,
     origin_errors: Counter,
 }
 
@@ -225,6 +261,9 @@ impl ListenerStats {
             datagrams: per_transport(InternalMetric::DogstatsdDatagrams),
             bytes: per_transport(InternalMetric::DogstatsdBytes),
             read_errors: per_transport(InternalMetric::DogstatsdReadErrors),
+            truncated: per_transport(InternalMetric::DogstatsdTruncatedDatagrams),
+            refused_connections: telemetry
+                .counter(InternalMetric::DogstatsdStreamConnectionsRefused, None),
             origin_errors: telemetry.counter(
                 InternalMetric::DogstatsdOriginDetectionErrors,
                 Some("unresolved"),
@@ -251,7 +290,7 @@ pub struct Listeners {
     panic: Arc<AtomicBool>,
     health: Health,
     threads: Vec<JoinHandle<Option<()>>>,
-    socket_paths: Vec<PathBuf>,
+    socket_files: Vec<SocketFile>,
     /// Where UDP is bound (the real port when `0` was asked for).
     pub udp_addr: Option<SocketAddr>,
 }
@@ -274,17 +313,17 @@ impl Listeners {
             health: health.clone(),
             stop: stop.clone(),
             threads: Vec::new(),
-            socket_paths: Vec::new(),
+            socket_files: Vec::new(),
             udp_addr: None,
         };
         let context =
             |what: String| move |e: io::Error| io::Error::new(e.kind(), format!("{what}: {e}"));
         if let Some(path) = &config.socket {
-            let socket = bind_unix_datagram(path, config).map_err(context(format!(
+            let (socket, file) = bind_unix_datagram(path, config).map_err(context(format!(
                 "cannot listen on {} (`dogstatsd_socket`)",
                 path.display()
             )))?;
-            listeners.socket_paths.push(path.clone());
+            listeners.socket_files.push(file);
             let socket = DatagramSocket {
                 fd: socket.into(),
                 transport: Transport::UnixDatagram,
@@ -322,11 +361,11 @@ impl Listeners {
             )?;
         }
         if let Some(path) = &config.stream_socket {
-            let listener = bind_unix_stream(path).map_err(context(format!(
+            let (listener, file) = bind_unix_stream(path).map_err(context(format!(
                 "cannot listen on {} (`dogstatsd_stream_socket`)",
                 path.display()
             )))?;
-            listeners.socket_paths.push(path.clone());
+            listeners.socket_files.push(file);
             let accept = StreamAcceptor {
                 listener,
                 config: config.clone(),
@@ -334,6 +373,8 @@ impl Listeners {
                 sink: sink.clone(),
                 stats: stats.clone(),
                 stop: stop.clone(),
+                open: Arc::new(AtomicUsize::new(0)),
+                refusals: Throttled::default(),
             };
             let reporter = health.register("dogstatsd:unix_stream", true);
             let thread = health::spawn_thread("kennel-dsd-stream", reporter, move || accept.run())?;
@@ -419,9 +460,40 @@ impl Drop for Listeners {
         for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
-        for path in &self.socket_paths {
-            let _ = std::fs::remove_file(path);
+        // Each removes its file if it is still the one bound (see `SocketFile`).
+        self.socket_files.clear();
+    }
+}
+
+/// A warning said at most once per [`LOG_INTERVAL`], for one thread.
+#[derive(Debug, Default)]
+struct Throttled {
+    last_said: Option<Instant>,
+    /// Times it happened since it was last said, this one included.
+    since: u64,
+}
+
+impl Throttled {
+    /// Notes that it happened at `now`; `Some(n)` when it should be said now, `n` being how
+    /// many times it happened since it was last said (this time included).
+    fn due(&mut self, now: Instant) -> Option<u64> {
+        self.since += 1;
+        match self.last_said {
+            Some(last) if now.duration_since(last) < LOG_INTERVAL => None,
+            _ => {
+                self.last_said = Some(now);
+                Some(std::mem::take(&mut self.since))
+            }
         }
+    }
+}
+
+/// The whole lines of a datagram that the kernel cut: up to and without its last newline.
+/// Nothing when it has none (its one line was cut).
+fn whole_lines(cut: &[u8]) -> &[u8] {
+    match cut.iter().rposition(|&b| b == b'\n') {
+        Some(end) => &cut[..end],
+        None => &[],
     }
 }
 
@@ -440,6 +512,7 @@ impl DatagramSocket {
         let slots = (RECEIVE_AREA / buffer_size).clamp(1, BATCH_PACKETS);
         let mut receiver = MultiReceiver::new(slots, buffer_size, self.origins.is_some());
         let pool = Arc::new(Pool::default());
+        let mut truncations = Throttled::default();
         while !stop.load(Ordering::Relaxed) {
             let received = match receiver.receive(self.fd.as_fd()) {
                 Ok(0) => continue,
@@ -456,8 +529,29 @@ impl DatagramSocket {
             // one sender.
             let mut last: Option<(u32, Origin)> = None;
             for i in 0..received {
-                let (datagram, pid) = receiver.datagram(i);
+                let Received {
+                    data: mut datagram,
+                    pid,
+                    length,
+                    truncated,
+                } = receiver.datagram(i);
                 bytes += datagram.len();
+                if truncated {
+                    stats.truncated[transport as usize].increment(1);
+                    if let Some(cut) = truncations.due(Instant::now()) {
+                        tracing::warn!(
+                            transport = transport.as_str(),
+                            length,
+                            buffer_size,
+                            cut,
+                            "DogStatsD datagrams longer than `dogstatsd_buffer_size`: their last, cut line dropped"
+                        );
+                    }
+                    datagram = whole_lines(datagram);
+                    if datagram.is_empty() {
+                        continue;
+                    }
+                }
                 let origin = match (&self.origins, pid) {
                     (Some(origins), Some(pid)) => match &last {
                         Some((last_pid, origin)) if *last_pid == pid => origin.clone(),
@@ -563,7 +657,9 @@ impl MultiReceiver {
                 fd.as_raw_fd(),
                 self.headers.as_mut_ptr(),
                 self.headers.len() as u32,
-                libc::MSG_WAITFORONE,
+                // `MSG_TRUNC` in: each header's length is the datagram's real length, even when
+                // longer than its slot (UDP, and Unix datagrams since Linux 3.4).
+                libc::MSG_WAITFORONE | libc::MSG_TRUNC,
                 std::ptr::null_mut(),
             )
         };
@@ -579,19 +675,37 @@ impl MultiReceiver {
         }
     }
 
-    /// The bytes of the `i`-th datagram of the last call, and its sender's pid when the kernel
-    /// attached it.
-    fn datagram(&self, i: usize) -> (&[u8], Option<u32>) {
+    /// The `i`-th datagram of the last call.
+    fn datagram(&self, i: usize) -> Received<'_> {
         let header = &self.headers[i];
-        let len = (header.msg_len as usize).min(self.slot_size);
+        let length = header.msg_len as usize;
+        let kept = length.min(self.slot_size);
         let start = i * self.slot_size;
         let pid = if self.control.is_empty() {
             None
         } else {
             credentials(&header.msg_hdr)
         };
-        (&self.area[start..start + len], pid)
+        Received {
+            data: &self.area[start..start + kept],
+            pid,
+            length,
+            truncated: header.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 || length > kept,
+        }
     }
+}
+
+/// One datagram as received.
+#[derive(Debug, PartialEq, Eq)]
+struct Received<'a> {
+    /// What fitted in its slot.
+    data: &'a [u8],
+    /// The sender's pid, when the kernel attached it.
+    pid: Option<u32>,
+    /// Its length as sent.
+    length: usize,
+    /// Longer than its slot, and cut.
+    truncated: bool,
 }
 
 /// The pid in a received message's `SCM_CREDENTIALS`, if it has one.
@@ -647,10 +761,22 @@ struct StreamAcceptor {
     sink: Sink,
     stats: Arc<ListenerStats>,
     stop: Arc<AtomicBool>,
+    /// Connections being served.
+    open: Arc<AtomicUsize>,
+    refusals: Throttled,
+}
+
+/// One served stream connection: the count of open ones goes down when it ends.
+struct OpenConnection(Arc<AtomicUsize>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl StreamAcceptor {
-    fn run(self) {
+    fn run(mut self) {
         while !self.stop.load(Ordering::Relaxed) {
             let stream = match self.listener.accept() {
                 Ok((stream, _)) => stream,
@@ -664,6 +790,20 @@ impl StreamAcceptor {
                     continue;
                 }
             };
+            let max = self.config.stream_max_connections;
+            if self.open.load(Ordering::Relaxed) >= max {
+                // Closed here, unread: the client sees the connection end.
+                drop(stream);
+                self.stats.refused_connections.increment(1);
+                if let Some(refused) = self.refusals.due(Instant::now()) {
+                    tracing::warn!(
+                        max,
+                        refused,
+                        "DogStatsD stream connections refused: `dogstatsd_stream_max_connections` are open"
+                    );
+                }
+                continue;
+            }
             let origin = match (
                 self.config.origin_detection,
                 rustix::net::sockopt::socket_peercred(&stream),
@@ -677,9 +817,14 @@ impl StreamAcceptor {
             };
             let (sink, stats, stop) = (self.sink.clone(), self.stats.clone(), self.stop.clone());
             let buffer_size = self.config.buffer_size;
+            self.open.fetch_add(1, Ordering::Relaxed);
+            let open = OpenConnection(self.open.clone());
             let spawned = std::thread::Builder::new()
                 .name("kennel-dsd-conn".to_owned())
-                .spawn(move || read_frames(stream, origin, buffer_size, &sink, &stats, &stop));
+                .spawn(move || {
+                    let _open = open;
+                    read_frames(stream, origin, buffer_size, &sink, &stats, &stop);
+                });
             if let Err(error) = spawned {
                 tracing::warn!(%error, "DogStatsD stream socket: cannot serve a connection");
             }
@@ -760,13 +905,26 @@ fn read_full(stream: &mut UnixStream, buffer: &mut [u8], stop: &AtomicBool) -> i
     Ok(true)
 }
 
-/// Removes a stale socket at `path` (anything else there is an error) and creates its parent.
-fn prepare_socket_path(path: &Path) -> io::Result<()> {
+/// Makes `path` ready to bind a socket of type `kind` to: creates its parent and removes a
+/// socket file that nobody serves. A served socket, or anything else at the path, is an error.
+fn prepare_socket_path(path: &Path, kind: SocketType) -> io::Result<()> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
     }
     match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path),
+        Ok(meta) if meta.file_type().is_socket() => {
+            if served(path, kind)? {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    "another process is serving this socket (another runner?): stop it, or give \
+                     this runner another path",
+                ));
+            }
+            match std::fs::remove_file(path) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            }
+        }
         Ok(_) => Err(io::Error::new(
             io::ErrorKind::AlreadyExists,
             "the path exists and is not a socket",
@@ -776,24 +934,98 @@ fn prepare_socket_path(path: &Path) -> io::Result<()> {
     }
 }
 
-fn bind_unix_datagram(path: &Path, config: &ListenerConfig) -> io::Result<UnixDatagram> {
-    prepare_socket_path(path)?;
+/// Whether a process serves the socket file at `path`, found by connecting to it without
+/// blocking: refused means nothing is bound to the file (a leftover); an answer, a full backlog
+/// (`EAGAIN`) or a live socket of another type (`EPROTOTYPE`) means something is.
+fn served(path: &Path, kind: SocketType) -> io::Result<bool> {
+    let probe = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        kind,
+        SocketFlags::NONBLOCK | SocketFlags::CLOEXEC,
+        None,
+    )?;
+    let address = SocketAddrUnix::new(path)?;
+    match rustix::net::connect(&probe, &address) {
+        Ok(()) => Ok(true),
+        Err(Errno::CONNREFUSED | Errno::NOENT) => Ok(false),
+        Err(Errno::AGAIN | Errno::PROTOTYPE) => Ok(true),
+        Err(errno) => {
+            let error = io::Error::from(errno);
+            Err(io::Error::new(
+                error.kind(),
+                format!("cannot tell whether another process serves this socket: {error}"),
+            ))
+        }
+    }
+}
+
+/// A socket file this runner bound. Dropping it removes the file only if the path still holds
+/// this one (same device and inode): what another process put there since is left alone.
+#[derive(Debug)]
+struct SocketFile {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl SocketFile {
+    /// The socket file just bound at `path`.
+    fn bound(path: &Path) -> io::Result<Self> {
+        let meta = std::fs::symlink_metadata(path)?;
+        Ok(Self {
+            path: path.to_owned(),
+            dev: meta.dev(),
+            ino: meta.ino(),
+        })
+    }
+
+    /// Whether the path still holds the file this runner bound.
+    fn still_ours(&self) -> bool {
+        std::fs::symlink_metadata(&self.path)
+            .is_ok_and(|meta| meta.dev() == self.dev && meta.ino() == self.ino)
+    }
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        if !self.still_ours() {
+            tracing::info!(
+                path = %self.path.display(),
+                "DogStatsD socket file replaced by another process: left in place"
+            );
+            return;
+        }
+        if let Err(error) = std::fs::remove_file(&self.path)
+            && error.kind() != io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %self.path.display(), %error, "cannot remove the DogStatsD socket file");
+        }
+    }
+}
+
+fn bind_unix_datagram(
+    path: &Path,
+    config: &ListenerConfig,
+) -> io::Result<(UnixDatagram, SocketFile)> {
+    prepare_socket_path(path, SocketType::DGRAM)?;
     let socket = UnixDatagram::bind(path)?;
+    let file = SocketFile::bound(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o722))?;
     if config.origin_detection {
         rustix::net::sockopt::set_socket_passcred(&socket, true)?;
     }
     socket.set_read_timeout(Some(STOP_CHECK))?;
     set_receive_buffer(&socket, config.so_rcvbuf);
-    Ok(socket)
+    Ok((socket, file))
 }
 
-fn bind_unix_stream(path: &Path) -> io::Result<UnixListener> {
-    prepare_socket_path(path)?;
+fn bind_unix_stream(path: &Path) -> io::Result<(UnixListener, SocketFile)> {
+    prepare_socket_path(path, SocketType::STREAM)?;
     let listener = UnixListener::bind(path)?;
+    let file = SocketFile::bound(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o722))?;
     listener.set_nonblocking(true)?;
-    Ok(listener)
+    Ok((listener, file))
 }
 
 /// Asks for a receive buffer of `size` bytes (0 keeps the system's), past the kernel's cap
@@ -831,14 +1063,19 @@ mod tests {
         }
         let mut receiver = MultiReceiver::new(BATCH_PACKETS, 512, true);
         assert_eq!(receiver.receive(socket.as_fd()).unwrap(), 3);
-        let got: Vec<_> = (0..3).map(|i| receiver.datagram(i)).collect();
+        let got: Vec<_> = (0..3)
+            .map(|i| {
+                let r = receiver.datagram(i);
+                (r.data, r.pid, r.truncated)
+            })
+            .collect();
         let me = Some(std::process::id());
         assert_eq!(
             got,
             [
-                (&b"a:1|c"[..], me),
-                (&b"bb:2|g"[..], me),
-                (&b"ccc:3|h"[..], me)
+                (&b"a:1|c"[..], me, false),
+                (&b"bb:2|g"[..], me, false),
+                (&b"ccc:3|h"[..], me, false)
             ]
         );
     }
@@ -851,8 +1088,134 @@ mod tests {
         assert_eq!(receiver.receive(socket.as_fd()).unwrap(), 0, "timed out");
         let sender = UnixDatagram::unbound().unwrap();
         sender.send_to(b"long.metric.name:1|c", &path).unwrap();
+        sender.send_to(b"a:1|c", &path).unwrap();
+        sender.send_to(b"b:12|c\n", &path).unwrap();
+        assert_eq!(receiver.receive(socket.as_fd()).unwrap(), 3);
+        let got: Vec<_> = (0..3).map(|i| receiver.datagram(i)).collect();
+        assert_eq!(
+            got,
+            [
+                Received {
+                    data: b"long.met",
+                    pid: None,
+                    length: 20,
+                    truncated: true
+                },
+                Received {
+                    data: b"a:1|c",
+                    pid: None,
+                    length: 5,
+                    truncated: false
+                },
+                Received {
+                    data: b"b:12|c\n",
+                    pid: None,
+                    length: 7,
+                    truncated: false
+                },
+            ],
+            "the kernel says which were cut, and their real length"
+        );
+    }
+
+    #[test]
+    fn udp_datagrams_longer_than_the_buffer_are_flagged_too() {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.set_read_timeout(Some(STOP_CHECK)).unwrap();
+        let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+        sender
+            .send_to(
+                b"x:1|c\nlong:1|c|#env:production",
+                socket.local_addr().unwrap(),
+            )
+            .unwrap();
+        let mut receiver = MultiReceiver::new(1, 16, false);
         assert_eq!(receiver.receive(socket.as_fd()).unwrap(), 1);
-        assert_eq!(receiver.datagram(0), (&b"long.met"[..], None));
+        let got = receiver.datagram(0);
+        assert_eq!(
+            (got.data, got.length, got.truncated),
+            (&b"x:1|c\nlong:1|c|#"[..], 30, true)
+        );
+        assert_eq!(whole_lines(got.data), b"x:1|c");
+    }
+
+    #[test]
+    fn a_cut_datagram_keeps_only_its_whole_lines() {
+        for (cut, kept) in [
+            (&b"a:1|c\nb:2|c\nc:3|c|#env:pr"[..], &b"a:1|c\nb:2|c"[..]),
+            (b"a:1|c\n", b"a:1|c"),
+            (b"a:1|c|#env:pr", b""),
+            (b"", b""),
+        ] {
+            assert_eq!(whole_lines(cut), kept, "{:?}", String::from_utf8_lossy(cut));
+        }
+    }
+
+    #[test]
+    fn a_repeated_warning_is_said_once_per_interval_with_how_often_it_happened() {
+        let start = Instant::now();
+        let mut throttled = Throttled::default();
+        assert_eq!(throttled.due(start), Some(1), "the first is said");
+        assert_eq!(throttled.due(start + Duration::from_secs(1)), None);
+        assert_eq!(throttled.due(start + LOG_INTERVAL / 2), None);
+        assert_eq!(
+            throttled.due(start + LOG_INTERVAL),
+            Some(3),
+            "said again with the two held back and this one"
+        );
+        assert_eq!(
+            throttled.due(start + LOG_INTERVAL + Duration::from_secs(1)),
+            None
+        );
+    }
+
+    #[test]
+    fn a_socket_file_nobody_serves_is_replaced_and_a_served_one_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for kind in [SocketType::DGRAM, SocketType::STREAM] {
+            let path = dir.path().join(format!("{kind:?}.socket"));
+            // Left behind by a process that is gone.
+            drop(UnixDatagram::bind(&path).unwrap());
+            prepare_socket_path(&path, kind).expect("a stale socket is replaced");
+            assert!(!path.exists());
+
+            let datagram = UnixDatagram::bind(&path).unwrap();
+            let error = prepare_socket_path(&path, kind).expect_err("served");
+            assert_eq!(error.kind(), io::ErrorKind::AddrInUse, "{kind:?}: {error}");
+            assert!(path.exists(), "left in place");
+            drop(datagram);
+            std::fs::remove_file(&path).unwrap();
+
+            let stream = UnixListener::bind(&path).unwrap();
+            let error = prepare_socket_path(&path, kind).expect_err("served");
+            assert_eq!(error.kind(), io::ErrorKind::AddrInUse, "{kind:?}: {error}");
+            drop(stream);
+            std::fs::remove_file(&path).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_socket_file_is_removed_on_exit_only_while_it_is_the_one_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dsd.socket");
+        let ours = UnixDatagram::bind(&path).unwrap();
+        let file = SocketFile::bound(&path).unwrap();
+        drop(file);
+        assert!(!path.exists(), "ours: removed");
+        drop(ours);
+
+        let _ours = UnixDatagram::bind(&path).unwrap();
+        let file = SocketFile::bound(&path).unwrap();
+        // Another process replaces it.
+        std::fs::remove_file(&path).unwrap();
+        let _theirs = UnixDatagram::bind(&path).unwrap();
+        let theirs = std::fs::symlink_metadata(&path).unwrap().ino();
+        drop(file);
+        assert_eq!(
+            std::fs::symlink_metadata(&path).map(|m| m.ino()).ok(),
+            Some(theirs),
+            "theirs: left in place"
+        );
     }
 
     #[test]
