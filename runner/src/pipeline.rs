@@ -200,7 +200,8 @@ impl Pipeline {
             config.check_runners,
             report_sender.clone(),
             health.register("scheduler", true),
-        );
+        )
+        .with_label_runners(&config.label_checks);
         let mut discovery = Discovery::new(discovery_config(&config), host, scheduler);
 
         // The collector: containers' cgroups and networks, and the host, every interval.
@@ -372,5 +373,6 @@ pub(crate) fn discovery_config(config: &RunnerConfig) -> DiscoveryConfig {
         env: Arc::new(EnvPolicy::new(config.ad_allowed_env_vars.clone())),
         cardinality: config.checks_tag_cardinality,
         default_timeout: config.plugins.default_timeout(),
+        labels: config.label_checks.clone(),
     }
 }

@@ -17,6 +17,27 @@
 //! `interval × 2^(failures − BACKOFF_AFTER + 1)`, capped at [`MAX_BACKOFF`], like Envoy's
 //! reload back-off for crashing plugins. One success resets it.
 //!
+//! Sharing the runners: a run holds one of the `check_runners` (each one a slot of the plugin
+//! host's instance pool) from start to end, also while it waits on the network, so whoever
+//! holds them all holds up every check. conf.d is written by the operator and takes from all
+//! of them; container labels are written by whoever starts a container, so an instance from a
+//! container's labels also takes one of its container's share (`label_checks.max_runners`, 2
+//! by default) and one of all labels' share (`label_checks.max_runners_total`, half of the
+//! runners by default), in that order, before one of all. A container whose label instances
+//! hang can thus hold 2 runners at most, all containers together half, and conf.d checks keep
+//! the other half, whatever labels ask for; among containers, a free runner goes to the one
+//! that waited longest (tokio's semaphores are fair), and each container has at most its share
+//! waiting, so one container's many instances do not queue ahead of another's. (Bounding the
+//! label `timeout` as well, see [`crate::discovery::labels`], bounds how long a runner is
+//! held.) Why two shares, and not one fair queue over every source: a fair queue decides only
+//! who gets the next free runner, and when labels' runs hold every runner for their whole
+//! timeout, conf.d waits that long anyway; a share that labels cannot take is what keeps
+//! conf.d checks on time.
+//!
+//! A run that cannot start on time is visible while it waits: each slot that passes while it
+//! waits for a runner is counted as skipped at once, with why (which share is used up), in its
+//! stats and in `runner status`, not only once it finally runs.
+//!
 //! The pipeline input is a bounded channel; a full channel makes the instance's task wait
 //! (and runs whose slot passes meanwhile are skipped and counted) rather than drop a report.
 //!
@@ -35,12 +56,13 @@ use std::time::Duration;
 use futures_util::FutureExt as _;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::aggregator::CheckSampler;
 use crate::check::{Instance, RunError, RunReport, unix_seconds};
+use crate::discovery::labels::LabelChecksConfig;
 use crate::health::Reporter;
 use crate::plugin::{Plugin, PluginHost};
 
@@ -55,12 +77,16 @@ pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(600);
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct InstanceStats {
     pub(crate) check: String,
-    pub(crate) instance_id: String,
+    pub instance_id: String,
     pub(crate) source: String,
     pub runs: u64,
     pub errors: u64,
-    /// Runs not started because the previous one was still going.
+    /// Runs not started on time: the previous one was still going, or no runner was free.
     pub skipped: u64,
+    /// Of the skipped runs, those not started because no runner was free.
+    pub skipped_waiting: u64,
+    /// Why the last skipped run was skipped.
+    pub(crate) last_skip: Option<String>,
     pub consecutive_failures: u32,
     pub(crate) last_duration_ms: f64,
     pub(crate) last_error: Option<RunError>,
@@ -103,11 +129,130 @@ impl StatsView {
     }
 }
 
+/// The runners, and the shares of them that container labels may take.
+struct Runners {
+    all: Arc<Semaphore>,
+    all_count: usize,
+    labels: Arc<Semaphore>,
+    labels_count: usize,
+    per_container: usize,
+    /// Each container's share, while it has label instances scheduled.
+    containers: HashMap<String, Arc<Semaphore>>,
+}
+
+impl Runners {
+    fn new(all: usize, labels: &LabelChecksConfig) -> Self {
+        let all = all.max(1);
+        let labels_count = labels.runners_total(all);
+        Self {
+            all: Arc::new(Semaphore::new(all)),
+            all_count: all,
+            labels: Arc::new(Semaphore::new(labels_count)),
+            labels_count,
+            per_container: labels.max_runners.max(1),
+            containers: HashMap::new(),
+        }
+    }
+
+    /// What a run of `instance` takes.
+    fn for_instance(&mut self, instance: &Instance) -> TaskRunners {
+        let label = instance.label_container.as_ref().map(|container| {
+            let per_container = self.per_container;
+            let share = self
+                .containers
+                .entry(container.clone())
+                .or_insert_with(|| Arc::new(Semaphore::new(per_container)))
+                .clone();
+            LabelShares {
+                container: share,
+                container_count: per_container,
+                labels: self.labels.clone(),
+                labels_count: self.labels_count,
+            }
+        });
+        TaskRunners {
+            all: self.all.clone(),
+            all_count: self.all_count,
+            label,
+        }
+    }
+
+    /// Forgets the shares of containers with no instance left.
+    fn prune(&mut self) {
+        self.containers
+            .retain(|_, share| Arc::strong_count(share) > 1);
+    }
+}
+
+/// The runners one instance's runs take.
+struct TaskRunners {
+    all: Arc<Semaphore>,
+    all_count: usize,
+    label: Option<LabelShares>,
+}
+
+struct LabelShares {
+    container: Arc<Semaphore>,
+    container_count: usize,
+    labels: Arc<Semaphore>,
+    labels_count: usize,
+}
+
+/// A run's runners, given back when dropped.
+struct Held {
+    _shares: Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)>,
+    _runner: OwnedSemaphorePermit,
+}
+
+impl TaskRunners {
+    /// Waits for a runner: the container's share, the labels' share, then one of all, in this
+    /// order for every instance, so no two waits can deadlock. `None` once closed.
+    async fn acquire(&self) -> Option<Held> {
+        let shares = match &self.label {
+            Some(label) => {
+                let container = label.container.clone().acquire_owned().await.ok()?;
+                let labels = label.labels.clone().acquire_owned().await.ok()?;
+                Some((container, labels))
+            }
+            None => None,
+        };
+        let runner = self.all.clone().acquire_owned().await.ok()?;
+        Some(Held {
+            _shares: shares,
+            _runner: runner,
+        })
+    }
+
+    /// Why a run waiting for a runner is waiting.
+    fn busy(&self) -> String {
+        if let Some(label) = &self.label {
+            if label.container.available_permits() == 0 {
+                return format!(
+                    "no runner free: the container's label instances hold all {} of its share \
+                     (`label_checks.max_runners`)",
+                    label.container_count
+                );
+            }
+            if label.labels.available_permits() == 0 {
+                return format!(
+                    "no runner free: instances from container labels hold all {} of their \
+                     share (`label_checks.max_runners_total`)",
+                    label.labels_count
+                );
+            }
+        }
+        format!(
+            "no runner free: all {} runners are busy (`check_runners`)",
+            self.all_count
+        )
+    }
+}
+
 /// Runs scheduled instances until shut down.
 pub struct Scheduler {
     health: Reporter,
     host: Arc<PluginHost>,
-    permits: Arc<Semaphore>,
+    runners: Runners,
     output: mpsc::Sender<RunReport>,
     stats: Stats,
     tasks: HashMap<String, JoinHandle<()>>,
@@ -125,11 +270,18 @@ impl Scheduler {
         Self {
             health,
             host,
-            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            runners: Runners::new(concurrency, &LabelChecksConfig::default()),
             output,
             stats: Arc::default(),
             tasks: HashMap::new(),
         }
+    }
+
+    /// Sets the shares of the runners that instances from container labels may take (the
+    /// defaults are `label_checks`' defaults). Call before scheduling anything.
+    pub fn with_label_runners(mut self, labels: &LabelChecksConfig) -> Self {
+        self.runners = Runners::new(self.runners.all_count, labels);
+        self
     }
 
     /// Starts running `instance` with `plugin`; an instance with the same id is replaced.
@@ -148,7 +300,7 @@ impl Scheduler {
         tracing::info!(check = %instance.check, instance = %id, source = %instance.source, interval_s = instance.interval.as_secs_f64(), "scheduled");
         let task = InstanceTask {
             host: self.host.clone(),
-            permits: self.permits.clone(),
+            runners: self.runners.for_instance(&instance),
             output: self.output.clone(),
             stats: self.stats.clone(),
             instance: Arc::new(instance),
@@ -178,6 +330,7 @@ impl Scheduler {
         match self.tasks.remove(id) {
             Some(task) => {
                 task.abort();
+                self.runners.prune();
                 tracing::info!(instance = %id, "unscheduled");
                 true
             }
@@ -214,7 +367,7 @@ fn slots_through(slot: Instant, until: Instant, interval: Duration) -> u32 {
 
 struct InstanceTask {
     host: Arc<PluginHost>,
-    permits: Arc<Semaphore>,
+    runners: TaskRunners,
     output: mpsc::Sender<RunReport>,
     stats: Stats,
     instance: Arc<Instance>,
@@ -235,12 +388,40 @@ impl InstanceTask {
         let mut failures = 0u32;
         loop {
             tokio::time::sleep_until(due).await;
-            let Ok(permit) = self.permits.clone().acquire_owned().await else {
+            if slot <= due {
+                slot += interval * slots_through(slot, due, interval);
+            }
+            // Each slot that passes while no runner is free is a skipped run, counted as it
+            // passes, so a starved instance shows as such while it waits.
+            let held = {
+                let acquire = self.runners.acquire();
+                tokio::pin!(acquire);
+                let mut said = false;
+                loop {
+                    tokio::select! {
+                        held = &mut acquire => break held,
+                        () = tokio::time::sleep_until(slot) => {
+                            slot += interval;
+                            let why = self.runners.busy();
+                            // Once per wait: the count says how long it lasted.
+                            if !std::mem::replace(&mut said, true) {
+                                tracing::warn!(check = %self.instance.check, instance = %self.instance.id, "run skipped: {why}");
+                            }
+                            self.update(|s| {
+                                s.skipped += 1;
+                                s.skipped_waiting += 1;
+                                s.last_skip = Some(why);
+                            });
+                        }
+                    }
+                }
+            };
+            let Some(held) = held else {
                 return;
             };
             // Boxed: a run's future is large, and an idle instance should not carry it.
             let mut report = Box::pin(self.host.run(&self.plugin, &self.instance)).await;
-            drop(permit);
+            drop(held);
             self.sampler.process(&mut report);
             // Only sandbox failures back off: a check that returns an error (its target is
             // down) must keep looking, so recovery is seen at the next interval.
@@ -253,9 +434,6 @@ impl InstanceTask {
             // The next slot after this run's start; the slots that passed while it was going
             // (or waiting for a runner) are skipped, and counted.
             let now = Instant::now();
-            if slot <= due {
-                slot += interval * slots_through(slot, due, interval);
-            }
             let skipped = if slot <= now {
                 let missed = slots_through(slot, now, interval);
                 slot += interval * missed;
@@ -265,7 +443,10 @@ impl InstanceTask {
             };
             if skipped > 0 {
                 tracing::warn!(check = %self.instance.check, instance = %self.instance.id, skipped, "run took longer than the interval: skipped runs");
-                self.update(|s| s.skipped += skipped);
+                self.update(|s| {
+                    s.skipped += skipped;
+                    s.last_skip = Some("the previous run was still going".to_owned());
+                });
             }
             due = slot;
             if failures >= BACKOFF_AFTER {

@@ -159,6 +159,7 @@ async fn an_instance_listed_twice_runs_once_and_goes_with_its_file() {
         env: Arc::new(EnvPolicy::new(Vec::new())),
         cardinality: Cardinality::High,
         default_timeout: Duration::from_secs(30),
+        labels: Default::default(),
     };
     let mut discovery = Discovery::new(config, host, scheduler);
     let dir = tempfile::tempdir().expect("temp dir");

@@ -43,6 +43,9 @@ pub struct Instance {
     /// The PostgreSQL server the instance names, if any (see [`crate::plugin::sql`]); an
     /// invalid one is reported when the plugin first queries it.
     pub postgres: Option<Result<PgTarget, String>>,
+    /// The container whose labels define the instance, if they do: its runs take that
+    /// container's share of the runners (see [`crate::scheduler`]).
+    pub label_container: Option<String>,
 }
 
 /// Without `config`, which may hold credentials.
@@ -57,6 +60,7 @@ impl fmt::Debug for Instance {
             .field("allowed_hosts", &self.allowed_hosts)
             .field("allowed_paths", &self.allowed_paths)
             .field("postgres", &self.postgres)
+            .field("label_container", &self.label_container)
             .finish_non_exhaustive()
     }
 }

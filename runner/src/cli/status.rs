@@ -123,11 +123,18 @@ fn status_text(status: &status::Status) -> String {
             instance_state(stats)
         );
         let _ = writeln!(out, "      Configuration Source: {}", stats.source);
+        let waiting = match stats.skipped_waiting {
+            0 => String::new(),
+            n => format!(" ({n} waiting for a runner)"),
+        };
         let _ = writeln!(
             out,
-            "      Total Runs: {}, Errors: {}, Skipped: {}",
+            "      Total Runs: {}, Errors: {}, Skipped: {}{waiting}",
             stats.runs, stats.errors, stats.skipped
         );
+        if let Some(why) = &stats.last_skip {
+            let _ = writeln!(out, "      Last Skipped Because: {why}");
+        }
         let _ = writeln!(
             out,
             "      Metric Samples: {}, Service Checks: {}, Events: {}",
@@ -233,6 +240,7 @@ fn instance_state(stats: &InstanceStats) -> &'static str {
         stats.last_warnings.is_empty(),
         stats.runs,
     ) {
+        (_, _, 0) if stats.skipped > 0 => "SKIPPED",
         (_, _, 0) => "PENDING",
         (Some(_), _, _) => "ERROR",
         (None, false, _) => "WARNING",

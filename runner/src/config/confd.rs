@@ -604,6 +604,7 @@ impl InstanceParts<'_> {
             allowed_hosts: allowed_hosts(raw, keys),
             allowed_paths: keys.allowed_paths.clone().unwrap_or_default(),
             postgres: PgTarget::from_instance(raw).transpose(),
+            label_container: None,
         }
     }
 }

@@ -107,6 +107,10 @@ pub struct RunnerConfig {
     /// Unlike the Datadog Agent, an empty list allows none: container labels are written by
     /// whoever starts a container. Defaults to none.
     pub ad_allowed_env_vars: Vec<String>,
+    /// What an instance defined by a container's labels may reach and hold (see
+    /// [`crate::discovery::labels`]): by default only the container's own addresses, no host
+    /// paths, 10 instances, a 30 s `timeout`, 2 runners per container.
+    pub label_checks: crate::discovery::labels::LabelChecksConfig,
 
     // The forwarder (see [`crate::forwarder`]), with the Datadog Agent's keys.
     /// The Datadog API key; forwarding to Datadog is on when it is set. Defaults to none.
@@ -189,6 +193,7 @@ impl Default for RunnerConfig {
             checks_tag_cardinality: Cardinality::High,
             dogstatsd_tag_cardinality: Cardinality::High,
             ad_allowed_env_vars: Vec::new(),
+            label_checks: crate::discovery::labels::LabelChecksConfig::default(),
             api_key: String::new(),
             site: "datadoghq.com".to_owned(),
             dd_url: None,
@@ -482,6 +487,7 @@ impl RunnerConfig {
         if self.check_runners == 0 {
             return Err("`check_runners` must be at least 1".to_owned());
         }
+        self.label_checks.validate()?;
         if self.plugins.memory_limit_mb == 0 || self.plugins.memory_limit_mb > 4096 {
             return Err("`plugins.memory_limit_mb` must be between 1 and 4096".to_owned());
         }

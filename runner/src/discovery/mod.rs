@@ -15,12 +15,17 @@
 //! the ids it asked for; an id runs while at least one source asks for it, so two files or two
 //! containers that resolve to the very same instance run it once.
 //!
+//! Instances from a container's labels are admitted only within [`labels`]' bounds (where
+//! they may go, what paths they may name, how many, for how long), since labels are written
+//! by whoever starts a container; the scheduler bounds the runners they hold.
+//!
 //! A broken file is reported (file and line) and its last good config keeps running until the
 //! file is fixed or removed. A template that cannot be resolved against a container (a
 //! variable with no value) is reported with the container, the check and the variable, and
 //! that instance is not scheduled; the container's other templates are. Everything reported is
 //! kept in [`Problems`], which `/status` and `runner status` show, and cleared once fixed.
 
+pub mod labels;
 pub mod template;
 pub(crate) mod watch;
 
@@ -97,6 +102,8 @@ pub struct DiscoveryConfig {
     pub cardinality: Cardinality,
     /// The deadline of instances that set no `timeout`.
     pub default_timeout: Duration,
+    /// What instances from containers' labels may reach and hold.
+    pub labels: labels::LabelChecksConfig,
 }
 
 /// Where instances come from.
@@ -411,7 +418,9 @@ pub(crate) fn resolve_container(
         env: &config.env,
     };
     let container_tags = container.tags.at(config.cardinality);
+    let mut from_labels = 0usize;
     for template in templates {
+        let from_label = !matches!(template.origin, TemplateOrigin::File(_));
         let instances = match resolver.resolve(&template, container) {
             Ok(instances) => instances,
             Err(error) => {
@@ -433,18 +442,63 @@ pub(crate) fn resolve_container(
             if !template.ignore_autodiscovery_tags {
                 merge_tags(&mut raw, &container_tags);
             }
-            let source = format!(
-                "container:{} {}[{index}]",
-                container.display(),
-                origin_text(&template.origin)
-            );
-            match confd::reserved_keys(&raw) {
-                Ok(keys) => resolved.instances.push(parts.build(source, &raw, &keys)),
-                Err(error) => resolved.problems.push(ResolveProblem {
-                    check: template.check.clone(),
-                    message: format!("{source} not scheduled: {error}"),
-                }),
+            // A label holds several checks: the source names which.
+            let source = match &template.origin {
+                TemplateOrigin::File(_) => format!(
+                    "container:{} {}[{index}]",
+                    container.display(),
+                    origin_text(&template.origin)
+                ),
+                _ => format!(
+                    "container:{} {}: {}[{index}]",
+                    container.display(),
+                    origin_text(&template.origin),
+                    template.check
+                ),
+            };
+            let mut instance = match confd::reserved_keys(&raw) {
+                Ok(keys) => parts.build(source, &raw, &keys),
+                Err(error) => {
+                    resolved.problems.push(ResolveProblem {
+                        check: template.check.clone(),
+                        message: format!("{source} not scheduled: {error}"),
+                    });
+                    continue;
+                }
+            };
+            if from_label {
+                from_labels += 1;
+                if from_labels > config.labels.max_instances {
+                    resolved.problems.push(ResolveProblem {
+                        check: template.check.clone(),
+                        message: format!(
+                            "{} not scheduled: the container's labels define more than {} \
+                             instances (`label_checks.max_instances`)",
+                            instance.source, config.labels.max_instances
+                        ),
+                    });
+                    continue;
+                }
+                match config.labels.admit(container, &mut instance) {
+                    Ok(note) => {
+                        if let Some(note) = note {
+                            resolved.problems.push(ResolveProblem {
+                                check: template.check.clone(),
+                                message: format!("{}: {note}", instance.source),
+                            });
+                        }
+                    }
+                    Err(refusal) => {
+                        resolved.problems.push(ResolveProblem {
+                            check: template.check.clone(),
+                            message: format!("{} not scheduled: {refusal}", instance.source),
+                        });
+                        continue;
+                    }
+                }
+                instance.label_container = Some(container.id.clone());
             }
+            resolved.instances.push(instance);
         }
     }
     resolved

@@ -52,20 +52,14 @@
 //! between `%%` pairs is a variable only if it looks like one (letters, digits, `_`, `.`,
 //! `-`), so `"100%% of %%port%%"` keeps its literal `%%`.
 //!
-//! Labels are outside input, written by whoever can start a container; three rules keep a
-//! container from granting itself more than its own checks:
-//! - an instance from a label may not set `allowed_paths`: that key opens host directories to
-//!   the plugin, and only the operator who writes conf.d may do so;
+//! Labels are outside input, written by whoever can start a container; two rules here keep a
+//! container from granting itself more than its own checks, and [`super::labels`] bounds
+//! where the instances they define may go (the container's own addresses, by default), what
+//! paths they may name, and what they may hold:
 //! - a check name from a label is letters, digits, `_`, `.` and `-`: the name picks the plugin
 //!   file (`<plugins>/<check>.wasm`), and a `/` would let a label load any `.wasm` file on the
 //!   host;
 //! - `%%env_*%%` reads only allowlisted variables (above).
-//!
-//! What a label can still do is point its checks where it likes: the `url` of an http_check
-//! instance is granted as it is for conf.d files, and `allowed_hosts` is honoured. A container
-//! author can thus have the runner reach any address the runner can reach (another container's
-//! service, a cloud metadata address) and see the check's result; hosts where that matters
-//! should run the runner in a network namespace that cannot reach them.
 //!
 //! A label error refuses all the container's label templates: half a set, silently, is
 //! harder to notice than none with a message. Errors name the label and what is wrong.
@@ -94,9 +88,6 @@ pub(crate) const INIT_CONFIGS_LABEL: &str = "com.datadoghq.ad.init_configs";
 pub(crate) const INSTANCES_LABEL: &str = "com.datadoghq.ad.instances";
 /// A v1 label: `true` to keep the container's tags out of the instances' tags.
 pub(crate) const IGNORE_AD_TAGS_LABEL: &str = "com.datadoghq.ad.ignore_autodiscovery_tags";
-
-/// The instance key granting directories to a plugin, refused in labels.
-const ALLOWED_PATHS_KEY: &str = "allowed_paths";
 
 /// One check's template, before resolution.
 #[derive(Debug, Clone, PartialEq)]
@@ -153,15 +144,6 @@ pub(crate) enum LabelError {
     },
     #[error("label `{label}`: check `{check}`: instance {index} is not a JSON object")]
     InstanceNotObject {
-        label: &'static str,
-        check: String,
-        index: usize,
-    },
-    #[error(
-        "label `{label}`: check `{check}`: instance {index} sets `allowed_paths`: \
-         allowed_paths can be granted only by conf.d files"
-    )]
-    AllowedPaths {
         label: &'static str,
         check: String,
         index: usize,
@@ -412,15 +394,8 @@ fn check_instance(
     index: usize,
     instance: &Value,
 ) -> Result<(), LabelError> {
-    let Value::Object(instance) = instance else {
+    if !instance.is_object() {
         return Err(LabelError::InstanceNotObject {
-            label,
-            check: check.to_owned(),
-            index,
-        });
-    };
-    if instance.contains_key(ALLOWED_PATHS_KEY) {
-        return Err(LabelError::AllowedPaths {
             label,
             check: check.to_owned(),
             index,
@@ -1135,35 +1110,6 @@ mod tests {
         assert_eq!(
             error.to_string(),
             "label `com.datadoghq.ad.checks`: check `redis`: instance 1 is not a JSON object"
-        );
-    }
-
-    #[test]
-    fn labels_cannot_grant_allowed_paths() {
-        let error = from_labels(&labels(&[(
-            CHECKS_LABEL,
-            r#"{"disk_report": {"instances": [{"allowed_paths": ["/etc"]}]}}"#,
-        )]))
-        .unwrap_err();
-        assert_eq!(
-            error.to_string(),
-            "label `com.datadoghq.ad.checks`: check `disk_report`: instance 0 sets \
-             `allowed_paths`: allowed_paths can be granted only by conf.d files"
-        );
-
-        let error = from_labels(&labels(&[
-            (CHECK_NAMES_LABEL, r#"["disk_report"]"#),
-            (INIT_CONFIGS_LABEL, r#"[{}]"#),
-            (INSTANCES_LABEL, r#"[[{}, {"allowed_paths": []}]]"#),
-        ]))
-        .unwrap_err();
-        assert_eq!(
-            error,
-            LabelError::AllowedPaths {
-                label: INSTANCES_LABEL,
-                check: "disk_report".to_owned(),
-                index: 1
-            }
         );
     }
 
