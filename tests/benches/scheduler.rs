@@ -8,12 +8,17 @@
 //! - a check that crashes at every run, at a 0.5 s interval: its first five gaps between runs,
 //!   where the back-off shows (0.5 s, 0.5 s, then 1 s, 2 s and 4 s plus the crashed run).
 //!
+//! - a 1 s `http_check` against a local server (on a thread of its own), alone and then beside
+//!   ten busy-looping instances: its reported response time and its skipped runs, over 20 runs
+//!   each.
+//!
 //! The e2e tests in `sandbox.rs` assert bounds that hold on a loaded machine; these are the
 //! figures behind them. `make bench`, or `cargo bench -p kennel-tests --bench scheduler` after
 //! `make plugins`.
 
 use std::time::Duration;
 
+use kennel_tests::http_server::{HttpServer, Reply};
 use kennel_tests::{host, instance, plugin_config};
 use runner::check::RunReport;
 use runner::config::PluginConfig;
@@ -28,8 +33,17 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    // The server the http_check measures answers on a runtime of its own, as a real one would.
+    let server_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("server runtime");
+    let server = server_runtime.block_on(HttpServer::start(|_| Reply::ok("up")));
     kennel_tests::print_load_average();
     runtime.block_on(async {
+        http_check_beside_busy_plugins(&server.url("/"), 0).await;
+        http_check_beside_busy_plugins(&server.url("/"), 10).await;
         past_the_deadline(
             "busy loop, interrupted in wasm (1 s timeout)",
             "instances:\n  - mode: loop\n    timeout: 1\n",
@@ -89,6 +103,52 @@ async fn healthy_beside_misbehaving() {
     println!(
         "1 s check beside four misbehaving ones: gaps between runs {}",
         summary(gaps)
+    );
+}
+
+/// A 1 s http_check of `url` beside `busy` instances looping for their whole 3 s timeout:
+/// prints the response times it reports and the runs it skipped.
+async fn http_check_beside_busy_plugins(url: &str, busy: usize) {
+    const RUNS: usize = 20;
+    let host = host(plugin_config());
+    let http_check = host.load("http_check").expect("http_check loads");
+    let looping = host.load("test_plugin").expect("test_plugin loads");
+    let (reports, mut inbox) = mpsc::channel(1024);
+    let mut scheduler = kennel_tests::scheduler(host, 32, reports);
+    let check = instance(
+        "http_check",
+        &format!("instances:\n  - name: bench\n    url: {url}\n    min_collection_interval: 1\n"),
+    );
+    let id = check.id.clone();
+    scheduler.schedule(check, http_check);
+    for n in 0..busy {
+        let yaml = format!(
+            "instances:\n  - mode: loop\n    min_collection_interval: 1\n    timeout: 3\n    tags: [n:{n}]\n"
+        );
+        scheduler.schedule(instance("test_plugin", &yaml), looping.clone());
+    }
+    let mut times = Vec::with_capacity(RUNS);
+    while times.len() < RUNS {
+        let report = inbox.recv().await.expect("the scheduler runs");
+        if report.instance_id != id {
+            continue;
+        }
+        let response_time = report
+            .metrics
+            .iter()
+            .find(|m| m.name == "network.http.response_time")
+            .unwrap_or_else(|| panic!("a response time: {report:#?}"));
+        times.push(Duration::from_secs_f64(response_time.value));
+    }
+    let stats = scheduler.stats().snapshot();
+    let skipped = stats
+        .iter()
+        .find(|s| s.instance_id == id)
+        .map_or(0, |s| s.skipped);
+    scheduler.shutdown().await;
+    println!(
+        "1 s http_check beside {busy} busy-looping instances: response time {}, skipped runs {skipped}",
+        summary(times)
     );
 }
 
