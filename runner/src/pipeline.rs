@@ -107,7 +107,8 @@ impl Pipeline {
         let hostname = config.resolved_hostname();
         let host = Arc::new(
             PluginHost::new(&config.plugins, hostname.clone(), config.check_runners)
-                .context("cannot start the plugin host")?,
+                .context("cannot start the plugin host")?
+                .with_telemetry(telemetry.clone()),
         );
         // The container store: followed from Docker, read by discovery and the DogStatsD
         // decoder.

@@ -61,6 +61,9 @@ pub struct InstanceStats {
     pub errors: u64,
     /// Runs not started because the previous one was still going.
     pub skipped: u64,
+    /// Log lines its runs caused past its log budget, not written.
+    #[serde(default)]
+    pub log_lines_suppressed: u64,
     pub consecutive_failures: u32,
     pub(crate) last_duration_ms: f64,
     pub(crate) last_error: Option<RunError>,
@@ -284,7 +287,11 @@ impl InstanceTask {
     }
 
     fn record(&self, report: &RunReport, failures: u32) {
+        // The error is the plugin's text (escaped and cut by the host): its line takes from the
+        // instance's log budget like the plugin's own lines.
+        let mut suppressed = 0;
         match &report.error {
+            Some(_) if !self.host.admit_log_line(&self.instance) => suppressed = 1,
             Some(error) => {
                 tracing::warn!(check = %report.check, instance = %report.instance_id, duration_ms = report.duration.as_secs_f64() * 1000.0, %error, "run failed")
             }
@@ -301,6 +308,7 @@ impl InstanceTask {
             s.metric_samples += report.metrics.len() as u64;
             s.service_checks += report.service_checks.len() as u64;
             s.events += report.events.len() as u64;
+            s.log_lines_suppressed += report.log_lines_suppressed + suppressed;
             match &report.error {
                 Some(error) => {
                     s.errors += 1;

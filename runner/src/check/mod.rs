@@ -181,6 +181,9 @@ pub struct RunReport {
     pub events: Vec<Event>,
     /// Problems that did not fail the run (e.g. a sample dropped for a non-finite value).
     pub warnings: Vec<String>,
+    /// Log lines the run caused past its instance's log budget, not written (see
+    /// [`crate::plugin::logs`]).
+    pub log_lines_suppressed: u64,
     pub error: Option<RunError>,
 }
 

@@ -276,6 +276,13 @@ pub struct PluginConfig {
     /// The most rows one SQL query hands a plugin; the rest are dropped and the result is
     /// marked truncated. Defaults to 10000.
     pub sql_row_limit: usize,
+    /// How many log lines each check instance may write a second, on average (plugin log
+    /// lines, and the warnings its runs cause); lines past it are suppressed and counted (see
+    /// [`crate::plugin::logs`]). Defaults to 10.
+    pub log_lines_per_second: f64,
+    /// How many log lines an instance may write at once before `log_lines_per_second` holds it
+    /// back. Defaults to 50.
+    pub log_lines_burst: u32,
     /// Where each instance's key-value store is kept across restarts; `null` keeps it in memory
     /// only. Defaults to `$XDG_STATE_HOME/kennel` (or `~/.local/state/kennel`).
     pub state_path: Option<PathBuf>,
@@ -291,6 +298,8 @@ impl Default for PluginConfig {
             max_items_per_run: default_max_items_per_run(),
             http_body_limit_kb: default_http_body_limit_kb(),
             sql_row_limit: default_sql_row_limit(),
+            log_lines_per_second: default_log_lines_per_second(),
+            log_lines_burst: default_log_lines_burst(),
             state_path: default_state_path(),
         }
     }
@@ -314,6 +323,14 @@ const fn default_http_body_limit_kb() -> u64 {
 
 const fn default_sql_row_limit() -> usize {
     10_000
+}
+
+const fn default_log_lines_per_second() -> f64 {
+    10.0
+}
+
+const fn default_log_lines_burst() -> u32 {
+    50
 }
 
 fn default_state_path() -> Option<PathBuf> {
@@ -493,6 +510,14 @@ impl RunnerConfig {
         }
         if self.plugins.sql_row_limit == 0 {
             return Err("`plugins.sql_row_limit` must be at least 1".to_owned());
+        }
+        if !(self.plugins.log_lines_per_second.is_finite()
+            && self.plugins.log_lines_per_second > 0.0)
+        {
+            return Err("`plugins.log_lines_per_second` must be a positive number".to_owned());
+        }
+        if self.plugins.log_lines_burst == 0 {
+            return Err("`plugins.log_lines_burst` must be at least 1".to_owned());
         }
         crate::forwarder::config::validate(self)?;
         if !(self.container_collection_interval == 0.0
