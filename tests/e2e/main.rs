@@ -14,6 +14,7 @@ mod forwarder;
 mod health;
 mod host_metrics;
 mod hostile_confd;
+mod hostile_plugins;
 mod http_check;
 mod image;
 mod live_confd;
