@@ -276,6 +276,10 @@ pub struct PluginConfig {
     /// The most rows one SQL query hands a plugin; the rest are dropped and the result is
     /// marked truncated. Defaults to 10000.
     pub sql_row_limit: usize,
+    /// The most bytes of values one SQL query's result may hold, in KiB, counted as rows
+    /// arrive and before they are decoded or handed over: a larger result fails that query
+    /// (see [`crate::plugin::sql`]). Defaults to 4096.
+    pub sql_result_limit_kb: u64,
     /// How many log lines each check instance may write a second, on average (plugin log
     /// lines, and the warnings its runs cause); lines past it are suppressed and counted (see
     /// [`crate::plugin::logs`]). Defaults to 10.
@@ -298,6 +302,7 @@ impl Default for PluginConfig {
             max_items_per_run: default_max_items_per_run(),
             http_body_limit_kb: default_http_body_limit_kb(),
             sql_row_limit: default_sql_row_limit(),
+            sql_result_limit_kb: default_sql_result_limit_kb(),
             log_lines_per_second: default_log_lines_per_second(),
             log_lines_burst: default_log_lines_burst(),
             state_path: default_state_path(),
@@ -323,6 +328,10 @@ const fn default_http_body_limit_kb() -> u64 {
 
 const fn default_sql_row_limit() -> usize {
     10_000
+}
+
+const fn default_sql_result_limit_kb() -> u64 {
+    4096
 }
 
 const fn default_log_lines_per_second() -> f64 {
@@ -510,6 +519,11 @@ impl RunnerConfig {
         }
         if self.plugins.sql_row_limit == 0 {
             return Err("`plugins.sql_row_limit` must be at least 1".to_owned());
+        }
+        if !(1..=1_048_576).contains(&self.plugins.sql_result_limit_kb) {
+            return Err(
+                "`plugins.sql_result_limit_kb` must be between 1 and 1048576 (1 GiB)".to_owned(),
+            );
         }
         if !(self.plugins.log_lines_per_second.is_finite()
             && self.plugins.log_lines_per_second > 0.0)

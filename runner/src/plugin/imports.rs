@@ -429,7 +429,13 @@ impl wit_sql::Host for RunState {
             ))),
             Some(Ok(target)) => {
                 run.sql
-                    .query(&run.instance_id, target, &statement, run.deadline)
+                    .query(
+                        &run.grant.who,
+                        &run.instance_id,
+                        target,
+                        &statement,
+                        run.deadline,
+                    )
                     .await
             }
         })

@@ -155,7 +155,10 @@ impl PluginHost {
             plugins_dir: config.path.clone(),
             loaded: Mutex::new(HashMap::new()),
             http: Arc::new(HttpClient::new(body_limit)?),
-            sql: Arc::new(SqlConnections::new(config.sql_row_limit)),
+            sql: Arc::new(SqlConnections::new(
+                config.sql_row_limit,
+                usize::try_from(config.sql_result_limit_kb)? << 10,
+            )),
             kv: KvStores::new(config.state_path.clone()),
             logs: LogBudgets::new(
                 config.log_lines_per_second,

@@ -19,6 +19,20 @@
 //!   the run's deadline. On timeout the server is asked to cancel the query and the connection
 //!   is re-made on the next query.
 //! - The password appears in no message: targets print as `postgres://user@host:port/db`.
+//! - A result is bounded in bytes, not only in rows (`plugins.sql_row_limit`): 50 rows of
+//!   10 MB once took one run to 573 MB of RSS, all of it decoded in the host before the plugin
+//!   (capped at 64 MiB) could even refuse it. Each row's size is counted as it arrives, before
+//!   it is decoded: its values' raw bytes, plus the size of a decoded value for each column so
+//!   that many small values count too. When the total passes `plugins.sql_result_limit_kb`
+//!   (4 MiB by default) the query fails with an error naming the instance and the bound, the
+//!   server is asked to cancel it, the connection is made afresh for the next query, and
+//!   nothing of the result is kept or handed over: a cut result would read as a whole one,
+//!   and a plugin can shrink its query (`LIMIT`, `left(text, n)`) once told. The other queries
+//!   of the run, and every other instance, carry on. What the host holds at most for one query
+//!   is then the bound plus the one row being read: tokio-postgres reads a whole row (one
+//!   `DataRow` message) before handing it over, so a single row larger than the bound is
+//!   still read once, then refused. Bounding that too would take a protocol-aware reader under
+//!   tokio-postgres; a server's own limit on a value is 1 GB.
 //!
 //! TLS (`ssl`): `disable`/`false` (the default), and `allow`/`prefer` (which libpq would try
 //! TLS for; here they connect in clear) use no TLS; `require`/`true` encrypts without verifying
@@ -42,6 +56,9 @@ const DEADLINE_RESERVE: Duration = Duration::from_millis(50);
 const MAX_STATEMENTS: usize = 256;
 /// Longest wait for a connection, within the run's deadline.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// What each value of a row counts toward the result's bound besides its raw bytes: what a
+/// decoded value takes in the host, so that many tiny or NULL values count too.
+const VALUE_OVERHEAD: usize = std::mem::size_of::<Value>();
 
 /// The connection settings of `target`.
 fn pg_config(target: &PgTarget, timeout: Duration) -> tokio_postgres::Config {
@@ -71,13 +88,16 @@ type Slot = Arc<tokio::sync::Mutex<Option<Connection>>>;
 /// Every instance's connection.
 pub(crate) struct SqlConnections {
     row_limit: usize,
+    /// The most bytes a result may hold (see the module docs).
+    result_limit: usize,
     slots: Mutex<HashMap<String, Slot>>,
 }
 
 impl SqlConnections {
-    pub(crate) fn new(row_limit: usize) -> Self {
+    pub(crate) fn new(row_limit: usize, result_limit: usize) -> Self {
         Self {
             row_limit,
+            result_limit,
             slots: Mutex::new(HashMap::new()),
         }
     }
@@ -91,9 +111,11 @@ impl SqlConnections {
         self.slots.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Runs `statement` for `instance_id` on `target`, finishing before `deadline`.
+    /// Runs `statement` for `instance_id` (`who` in messages) on `target`, finishing before
+    /// `deadline`.
     pub(crate) async fn query(
         &self,
+        who: &str,
         instance_id: &str,
         target: &PgTarget,
         statement: &str,
@@ -117,7 +139,7 @@ impl SqlConnections {
             let mut connection = slot.lock().await;
             match tokio::time::timeout(
                 timeout,
-                self.query_on(&mut connection, target, statement, timeout),
+                self.query_on(&mut connection, who, target, statement, timeout),
             )
             .await
             {
@@ -141,6 +163,7 @@ impl SqlConnections {
     async fn query_on(
         &self,
         connection: &mut Option<Connection>,
+        who: &str,
         target: &PgTarget,
         statement: &str,
         timeout: Duration,
@@ -154,14 +177,31 @@ impl SqlConnections {
         let Some(open) = connection.as_mut() else {
             return Err(Error::Connect(format!("no connection to {target}")));
         };
-        let outcome = run_statement(open, statement, self.row_limit).await;
-        if let Err(error) = &outcome
-            && error.as_db_error().is_none()
-        {
-            // The wire broke, not the statement: connect afresh next time.
-            *connection = None;
+        let outcome = run_statement(open, statement, self.row_limit, self.result_limit).await;
+        match outcome {
+            Ok(rows) => Ok(rows),
+            Err(Failure::TooLarge { rows }) => {
+                // The rest of the result is still coming: have the server stop sending it, and
+                // leave the connection to drain it alone.
+                if let Some(open) = connection.take() {
+                    let cancel = open.client.cancel_token();
+                    tokio::spawn(async move {
+                        let _ = cancel.cancel_query(tokio_postgres::NoTls).await;
+                    });
+                }
+                Err(Error::Query(format!(
+                    "{who}: the result passed the bound of {} KiB after {rows} rows (runner `plugins.sql_result_limit_kb`) and was dropped: select fewer or smaller rows (`LIMIT`, `left(column, n)`)",
+                    self.result_limit >> 10
+                )))
+            }
+            Err(Failure::Postgres(error)) => {
+                if error.as_db_error().is_none() {
+                    // The wire broke, not the statement: connect afresh next time.
+                    *connection = None;
+                }
+                Err(describe(target, &error))
+            }
         }
-        outcome.map_err(|error| describe(target, &error))
     }
 }
 
@@ -219,11 +259,27 @@ fn tls_connector(mode: SslMode) -> Result<tokio_postgres_rustls::MakeRustlsConne
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
+/// Why a statement gave no rows.
+enum Failure {
+    Postgres(tokio_postgres::Error),
+    /// The result passed its byte bound at the `rows`th row.
+    TooLarge {
+        rows: usize,
+    },
+}
+
+impl From<tokio_postgres::Error> for Failure {
+    fn from(error: tokio_postgres::Error) -> Self {
+        Self::Postgres(error)
+    }
+}
+
 async fn run_statement(
     connection: &mut Connection,
     statement: &str,
     row_limit: usize,
-) -> Result<Rows, tokio_postgres::Error> {
+    result_limit: usize,
+) -> Result<Rows, Failure> {
     let prepared = match connection.statements.get(statement) {
         Some(prepared) => prepared.clone(),
         None => {
@@ -252,11 +308,18 @@ async fn run_statement(
     let mut stream = std::pin::pin!(stream);
     let mut rows = Vec::new();
     let mut truncated = false;
+    let mut bytes = columns.iter().map(String::len).sum::<usize>();
     while let Some(row) = stream.next().await {
         let row = row?;
         if rows.len() == row_limit {
             truncated = true;
             break;
+        }
+        bytes = bytes.saturating_add(row_size(&row));
+        if bytes > result_limit {
+            return Err(Failure::TooLarge {
+                rows: rows.len() + 1,
+            });
         }
         rows.push(decode_row(&row));
     }
@@ -265,6 +328,34 @@ async fn run_statement(
         rows,
         truncated,
     })
+}
+
+/// What a row counts toward its result's bound: its values' raw bytes, read without decoding
+/// them, and [`VALUE_OVERHEAD`] for each.
+fn row_size(row: &tokio_postgres::Row) -> usize {
+    (0..row.len())
+        .map(|index| {
+            let raw = row.try_get::<_, RawSize>(index).map_or(0, |size| size.0);
+            raw.saturating_add(VALUE_OVERHEAD)
+        })
+        .fold(0, usize::saturating_add)
+}
+
+/// The length of a value as it came over the wire, of any type (0 for NULL).
+struct RawSize(usize);
+
+impl<'a> FromSql<'a> for RawSize {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(Self(raw.len()))
+    }
+
+    fn from_sql_null(_: &Type) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(Self(0))
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
 }
 
 fn decode_row(row: &tokio_postgres::Row) -> Vec<Value> {
