@@ -1,13 +1,15 @@
 //! Hostile plugins against a running `runner run`: what a plugin says reaches the log and
-//! `/status` as one escaped, capped piece of one line, and an instance that floods the log is
-//! held to its budget and counted while the others keep running.
+//! `/status` as one escaped, capped piece of one line, an instance that floods the log is held
+//! to its budget and counted while the others keep running, and a query whose result would not
+//! fit in the host's bound fails alone within a memory bound.
 //!
-//! The flood is first run against the same runner with the budget out of the way (a rate no
-//! plugin reaches), so the figures printed show what the budget saves and the assertions would
-//! fail without it.
+//! Each attack is first run against the same runner with the bound out of the way (a rate no
+//! plugin reaches, a result bound of 1 GiB), so the figures printed show what the bound saves
+//! and the assertions would fail without it.
 
 use std::time::{Duration, Instant};
 
+use kennel_tests::postgres::Postgres;
 use kennel_tests::runner_process::{Options, RunnerProcess};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -249,4 +251,95 @@ fn a_flooding_instance_is_held_to_its_log_budget_counted_and_others_keep_running
     });
     let steady = instance(&runner, "steady.yaml");
     assert!(steady["last_error"].is_null(), "{steady:#}");
+}
+
+/// A query whose rows each hold a text of `mib` MiB and a 1.
+fn big_rows(rows: u32, mib: u32) -> String {
+    format!("SELECT repeat('x', {mib} * 1048576), 1 FROM generate_series(1, {rows})")
+}
+
+fn postgres_check(postgres: &Postgres, custom_query: &str) -> String {
+    format!(
+        "instances:\n  -\n{}    min_collection_interval: 2\n    custom_queries:\n      - metric_prefix: kennel_test.big\n        query: \"{custom_query}\"\n        columns:\n          - {{name: payload, type: tag}}\n          - {{name: rows, type: count}}\n      - metric_prefix: kennel_test.small\n        query: \"SELECT 42\"\n        columns:\n          - {{name: answer, type: gauge}}\n",
+        postgres.instance_keys("app")
+    )
+}
+
+/// Starts a runner with the postgres check running `custom_query` beside a small query, waits
+/// for a run, and returns it with the peak RSS growth of that run in KiB.
+fn postgres_run(postgres: &Postgres, custom_query: &str, extra: &str) -> (RunnerProcess, u64) {
+    let runner = RunnerProcess::start(
+        Options {
+            extra: extra.to_owned(),
+            ..Options::default()
+        },
+        &[
+            STEADY,
+            (
+                "postgres.d/conf.yaml",
+                &postgres_check(postgres, custom_query),
+            ),
+        ],
+    );
+    runner.wait_for("the steady instance to run", WAIT, |r| {
+        runs(r, "steady.yaml") >= 1
+    });
+    // Measured from a runner that has loaded its plugins and is otherwise idle, across two
+    // runs of the postgres check.
+    runner.wait_for("the postgres check to run", WAIT, |r| {
+        runs(r, "postgres.d") >= 1
+    });
+    let baseline = runner.rss_kib();
+    runner.reset_peak_rss();
+    let first = runs(&runner, "postgres.d");
+    runner.wait_for("two more runs of the postgres check", WAIT, |r| {
+        runs(r, "postgres.d") >= first + 2
+    });
+    let growth = runner.peak_rss_kib().saturating_sub(baseline);
+    (runner, growth)
+}
+
+#[test]
+fn a_query_past_the_result_bound_fails_alone_within_a_memory_bound() {
+    let postgres = Postgres::start();
+    let query = big_rows(50, 10);
+
+    let (unbounded, unbounded_growth) =
+        postgres_run(&postgres, &query, "  sql_result_limit_kb: 1048576\n");
+    drop(unbounded);
+
+    let (runner, growth) = postgres_run(&postgres, &query, "");
+    println!(
+        "50 rows of 10 MiB: peak RSS grew {} MiB above the idle runner with a 1 GiB result bound, {} MiB with the default 4 MiB bound",
+        unbounded_growth / 1024,
+        growth / 1024
+    );
+    let postgres_instance = instance(&runner, "postgres.d");
+    let warnings = postgres_instance["last_warnings"].to_string();
+    assert!(
+        warnings.contains("postgres instance postgres:")
+            && warnings.contains("passed the bound of 4096 KiB")
+            && warnings.contains("plugins.sql_result_limit_kb"),
+        "the query fails with the bound's error, naming the check: {postgres_instance:#}"
+    );
+    // The bound, one row being read (10 MiB, in a buffer that may have doubled to 16), and
+    // what the allocator keeps of it: far below the 500 MiB of the result.
+    const BOUND_KIB: u64 = 64 * 1024;
+    assert!(
+        growth <= BOUND_KIB,
+        "the run grew the runner's peak RSS by {growth} KiB, more than {BOUND_KIB}"
+    );
+    assert!(
+        unbounded_growth > 4 * BOUND_KIB,
+        "without the bound the result is held whole: {unbounded_growth} KiB"
+    );
+    runner.wait_for("the other query's metric on /metrics", WAIT, |r| {
+        r.metrics()
+            .lines()
+            .any(|l| l.starts_with("kennel_test_small_answer") && l.ends_with(" 42"))
+    });
+    let steady_before = runs(&runner, "steady.yaml");
+    runner.wait_for("the steady instance to keep running", WAIT, |r| {
+        runs(r, "steady.yaml") >= steady_before + 3
+    });
 }
