@@ -287,8 +287,8 @@ pub struct PluginConfig {
     /// How many log lines an instance may write at once before `log_lines_per_second` holds it
     /// back. Defaults to 50.
     pub log_lines_burst: u32,
-    /// Where each instance's key-value store is kept across restarts; `null` keeps it in memory
-    /// only. Defaults to `$XDG_STATE_HOME/kennel` (or `~/.local/state/kennel`).
+    /// Where each instance's key-value store is kept across restarts, with the key instance ids
+    /// are hashed with (see [`crate::check::id`]); `null` keeps both in memory only. Defaults to `$XDG_STATE_HOME/kennel` (or `~/.local/state/kennel`).
     pub state_path: Option<PathBuf>,
 }
 
