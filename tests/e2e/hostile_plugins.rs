@@ -342,4 +342,21 @@ fn a_query_past_the_result_bound_fails_alone_within_a_memory_bound() {
     runner.wait_for("the steady instance to keep running", WAIT, |r| {
         runs(r, "steady.yaml") >= steady_before + 3
     });
+    drop(runner);
+
+    // One row of 200 MiB is refused from its first bytes, not read whole.
+    let (runner, growth) = postgres_run(&postgres, &big_rows(1, 200), "");
+    println!(
+        "one row of 200 MiB: peak RSS grew {} MiB with the default 4 MiB bound",
+        growth / 1024
+    );
+    let warnings = instance(&runner, "postgres.d")["last_warnings"].to_string();
+    assert!(
+        warnings.contains("passed the bound of 4096 KiB with one row of 2097152"),
+        "{warnings}"
+    );
+    assert!(
+        growth <= BOUND_KIB,
+        "one row grew the runner's peak RSS by {growth} KiB, more than {BOUND_KIB}"
+    );
 }

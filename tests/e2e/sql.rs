@@ -191,3 +191,16 @@ async fn a_result_past_the_byte_bound_fails_that_query_and_the_next_one_works() 
     let next = run(&host, &sql_instance(&postgres, "SELECT 2", "")).await;
     assert_eq!(values(&next), [2.0], "{next:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_instance_reaches_its_server_through_a_socket_directory() {
+    let postgres = Postgres::start();
+    let host = host(plugin_config());
+    let yaml = format!(
+        "instances:\n  - mode: sql\n    statement: SELECT 3\n    host: {}\n    port: {}\n    username: postgres\n",
+        postgres.socket_dir().display(),
+        postgres.port
+    );
+    let report = run(&host, &yaml).await;
+    assert_eq!(values(&report), [3.0], "{report:#?}");
+}

@@ -88,6 +88,11 @@ impl Postgres {
         postgres
     }
 
+    /// The directory of the server's Unix socket, where local connections are trusted.
+    pub fn socket_dir(&self) -> &Path {
+        &self.dir
+    }
+
     fn data(&self) -> String {
         self.dir.join("data").display().to_string()
     }
