@@ -104,10 +104,13 @@ impl Pipeline {
         } = self;
         let health = Health::new();
         let telemetry = Arc::new(Telemetry::new());
+        // Before any instance is built: every id of this process comes from this key.
+        crate::check::id::use_key_from(config.plugins.state_path.as_deref());
         let hostname = config.resolved_hostname();
         let host = Arc::new(
             PluginHost::new(&config.plugins, hostname.clone(), config.check_runners)
-                .context("cannot start the plugin host")?,
+                .context("cannot start the plugin host")?
+                .with_telemetry(telemetry.clone()),
         );
         // The container store: followed from Docker, read by discovery and the DogStatsD
         // decoder.

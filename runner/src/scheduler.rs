@@ -84,9 +84,14 @@ pub struct InstanceStats {
     /// Runs not started on time: the previous one was still going, or no runner was free.
     pub skipped: u64,
     /// Of the skipped runs, those not started because no runner was free.
+    #[serde(default)]
     pub skipped_waiting: u64,
     /// Why the last skipped run was skipped.
+    #[serde(default)]
     pub(crate) last_skip: Option<String>,
+    /// Log lines its runs caused past its log budget, not written.
+    #[serde(default)]
+    pub log_lines_suppressed: u64,
     pub consecutive_failures: u32,
     pub(crate) last_duration_ms: f64,
     pub(crate) last_error: Option<RunError>,
@@ -465,7 +470,11 @@ impl InstanceTask {
     }
 
     fn record(&self, report: &RunReport, failures: u32) {
+        // The error is the plugin's text (escaped and cut by the host): its line takes from the
+        // instance's log budget like the plugin's own lines.
+        let mut suppressed = 0;
         match &report.error {
+            Some(_) if !self.host.admit_log_line(&self.instance) => suppressed = 1,
             Some(error) => {
                 tracing::warn!(check = %report.check, instance = %report.instance_id, duration_ms = report.duration.as_secs_f64() * 1000.0, %error, "run failed")
             }
@@ -482,6 +491,7 @@ impl InstanceTask {
             s.metric_samples += report.metrics.len() as u64;
             s.service_checks += report.service_checks.len() as u64;
             s.events += report.events.len() as u64;
+            s.log_lines_suppressed += report.log_lines_suppressed + suppressed;
             match &report.error {
                 Some(error) => {
                     s.errors += 1;

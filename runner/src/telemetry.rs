@@ -33,6 +33,7 @@
 //! | `kennel.collector.pass_seconds` | gauge | | how long the collector's latest pass took |
 //! | `kennel.collector.containers` | gauge | | containers the latest pass read |
 //! | `kennel.collector.read_errors` | count | `reader` | readings that failed (`cgroup`, `network`, `host`), a vanished container not counted |
+//! | `kennel.plugin.log_lines_suppressed` | count | `check` | log lines a check's instances caused past their rate limit (`plugins.log_lines_per_second`), not written |
 //!
 //! `samples_dropped` reasons from the aggregator: `context_limit` (a new context past
 //! `max_contexts`), `pending_limit` (a timestamped sample, service check or event past
@@ -107,11 +108,12 @@ pub enum InternalMetric {
     CollectorPassSeconds,
     CollectorContainers,
     CollectorReadErrors,
+    PluginLogLinesSuppressed,
 }
 
 impl InternalMetric {
     #[cfg(test)]
-    pub(crate) const ALL: [Self; 29] = [
+    pub(crate) const ALL: [Self; 30] = [
         Self::AggregatorContexts,
         Self::AggregatorContextsCreated,
         Self::AggregatorContextsExpired,
@@ -141,6 +143,7 @@ impl InternalMetric {
         Self::CollectorPassSeconds,
         Self::CollectorContainers,
         Self::CollectorReadErrors,
+        Self::PluginLogLinesSuppressed,
     ];
 
     /// Name, type and tag keys.
@@ -210,6 +213,9 @@ impl InternalMetric {
             Self::CollectorPassSeconds => ("kennel.collector.pass_seconds", Gauge, &[]),
             Self::CollectorContainers => ("kennel.collector.containers", Gauge, &[]),
             Self::CollectorReadErrors => ("kennel.collector.read_errors", Counter, &["reader"]),
+            Self::PluginLogLinesSuppressed => {
+                ("kennel.plugin.log_lines_suppressed", Counter, &["check"])
+            }
         }
     }
 

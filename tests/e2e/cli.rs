@@ -519,3 +519,63 @@ fn an_environment_variable_that_does_not_fit_its_key_stops_the_start_naming_it()
         "{said}"
     );
 }
+
+/// The id `runner test-check` shows for the one instance of `check`.
+fn shown_instance_id(stdout: &str, check: &str) -> String {
+    let start = stdout
+        .find(&format!("{check} ({check}:"))
+        .unwrap_or_else(|| panic!("no instance id in:\n{stdout}"))
+        + check.len()
+        + 2;
+    stdout[start..start + check.len() + 17].to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn instance_ids_are_keyed_per_install_and_reveal_nothing_of_the_config() {
+    let config = r#"{"mode":"ok","password":"hunter2"}"#;
+    let conf = confd(&[(
+        "test_plugin.yaml",
+        "instances:\n  - mode: ok\n    password: hunter2\n",
+    )]);
+    let id_with_state = |state: std::path::PathBuf| {
+        let mut command = runner(&["test-check", "test_plugin"], conf.path());
+        command.env("XDG_STATE_HOME", state);
+        async move {
+            let out = output(command).await;
+            let stdout = text(&out.stdout);
+            assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+            shown_instance_id(&stdout, "test_plugin")
+        }
+    };
+    let install = conf.path().join("state");
+    let first = id_with_state(install.clone()).await;
+    assert_eq!(
+        id_with_state(install.clone()).await,
+        first,
+        "an install keeps its ids across starts"
+    );
+    let key = install.join("kennel/instance-id.key");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&key)
+            .unwrap_or_else(|e| panic!("{}: {e}", key.display()))
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "only the runner's user reads the key");
+    let other = id_with_state(conf.path().join("other-state")).await;
+    assert_ne!(other, first, "another install has other ids");
+
+    // What a dictionary attack on the old ids computed: the plain digest of the config.
+    let mut sha256sum = std::process::Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sha256sum runs");
+    std::io::Write::write_all(
+        sha256sum.stdin.as_mut().expect("stdin"),
+        format!("test_plugin\0{config}\0null\0").as_bytes(),
+    )
+    .expect("sha256sum reads");
+    let digest = text(&sha256sum.wait_with_output().expect("sha256sum ends").stdout);
+    let plain = format!("test_plugin:{}", &digest[..16]);
+    assert_ne!(first, plain, "the id is the config's plain digest");
+}

@@ -15,6 +15,7 @@ mod health;
 mod host_metrics;
 mod hostile_confd;
 mod hostile_labels;
+mod hostile_plugins;
 mod http_check;
 mod image;
 mod live_confd;

@@ -149,3 +149,58 @@ async fn rows_past_the_limit_are_dropped() {
     assert!(report.is_ok(), "{report:#?}");
     assert_eq!(values(&report), (1..=10).map(f64::from).collect::<Vec<_>>());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_result_past_the_byte_bound_fails_that_query_and_the_next_one_works() {
+    let postgres = Postgres::start();
+    let host = host(PluginConfig {
+        sql_result_limit_kb: 64,
+        ..plugin_config()
+    });
+    // What counts is what comes back, not what the server worked through.
+    let small = run(
+        &host,
+        &sql_instance(
+            &postgres,
+            "SELECT length(repeat('x', 10000))::int8 FROM generate_series(1, 100)",
+            "",
+        ),
+    )
+    .await;
+    assert_eq!(values(&small), [10000.0; 100], "{small:#?}");
+    // 100 rows of 10 KB: 1 MB, where 64 KiB are allowed.
+    let big = run(
+        &host,
+        &sql_instance(
+            &postgres,
+            "SELECT 1, repeat('x', 10000) FROM generate_series(1, 100)",
+            "",
+        ),
+    )
+    .await;
+    let Some(RunError::Check(message)) = &big.error else {
+        panic!("expected the bound's error: {big:#?}");
+    };
+    assert!(
+        message.contains("test_plugin instance test_plugin:")
+            && message.contains("passed the bound of 64 KiB after ")
+            && message.contains("plugins.sql_result_limit_kb"),
+        "{message}"
+    );
+    assert!(big.metrics.is_empty(), "nothing of the result: {big:#?}");
+    let next = run(&host, &sql_instance(&postgres, "SELECT 2", "")).await;
+    assert_eq!(values(&next), [2.0], "{next:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_instance_reaches_its_server_through_a_socket_directory() {
+    let postgres = Postgres::start();
+    let host = host(plugin_config());
+    let yaml = format!(
+        "instances:\n  - mode: sql\n    statement: SELECT 3\n    host: {}\n    port: {}\n    username: postgres\n",
+        postgres.socket_dir().display(),
+        postgres.port
+    );
+    let report = run(&host, &yaml).await;
+    assert_eq!(values(&report), [3.0], "{report:#?}");
+}

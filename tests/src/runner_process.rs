@@ -94,6 +94,9 @@ impl RunnerProcess {
             client: reqwest::blocking::Client::builder()
                 .no_proxy()
                 .timeout(Duration::from_secs(5))
+                // The runner closes a connection idle for 10 s (its header-read timeout): one
+                // kept longer would race that close at the next request.
+                .pool_idle_timeout(Duration::from_secs(5))
                 .build()
                 .expect("http client"),
         }

@@ -118,6 +118,7 @@ mod tests {
             service_checks: vec![],
             events: vec![],
             warnings: vec![],
+            log_lines_suppressed: 0,
             error: None,
         }
     }

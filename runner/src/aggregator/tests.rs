@@ -640,6 +640,7 @@ fn report_with(metrics: Vec<MetricSample>) -> RunReport {
         service_checks: vec![],
         events: vec![],
         warnings: vec![],
+        log_lines_suppressed: 0,
         error: None,
     }
 }

@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
+pub mod id;
 mod pg_target;
 
 pub use pg_target::PgTarget;
@@ -20,7 +21,8 @@ pub(crate) use pg_target::SslMode;
 /// One configured instance of a check, ready to run.
 #[derive(Clone, PartialEq)]
 pub struct Instance {
-    /// `<check>:<16 hex digits>`: stable across restarts while the config does not change.
+    /// `<check>:<16 hex digits>`, a keyed hash of its config (see [`id`]): stable across
+    /// restarts while the config does not change.
     pub id: String,
     pub check: String,
     /// Where it came from, for messages: `file:conf.d/http_check.d/conf.yaml[0]`.
@@ -185,6 +187,9 @@ pub struct RunReport {
     pub events: Vec<Event>,
     /// Problems that did not fail the run (e.g. a sample dropped for a non-finite value).
     pub warnings: Vec<String>,
+    /// Log lines the run caused past its instance's log budget, not written (see
+    /// [`crate::plugin::logs`]).
+    pub log_lines_suppressed: u64,
     pub error: Option<RunError>,
 }
 

@@ -164,6 +164,13 @@ fn status_text(status: &status::Status) -> String {
         for warning in &stats.last_warnings {
             let _ = writeln!(out, "      Warning: {warning}");
         }
+        if stats.log_lines_suppressed > 0 {
+            let _ = writeln!(
+                out,
+                "      Log Lines Suppressed: {} (over `plugins.log_lines_per_second`)",
+                stats.log_lines_suppressed
+            );
+        }
     }
     out
 }

@@ -139,6 +139,8 @@ pub(super) async fn test_check(args: TestCheckArgs) -> anyhow::Result<ExitCode> 
             .context("cannot tell the check's name from the --wasm path: give it as an argument")?,
         (None, None) => anyhow::bail!("name the check to run: `runner test-check <name>`"),
     };
+    // The running runner's key, so its instances have the ids (and stored state) they have there.
+    crate::check::id::use_key_from(config.plugins.state_path.as_deref());
     let instances = test_instances(&args, &name, &config).await?;
     // Run as the running runner would, but leave its key-value stores as they were.
     let host = Arc::new(

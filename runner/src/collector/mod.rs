@@ -207,6 +207,7 @@ impl Collector {
             service_checks: Vec::new(),
             events: Vec::new(),
             warnings: Vec::new(),
+            log_lines_suppressed: 0,
             error: None,
         };
         let timestamp = unix_seconds(started);

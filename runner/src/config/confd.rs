@@ -47,7 +47,6 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use crate::check::Instance;
 use crate::check::PgTarget;
@@ -588,7 +587,7 @@ impl InstanceParts<'_> {
         tags.sort();
         tags.dedup();
         Instance {
-            id: instance_id(self.check, &config, self.init_config),
+            id: crate::check::id::instance_id(self.check, &config, self.init_config),
             check: self.check.to_owned(),
             source,
             init_config: self.init_config.clone(),
@@ -627,18 +626,6 @@ fn allowed_hosts(raw: &Value, keys: &ReservedKeys) -> Vec<String> {
     hosts
 }
 
-/// `<check>:<16 hex digits>` of the check name and its resolved configuration, so an unchanged
-/// instance keeps its id (and its schedule and rate state) across reloads and restarts.
-pub(crate) fn instance_id(check: &str, config: &str, init_config: &str) -> String {
-    let mut hash = Sha256::new();
-    for part in [check, config, init_config] {
-        hash.update(part.as_bytes());
-        hash.update([0]);
-    }
-    let digest = hash.finalize();
-    format!("{check}:{}", hex::encode(&digest[..8]))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -669,14 +656,6 @@ mod tests {
         assert_eq!(instances[1].tags, ["service:api"]);
         assert!(instances[0].id.starts_with("http_check:"));
         assert_ne!(instances[0].id, instances[1].id);
-    }
-
-    #[test]
-    fn instance_id_is_stable_and_follows_config() {
-        let a = instance_id("c", r#"{"a":1}"#, "null");
-        assert_eq!(a, instance_id("c", r#"{"a":1}"#, "null"));
-        assert_ne!(a, instance_id("c", r#"{"a":2}"#, "null"));
-        assert_eq!(a.len(), "c:".len() + 16);
     }
 
     #[test]

@@ -281,8 +281,19 @@ pub struct PluginConfig {
     /// The most rows one SQL query hands a plugin; the rest are dropped and the result is
     /// marked truncated. Defaults to 10000.
     pub sql_row_limit: usize,
-    /// Where each instance's key-value store is kept across restarts; `null` keeps it in memory
-    /// only. Defaults to `$XDG_STATE_HOME/kennel` (or `~/.local/state/kennel`).
+    /// The most bytes of values one SQL query's result may hold, in KiB, counted as rows
+    /// arrive and before they are decoded or handed over: a larger result fails that query
+    /// (see [`crate::plugin::sql`]). Defaults to 4096.
+    pub sql_result_limit_kb: u64,
+    /// How many log lines each check instance may write a second, on average (plugin log
+    /// lines, and the warnings its runs cause); lines past it are suppressed and counted (see
+    /// [`crate::plugin::logs`]). Defaults to 10.
+    pub log_lines_per_second: f64,
+    /// How many log lines an instance may write at once before `log_lines_per_second` holds it
+    /// back. Defaults to 50.
+    pub log_lines_burst: u32,
+    /// Where each instance's key-value store is kept across restarts, with the key instance ids
+    /// are hashed with (see [`crate::check::id`]); `null` keeps both in memory only. Defaults to `$XDG_STATE_HOME/kennel` (or `~/.local/state/kennel`).
     pub state_path: Option<PathBuf>,
 }
 
@@ -296,6 +307,9 @@ impl Default for PluginConfig {
             max_items_per_run: default_max_items_per_run(),
             http_body_limit_kb: default_http_body_limit_kb(),
             sql_row_limit: default_sql_row_limit(),
+            sql_result_limit_kb: default_sql_result_limit_kb(),
+            log_lines_per_second: default_log_lines_per_second(),
+            log_lines_burst: default_log_lines_burst(),
             state_path: default_state_path(),
         }
     }
@@ -319,6 +333,18 @@ const fn default_http_body_limit_kb() -> u64 {
 
 const fn default_sql_row_limit() -> usize {
     10_000
+}
+
+const fn default_sql_result_limit_kb() -> u64 {
+    4096
+}
+
+const fn default_log_lines_per_second() -> f64 {
+    10.0
+}
+
+const fn default_log_lines_burst() -> u32 {
+    50
 }
 
 fn default_state_path() -> Option<PathBuf> {
@@ -499,6 +525,19 @@ impl RunnerConfig {
         }
         if self.plugins.sql_row_limit == 0 {
             return Err("`plugins.sql_row_limit` must be at least 1".to_owned());
+        }
+        if !(1..=1_048_576).contains(&self.plugins.sql_result_limit_kb) {
+            return Err(
+                "`plugins.sql_result_limit_kb` must be between 1 and 1048576 (1 GiB)".to_owned(),
+            );
+        }
+        if !(self.plugins.log_lines_per_second.is_finite()
+            && self.plugins.log_lines_per_second > 0.0)
+        {
+            return Err("`plugins.log_lines_per_second` must be a positive number".to_owned());
+        }
+        if self.plugins.log_lines_burst == 0 {
+            return Err("`plugins.log_lines_burst` must be at least 1".to_owned());
         }
         crate::forwarder::config::validate(self)?;
         if !(self.container_collection_interval == 0.0

@@ -198,6 +198,7 @@ fn report(instance_id: &str) -> RunReport {
         service_checks: Vec::new(),
         events: Vec::new(),
         warnings: Vec::new(),
+        log_lines_suppressed: 0,
         error: None,
     }
 }

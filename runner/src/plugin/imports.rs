@@ -6,9 +6,15 @@
 //! Datadog intake has anyway (names and tags 200 characters, 100 tags, event titles 100 and
 //! texts 4000 characters, messages 4 KiB). A run past a run-wide limit traps at once (a
 //! *flood*); a single bad item is dropped with a warning and the run goes on.
+//!
+//! What a plugin hands over reaches the log and `/status` only through [`RunCtx::warn`] and
+//! [`RunCtx::log_line`], which escape and cut it and hold it to the instance's log budget (see
+//! [`super::logs`]).
 
 use std::sync::Arc;
 use std::time::Instant;
+
+use tracing::Level;
 
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -18,6 +24,7 @@ use super::bindings::kennel::check::{
 };
 use super::http::{Grant, HttpClient};
 use super::kv::RunStore;
+use super::logs::{SHOWN_MAX, SharedBudget, admit_line, shown};
 use super::sql::SqlConnections;
 use crate::check::PgTarget;
 use crate::check::{self, MetricSample};
@@ -119,6 +126,8 @@ pub(crate) struct RunCtx {
     pub(crate) events: Vec<check::Event>,
     pub(crate) warnings: Vec<String>,
     pub(crate) dropped_warnings: usize,
+    /// The instance's log budget, kept across its runs.
+    pub(crate) log_budget: SharedBudget,
     pub(crate) http: Arc<HttpClient>,
     pub(crate) grant: Grant,
     pub(crate) deadline: Instant,
@@ -183,13 +192,41 @@ impl RunCtx {
         }
     }
 
+    /// Keeps a warning for the run's report and logs it; plugin text in it is escaped and cut.
     pub(crate) fn warn(&mut self, warning: String) {
         if self.warnings.len() >= MAX_WARNINGS {
             self.dropped_warnings += 1;
             return;
         }
-        tracing::warn!(check = %self.check, instance = %self.instance_id, "{warning}");
+        let warning = shown(&warning, SHOWN_MAX);
+        self.log_line(Level::WARN, &warning);
         self.warnings.push(warning);
+    }
+
+    /// Writes one line this run caused, already escaped, at `level`, within the instance's log
+    /// budget. A line the log level filters out costs nothing.
+    pub(crate) fn log_line(&mut self, level: Level, line: &str) {
+        let enabled = match level {
+            Level::TRACE => tracing::enabled!(Level::TRACE),
+            Level::DEBUG => tracing::enabled!(Level::DEBUG),
+            Level::INFO => tracing::enabled!(Level::INFO),
+            Level::WARN => tracing::enabled!(Level::WARN),
+            Level::ERROR => tracing::enabled!(Level::ERROR),
+        };
+        if !enabled {
+            return;
+        }
+        let (check, instance) = (&self.check, &self.instance_id);
+        if !admit_line(&self.log_budget, check, instance) {
+            return;
+        }
+        match level {
+            Level::TRACE => tracing::trace!(check = %check, instance = %instance, "{line}"),
+            Level::DEBUG => tracing::debug!(check = %check, instance = %instance, "{line}"),
+            Level::INFO => tracing::info!(check = %check, instance = %instance, "{line}"),
+            Level::WARN => tracing::warn!(check = %check, instance = %instance, "{line}"),
+            Level::ERROR => tracing::error!(check = %check, instance = %instance, "{line}"),
+        }
     }
 
     /// The warnings, with a last one counting those not kept.
@@ -348,27 +385,19 @@ impl wit_log::Host for RunState {
     fn log(&mut self, level: wit_log::Level, message: String) -> wasmtime::Result<()> {
         let run = &mut self.run;
         run.admit(message.len())?;
-        // One plugin line is one log line: control characters are escaped so a plugin cannot
-        // forge lines of the runner's own.
-        let message: String = truncated(message, MAX_MESSAGE_LEN).escape_debug().collect();
-        let (check, instance) = (&run.check, &run.instance_id);
-        match level {
-            wit_log::Level::Trace => {
-                tracing::trace!(check = %check, instance = %instance, "{message}")
-            }
-            wit_log::Level::Debug => {
-                tracing::debug!(check = %check, instance = %instance, "{message}")
-            }
-            wit_log::Level::Info => {
-                tracing::info!(check = %check, instance = %instance, "{message}")
-            }
+        let level = match level {
+            wit_log::Level::Trace => Level::TRACE,
+            wit_log::Level::Debug => Level::DEBUG,
+            wit_log::Level::Info => Level::INFO,
             // A check's warning is also the run's, as `self.warning()` is in a Datadog check:
             // it shows in `runner status` and `test-check`, and marks the instance WARNING.
-            wit_log::Level::Warn => run.warn(message),
-            wit_log::Level::Error => {
-                tracing::error!(check = %check, instance = %instance, "{message}")
+            wit_log::Level::Warn => {
+                run.warn(message);
+                return Ok(());
             }
-        }
+            wit_log::Level::Error => Level::ERROR,
+        };
+        run.log_line(level, &shown(&message, SHOWN_MAX));
         Ok(())
     }
 }
@@ -400,7 +429,13 @@ impl wit_sql::Host for RunState {
             ))),
             Some(Ok(target)) => {
                 run.sql
-                    .query(&run.instance_id, target, &statement, run.deadline)
+                    .query(
+                        &run.grant.who,
+                        &run.instance_id,
+                        target,
+                        &statement,
+                        run.deadline,
+                    )
                     .await
             }
         })

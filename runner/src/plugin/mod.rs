@@ -21,6 +21,8 @@
 //!   slow capability) is dropped [`HOST_CALL_GRACE`] after it;
 //! - a cap on the linear memory of the whole component (`plugins.memory_limit_mb`);
 //! - caps on what a run submits, and on each field (see [`imports`]);
+//! - what it says (log lines, errors, panic messages, names in warnings) reaches the log and
+//!   `/status` escaped, cut at 2 KiB, and within a per-instance rate of log lines (see [`logs`]);
 //! - no ambient authority: the WASI context has no environment, arguments, stdin or network,
 //!   and sees only the directories of the instance's `allowed_paths`, read-only; stdout is
 //!   discarded and stderr is kept only to explain a crash.
@@ -34,6 +36,7 @@ mod cache;
 pub mod http;
 mod imports;
 pub(crate) mod kv;
+pub(crate) mod logs;
 pub(crate) mod sql;
 mod stderr;
 
@@ -54,10 +57,12 @@ use wasmtime_wasi::WasiCtxBuilder;
 
 use crate::check::{self, Instance, RunError, RunReport};
 use crate::config::PluginConfig;
+use crate::telemetry::Telemetry;
 use cache::ComponentCache;
 use http::{Grant, HttpClient};
 use imports::{MemoryLimiter, RunCtx, RunState};
 use kv::{KvStores, RunStore};
+use logs::{LogBudgets, SHOWN_MAX, shown};
 use sql::SqlConnections;
 use stderr::StderrCapture;
 
@@ -121,6 +126,7 @@ pub struct PluginHost {
     http: Arc<HttpClient>,
     sql: Arc<SqlConnections>,
     kv: KvStores,
+    logs: LogBudgets,
     hostname: String,
     memory_limit: usize,
     max_items: u32,
@@ -149,12 +155,27 @@ impl PluginHost {
             plugins_dir: config.path.clone(),
             loaded: Mutex::new(HashMap::new()),
             http: Arc::new(HttpClient::new(body_limit)?),
-            sql: Arc::new(SqlConnections::new(config.sql_row_limit)),
+            sql: Arc::new(SqlConnections::new(
+                config.sql_row_limit,
+                usize::try_from(config.sql_result_limit_kb)? << 10,
+            )),
             kv: KvStores::new(config.state_path.clone()),
+            logs: LogBudgets::new(
+                config.log_lines_per_second,
+                config.log_lines_burst,
+                Arc::new(Telemetry::new()),
+            ),
             hostname,
             memory_limit,
             max_items: config.max_items_per_run,
         })
+    }
+
+    /// Counts what the host suppresses (plugin log lines past their budget) in `telemetry`,
+    /// the runner's own metrics; without it the counts show only in each instance's status.
+    pub fn with_telemetry(mut self, telemetry: Arc<Telemetry>) -> Self {
+        self.logs.set_telemetry(telemetry);
+        self
     }
 
     /// Reads the instances' key-value stores from disk but keeps their changes in memory: for
@@ -209,6 +230,13 @@ impl PluginHost {
     /// database connection). Its key-value store stays on disk.
     pub(crate) fn forget(&self, instance_id: &str) {
         self.sql.forget(instance_id);
+        self.logs.forget(instance_id);
+    }
+
+    /// Whether a line about `instance` may be written to the log now, within its budget of
+    /// log lines (see [`logs`]); a line refused is counted there.
+    pub(crate) fn admit_log_line(&self, instance: &Instance) -> bool {
+        self.logs.admit_line(&instance.check, &instance.id)
     }
 
     fn lock_loaded(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Plugin>>> {
@@ -222,7 +250,12 @@ impl PluginHost {
         let clock = Instant::now();
         let deadline = clock + instance.timeout;
         let stderr = StderrCapture::new(STDERR_CAP);
-        let mut store = self.store(instance, started, deadline, &stderr);
+        let log_budget = self.logs.of(&instance.check, &instance.id);
+        let suppressed_before = log_budget
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .suppressed;
+        let mut store = self.store(instance, started, deadline, &stderr, log_budget.clone());
 
         let context = wit::Context {
             check_name: instance.check.clone(),
@@ -240,7 +273,7 @@ impl PluginHost {
         let mut state = store.into_data();
         let error = match outcome {
             Ok(Ok(Ok(()))) => None,
-            Ok(Ok(Err(message))) => Some(RunError::Check(message)),
+            Ok(Ok(Err(message))) => Some(RunError::Check(shown(&message, SHOWN_MAX))),
             Ok(Err(trap)) => Some(explain(&trap, &state, instance, &stderr)),
             Err(_) => Some(RunError::Deadline(format!(
                 "did not finish within its {:.3} s deadline (instance `timeout`) and was stopped while waiting in a host call",
@@ -248,6 +281,11 @@ impl PluginHost {
             ))),
         };
         let warnings = state.run.take_warnings();
+        let log_lines_suppressed = log_budget
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .suppressed
+            - suppressed_before;
         let RunCtx {
             mut metrics,
             mut service_checks,
@@ -275,6 +313,7 @@ impl PluginHost {
             service_checks,
             events,
             warnings,
+            log_lines_suppressed,
             error,
         }
     }
@@ -286,6 +325,7 @@ impl PluginHost {
         started: SystemTime,
         deadline: Instant,
         stderr: &StderrCapture,
+        log_budget: logs::SharedBudget,
     ) -> Store<RunState> {
         let mut wasi = WasiCtxBuilder::new();
         wasi.stderr(stderr.clone());
@@ -325,6 +365,7 @@ impl PluginHost {
                 events: Vec::new(),
                 warnings,
                 dropped_warnings: 0,
+                log_budget,
                 http: self.http.clone(),
                 grant: Grant {
                     who: format!("{} instance {}", instance.check, instance.id),
@@ -425,11 +466,13 @@ fn explain(
         .lines()
         .filter(|line| !line.starts_with("note: run with `RUST_BACKTRACE"))
         .collect();
-    RunError::Crash(if output.is_empty() {
+    // The panic message is the plugin's own text.
+    let message = if output.is_empty() {
         format!("crashed: {cause}")
     } else {
         format!("crashed: {} ({cause})", output.join(" "))
-    })
+    };
+    RunError::Crash(shown(&message, SHOWN_MAX))
 }
 
 /// Advances the engine's epoch every [`EPOCH_TICK`] until dropped.

@@ -19,6 +19,24 @@
 //!   the run's deadline. On timeout the server is asked to cancel the query and the connection
 //!   is re-made on the next query.
 //! - The password appears in no message: targets print as `postgres://user@host:port/db`.
+//! - A result is bounded in bytes, not only in rows (`plugins.sql_row_limit`): 50 rows of
+//!   10 MB once took one run to 573 MB of RSS, all of it decoded in the host before the plugin
+//!   (capped at 64 MiB) could even refuse it. Each row's size is counted as it arrives, before
+//!   it is decoded: its values' raw bytes, plus the size of a decoded value for each column so
+//!   that many small values count too. When the total passes `plugins.sql_result_limit_kb`
+//!   (4 MiB by default) the query fails with an error naming the instance and the bound, the
+//!   server is asked to cancel it, the connection is made afresh for the next query, and
+//!   nothing of the result is kept or handed over: a cut result would read as a whole one,
+//!   and a plugin can shrink its query (`LIMIT`, `left(text, n)`) once told. The other queries
+//!   of the run, and every other instance, carry on. What the host holds at most for one query
+//!   is then the bound plus the one row being read: tokio-postgres reads a whole row (one
+//!   `DataRow` message) before handing it over. A single row larger than the bound (a server
+//!   allows 1 GB in one value) is refused before that: on connections without TLS, the host
+//!   opens the socket itself and reads the server's messages through [`RowGuard`], which
+//!   follows the protocol's framing and fails the connection when a row's header announces
+//!   more bytes than the bound, before they arrive. With TLS, tokio-postgres opens the socket
+//!   and encrypts in a layer the guard cannot sit under, so there a single huge row is still
+//!   read once before it is refused (missing: a guard inside the TLS stream).
 //!
 //! TLS (`ssl`): `disable`/`false` (the default), and `allow`/`prefer` (which libpq would try
 //! TLS for; here they connect in clear) use no TLS; `require`/`true` encrypts without verifying
@@ -26,10 +44,14 @@
 //! the system's roots.
 
 use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_postgres::types::{FromSql, Type};
 use tokio_postgres::{Client, Statement};
 
@@ -42,6 +64,9 @@ const DEADLINE_RESERVE: Duration = Duration::from_millis(50);
 const MAX_STATEMENTS: usize = 256;
 /// Longest wait for a connection, within the run's deadline.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// What each value of a row counts toward the result's bound besides its raw bytes: what a
+/// decoded value takes in the host, so that many tiny or NULL values count too.
+const VALUE_OVERHEAD: usize = std::mem::size_of::<Value>();
 
 /// The connection settings of `target`.
 fn pg_config(target: &PgTarget, timeout: Duration) -> tokio_postgres::Config {
@@ -64,6 +89,22 @@ struct Connection {
     /// The target it was made for: a reloaded config with another server gets a new one.
     target: PgTarget,
     statements: HashMap<String, Statement>,
+    /// The size of a row [`RowGuard`] refused, which broke the connection; 0 for none.
+    refused_row: Arc<AtomicU64>,
+}
+
+impl Connection {
+    /// Asks the server to stop the query in progress, over a connection of its own, and lets go
+    /// of this one.
+    fn cancel(self) {
+        let token = self.client.cancel_token();
+        let target = self.target;
+        tokio::spawn(async move {
+            if let Ok(wire) = open_wire(&target, CONNECT_TIMEOUT).await {
+                let _ = token.cancel_query_raw(wire, tokio_postgres::NoTls).await;
+            }
+        });
+    }
 }
 
 type Slot = Arc<tokio::sync::Mutex<Option<Connection>>>;
@@ -71,13 +112,16 @@ type Slot = Arc<tokio::sync::Mutex<Option<Connection>>>;
 /// Every instance's connection.
 pub(crate) struct SqlConnections {
     row_limit: usize,
+    /// The most bytes a result may hold (see the module docs).
+    result_limit: usize,
     slots: Mutex<HashMap<String, Slot>>,
 }
 
 impl SqlConnections {
-    pub(crate) fn new(row_limit: usize) -> Self {
+    pub(crate) fn new(row_limit: usize, result_limit: usize) -> Self {
         Self {
             row_limit,
+            result_limit,
             slots: Mutex::new(HashMap::new()),
         }
     }
@@ -91,9 +135,11 @@ impl SqlConnections {
         self.slots.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Runs `statement` for `instance_id` on `target`, finishing before `deadline`.
+    /// Runs `statement` for `instance_id` (`who` in messages) on `target`, finishing before
+    /// `deadline`.
     pub(crate) async fn query(
         &self,
+        who: &str,
         instance_id: &str,
         target: &PgTarget,
         statement: &str,
@@ -117,17 +163,14 @@ impl SqlConnections {
             let mut connection = slot.lock().await;
             match tokio::time::timeout(
                 timeout,
-                self.query_on(&mut connection, target, statement, timeout),
+                self.query_on(&mut connection, who, target, statement, timeout),
             )
             .await
             {
                 Ok(result) => result,
                 Err(_) => {
                     if let Some(open) = connection.take() {
-                        let cancel = open.client.cancel_token();
-                        tokio::spawn(async move {
-                            let _ = cancel.cancel_query(tokio_postgres::NoTls).await;
-                        });
+                        open.cancel();
                     }
                     Err(Error::Timeout(format!(
                         "no answer from {target} within {} ms",
@@ -141,6 +184,7 @@ impl SqlConnections {
     async fn query_on(
         &self,
         connection: &mut Option<Connection>,
+        who: &str,
         target: &PgTarget,
         statement: &str,
         timeout: Duration,
@@ -149,32 +193,64 @@ impl SqlConnections {
             .as_ref()
             .is_some_and(|c| !c.client.is_closed() && c.target == *target);
         if !reusable {
-            *connection = Some(connect(target, timeout.min(CONNECT_TIMEOUT)).await?);
+            *connection =
+                Some(connect(target, timeout.min(CONNECT_TIMEOUT), self.result_limit).await?);
         }
         let Some(open) = connection.as_mut() else {
             return Err(Error::Connect(format!("no connection to {target}")));
         };
-        let outcome = run_statement(open, statement, self.row_limit).await;
-        if let Err(error) = &outcome
-            && error.as_db_error().is_none()
-        {
-            // The wire broke, not the statement: connect afresh next time.
-            *connection = None;
+        let outcome = run_statement(open, statement, self.row_limit, self.result_limit).await;
+        let refused_row = open.refused_row.load(Ordering::Relaxed);
+        let outcome = match outcome {
+            Err(Failure::Postgres(_)) if refused_row > 0 => Err(Failure::TooLarge(format!(
+                "with one row of {refused_row} bytes"
+            ))),
+            other => other,
+        };
+        match outcome {
+            Ok(rows) => Ok(rows),
+            Err(Failure::TooLarge(how)) => {
+                // The rest of the result is still coming: have the server stop sending it, and
+                // leave the connection to drain it alone.
+                if let Some(open) = connection.take() {
+                    open.cancel();
+                }
+                Err(Error::Query(format!(
+                    "{who}: the result passed the bound of {} KiB {how} (runner `plugins.sql_result_limit_kb`) and was dropped: select fewer or smaller rows (`LIMIT`, `left(column, n)`)",
+                    self.result_limit >> 10
+                )))
+            }
+            Err(Failure::Postgres(error)) => {
+                if error.as_db_error().is_none() {
+                    // The wire broke, not the statement: connect afresh next time.
+                    *connection = None;
+                }
+                Err(describe(target, &error))
+            }
         }
-        outcome.map_err(|error| describe(target, &error))
     }
 }
 
-async fn connect(target: &PgTarget, timeout: Duration) -> Result<Connection, Error> {
+async fn connect(
+    target: &PgTarget,
+    timeout: Duration,
+    row_limit_bytes: usize,
+) -> Result<Connection, Error> {
     let config = pg_config(target, timeout);
     let failed =
         |error: tokio_postgres::Error| Error::Connect(format!("{target}: {}", chain(&error)));
+    let refused_row = Arc::new(AtomicU64::new(0));
     let client = match target.ssl {
         SslMode::Disable => {
-            let (client, connection) = config
-                .connect(tokio_postgres::NoTls)
+            let wire = open_wire(target, timeout)
                 .await
-                .map_err(failed)?;
+                .map_err(|e| Error::Connect(format!("{target}: {e}")))?;
+            let guarded = RowGuard::new(wire, row_limit_bytes as u64, refused_row.clone());
+            let (client, connection) =
+                tokio::time::timeout(timeout, config.connect_raw(guarded, tokio_postgres::NoTls))
+                    .await
+                    .map_err(|_| Error::Connect(format!("{target}: timed out")))?
+                    .map_err(failed)?;
             tokio::spawn(drive(connection));
             client
         }
@@ -191,7 +267,129 @@ async fn connect(target: &PgTarget, timeout: Duration) -> Result<Connection, Err
         client,
         target: target.clone(),
         statements: HashMap::new(),
+        refused_row,
     })
+}
+
+/// A socket to a server: TCP, or Unix in a socket directory.
+trait Wire: AsyncRead + AsyncWrite + Send + Unpin {}
+
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Wire for T {}
+
+/// A socket to `target`, as libpq would open it: a `host` starting with `/` is the directory of
+/// the server's Unix socket.
+async fn open_wire(target: &PgTarget, timeout: Duration) -> std::io::Result<Box<dyn Wire>> {
+    let open = async {
+        if target.host.starts_with('/') {
+            let path = std::path::Path::new(&target.host).join(format!(".s.PGSQL.{}", target.port));
+            Ok(Box::new(tokio::net::UnixStream::connect(path).await?) as Box<dyn Wire>)
+        } else {
+            let stream =
+                tokio::net::TcpStream::connect((target.host.as_str(), target.port)).await?;
+            stream.set_nodelay(true)?;
+            Ok(Box::new(stream) as Box<dyn Wire>)
+        }
+    };
+    tokio::time::timeout(timeout, open)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connection timed out"))?
+}
+
+/// What a server sends, passed on as it comes, with its framing followed (a tag byte, a
+/// 4-byte length counting itself, the body) so that a row (`D`, `DataRow`) announcing more
+/// than `limit` bytes fails the connection from its header, before its body is read.
+struct RowGuard<S> {
+    inner: S,
+    limit: u64,
+    header: [u8; 5],
+    /// Header bytes seen of the message that comes next.
+    have: usize,
+    /// Body bytes of the current message still to pass.
+    skip: u64,
+    /// Where the refused row's size is left for the query to report.
+    refused: Arc<AtomicU64>,
+}
+
+impl<S> RowGuard<S> {
+    fn new(inner: S, limit: u64, refused: Arc<AtomicU64>) -> Self {
+        Self {
+            inner,
+            limit,
+            header: [0; 5],
+            have: 0,
+            skip: 0,
+            refused,
+        }
+    }
+
+    /// Follows the framing over `bytes`; the size of a row past the limit when one starts.
+    fn follow(&mut self, mut bytes: &[u8]) -> Option<u64> {
+        while !bytes.is_empty() {
+            if self.skip > 0 {
+                let n = usize::try_from(self.skip).map_or(bytes.len(), |s| s.min(bytes.len()));
+                self.skip -= n as u64;
+                bytes = &bytes[n..];
+                continue;
+            }
+            let n = (self.header.len() - self.have).min(bytes.len());
+            self.header[self.have..self.have + n].copy_from_slice(&bytes[..n]);
+            self.have += n;
+            bytes = &bytes[n..];
+            if self.have == self.header.len() {
+                self.have = 0;
+                let [tag, length @ ..] = self.header;
+                let body = u64::from(u32::from_be_bytes(length)).saturating_sub(4);
+                if tag == b'D' && body > self.limit {
+                    return Some(body);
+                }
+                self.skip = body;
+            }
+        }
+        None
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for RowGuard<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {}
+            other => return other,
+        }
+        match this.follow(&buf.filled()[before..]) {
+            None => Poll::Ready(Ok(())),
+            Some(bytes) => {
+                this.refused.store(bytes, Ordering::Relaxed);
+                Poll::Ready(Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("a row of {bytes} bytes is larger than the result's bound"),
+                )))
+            }
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for RowGuard<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bytes: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, bytes)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
 }
 
 async fn drive<S, T>(connection: tokio_postgres::Connection<S, T>)
@@ -219,11 +417,25 @@ fn tls_connector(mode: SslMode) -> Result<tokio_postgres_rustls::MakeRustlsConne
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
+/// Why a statement gave no rows.
+enum Failure {
+    Postgres(tokio_postgres::Error),
+    /// The result passed its byte bound; how it did (`after 7 rows`).
+    TooLarge(String),
+}
+
+impl From<tokio_postgres::Error> for Failure {
+    fn from(error: tokio_postgres::Error) -> Self {
+        Self::Postgres(error)
+    }
+}
+
 async fn run_statement(
     connection: &mut Connection,
     statement: &str,
     row_limit: usize,
-) -> Result<Rows, tokio_postgres::Error> {
+    result_limit: usize,
+) -> Result<Rows, Failure> {
     let prepared = match connection.statements.get(statement) {
         Some(prepared) => prepared.clone(),
         None => {
@@ -252,11 +464,16 @@ async fn run_statement(
     let mut stream = std::pin::pin!(stream);
     let mut rows = Vec::new();
     let mut truncated = false;
+    let mut bytes = columns.iter().map(String::len).sum::<usize>();
     while let Some(row) = stream.next().await {
         let row = row?;
         if rows.len() == row_limit {
             truncated = true;
             break;
+        }
+        bytes = bytes.saturating_add(row_size(&row));
+        if bytes > result_limit {
+            return Err(Failure::TooLarge(format!("after {} rows", rows.len() + 1)));
         }
         rows.push(decode_row(&row));
     }
@@ -265,6 +482,34 @@ async fn run_statement(
         rows,
         truncated,
     })
+}
+
+/// What a row counts toward its result's bound: its values' raw bytes, read without decoding
+/// them, and [`VALUE_OVERHEAD`] for each.
+fn row_size(row: &tokio_postgres::Row) -> usize {
+    (0..row.len())
+        .map(|index| {
+            let raw = row.try_get::<_, RawSize>(index).map_or(0, |size| size.0);
+            raw.saturating_add(VALUE_OVERHEAD)
+        })
+        .fold(0, usize::saturating_add)
+}
+
+/// The length of a value as it came over the wire, of any type (0 for NULL).
+struct RawSize(usize);
+
+impl<'a> FromSql<'a> for RawSize {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(Self(raw.len()))
+    }
+
+    fn from_sql_null(_: &Type) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        Ok(Self(0))
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
 }
 
 fn decode_row(row: &tokio_postgres::Row) -> Vec<Value> {
@@ -460,6 +705,31 @@ mod tests {
             raw.extend_from_slice(&d.to_be_bytes());
         }
         raw
+    }
+
+    #[test]
+    fn the_row_guard_follows_messages_across_reads_and_refuses_a_long_row_from_its_header() {
+        let message = |tag: u8, body: usize| {
+            let mut m = vec![tag];
+            m.extend_from_slice(&u32::try_from(body + 4).unwrap().to_be_bytes());
+            m.extend(std::iter::repeat_n(b'x', body));
+            m
+        };
+        let mut wire = [message(b'T', 30), message(b'D', 100), message(b'D', 100)].concat();
+        let mut guard = RowGuard::new((), 100, Arc::default());
+        // Every split of a stream of allowed messages passes, one byte at a time too.
+        for chunk in wire
+            .chunks(1)
+            .chain(wire.chunks(7))
+            .chain(wire.chunks(1000))
+        {
+            assert_eq!(guard.follow(chunk), None);
+        }
+        assert_eq!((guard.have, guard.skip), (0, 0), "between messages");
+        // A row one byte too long is refused from its header alone.
+        wire = message(b'D', 101);
+        assert_eq!(guard.follow(&wire[..3]), None);
+        assert_eq!(guard.follow(&wire[3..5]), Some(101));
     }
 
     #[test]

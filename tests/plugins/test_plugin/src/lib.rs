@@ -1,6 +1,6 @@
 //! A check whose behaviour its instance config picks with `mode`, to test the runner's limits.
 
-use kennel_sdk::{Check, Ctx, HttpRequest, NO_TAGS, Status, export_check};
+use kennel_sdk::{Check, Ctx, HttpRequest, Level, NO_TAGS, Status, export_check};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -21,6 +21,12 @@ pub struct Config {
     /// For `read`: the file to read.
     #[serde(default)]
     file: String,
+    /// For `chatty`: how many log lines each run writes.
+    #[serde(default)]
+    lines: u32,
+    /// For `forge`: how long its error is, in bytes.
+    #[serde(default)]
+    error_bytes: usize,
 }
 
 #[derive(Deserialize)]
@@ -54,7 +60,17 @@ enum Mode {
     Sql,
     /// Reads `file` and submits its length as `test.file.bytes`.
     Read,
+    /// Tries to forge the runner's log lines: logs, names a metric and fails with text holding
+    /// newlines and escape sequences that read as lines of the runner's own, the error padded
+    /// to `error_bytes`.
+    Forge,
+    /// Writes `lines` log lines of about 1 KiB each, then submits `test.chatty.lines`.
+    Chatty,
 }
+
+/// What `forge` puts after a newline: a line as the runner would log it.
+const FORGED: &str =
+    "2026-01-01T00:00:00.000000Z ERROR runner::forwarder: FORGED-LINE all endpoints down";
 
 pub struct TestPlugin;
 
@@ -150,6 +166,26 @@ impl Check for TestPlugin {
                 let bytes = std::fs::read(&config.file)
                     .map_err(|e| format!("cannot read {}: {e}", config.file))?;
                 cx.gauge("test.file.bytes", bytes.len() as f64, NO_TAGS);
+                Ok(())
+            }
+            Mode::Forge => {
+                let forged = format!("innocent\n{FORGED}\r\n\u{1b}[2K{FORGED}");
+                cx.log(Level::Info, &forged);
+                cx.log(Level::Error, &forged);
+                cx.warn(&forged);
+                cx.gauge(&format!("test.forge\n{FORGED}"), f64::NAN, NO_TAGS);
+                let mut error = format!("failed\n{FORGED}\n");
+                while error.len() < config.error_bytes {
+                    error.push_str("padding-padding\n");
+                }
+                Err(error.into())
+            }
+            Mode::Chatty => {
+                let line = "chatty ".repeat(150);
+                for i in 0..config.lines {
+                    cx.log(Level::Info, &format!("line {i}: {line}"));
+                }
+                cx.gauge("test.chatty.lines", f64::from(config.lines), NO_TAGS);
                 Ok(())
             }
             Mode::BadValues => {
