@@ -39,7 +39,8 @@
 //! `max_contexts`), `pending_limit` (a timestamped sample, service check or event past
 //! `max_pending`), `type_conflict` (a sample whose type differs from its context's while that
 //! context has unflushed data), `invalid_value` (NaN or infinite), `stale_context` (added
-//! through a handle on a context that expired), `too_many_tags`, `unsampled_check_type` (a check
+//! through a handle on a context that expired), `too_many_tags` (more than 256 distinct tags,
+//! the sender's and those added to them), `unsampled_check_type` (a check
 //! `rate` or `monotonic_count` that skipped the check sampler).
 //!
 //! `forwarder.dropped` reasons: `queue_full` (memory full and the disk could not take the

@@ -301,7 +301,13 @@ impl Runner {
                 dogstatsd_socket: Some(socket.clone()),
                 dogstatsd_port: udp_port,
                 extra: format!(
-                    "aggregator:\n  bucket_size_seconds: 1\ndogstatsd_stream_socket: {}\n{extra}",
+                    "{}dogstatsd_stream_socket: {}\n{extra}",
+                    // One-second buckets, unless the test sets its own.
+                    if extra.contains("aggregator:") {
+                        ""
+                    } else {
+                        "aggregator:\n  bucket_size_seconds: 1\n"
+                    },
                     stream_socket.display()
                 ),
                 log: Some("warn"),
@@ -602,6 +608,36 @@ fn a_datagram_longer_than_the_buffer_loses_its_cut_line_not_a_tag() {
     assert!(
         log.contains("longer than `dogstatsd_buffer_size`"),
         "said in the log:\n{log}"
+    );
+}
+
+/// A counter incremented 7 times in a 10 s bucket is flushed as 0.7/s, and used to show as
+/// `7.000000000000001` on `/metrics`; and a line with 300 tags is dropped and counted, where it
+/// used to make a 300-tag context.
+#[test]
+fn counts_are_exact_on_metrics_and_a_line_with_too_many_tags_is_dropped_and_counted() {
+    let runner = Runner::start_with("aggregator:\n  bucket_size_seconds: 10\n");
+    let client = UnixDatagram::unbound().unwrap();
+    for _ in 0..7 {
+        client.send_to(b"exact.hits:1|c", &runner.socket).unwrap();
+    }
+    let tags: Vec<String> = (0..300).map(|i| format!("t{i}")).collect();
+    let many = format!("many.tags:1|c|#{}", tags.join(","));
+    client.send_to(many.as_bytes(), &runner.socket).unwrap();
+    let dropped = "kennel_aggregator_samples_dropped_total{reason=\"too_many_tags\"}";
+    let (samples, page) = wait::until(
+        Duration::from_secs(30),
+        || runner.samples(),
+        |(samples, _)| samples.contains_key("exact_hits_total") && samples.contains_key(dropped),
+    );
+    assert!(
+        page.lines().any(|line| line == "exact_hits_total 7"),
+        "the count is exactly 7:\n{page}"
+    );
+    assert_eq!(samples.get(dropped), Some(&1.0), "{page}");
+    assert!(
+        !page.lines().any(|line| line.starts_with("many_tags")),
+        "{page}"
     );
 }
 

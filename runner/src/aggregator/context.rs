@@ -49,6 +49,13 @@ pub(crate) struct ContextId {
     generation: u32,
 }
 
+/// The most distinct tags one context holds: a DogStatsD line's own tags plus what origin
+/// detection adds, or a check's (capped at 100 by the plugin host) plus its instance's and its
+/// container's. A sample with more is dropped and counted (`too_many_tags`): one line carrying
+/// 10,000 tags would otherwise cost a context 10,000 tags' memory and make every flush and
+/// scrape of it as long.
+pub(crate) const MAX_TAGS: usize = 256;
+
 /// The outcome of resolving a sample's context.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Resolved {
@@ -56,7 +63,7 @@ pub(super) enum Resolved {
     Created(ContextId),
     /// The context does not exist and creating it would pass the limit.
     Full,
-    /// More distinct tags than a context can hold (65,535).
+    /// More distinct tags than a context may hold ([`MAX_TAGS`]).
     TooManyTags,
 }
 
@@ -203,8 +210,12 @@ impl ContextResolver {
             scratch.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1)));
             scratch.dedup_by(|a, b| a.0 == b.0 && a.1 == b.1);
         }
-        let key = self.key(name, &scratch, host);
-        let resolved = self.find_or_create(key, name, &scratch, host, now);
+        let resolved = if scratch.len() > MAX_TAGS {
+            Resolved::TooManyTags
+        } else {
+            let key = self.key(name, &scratch, host);
+            self.find_or_create(key, name, &scratch, host, now)
+        };
         self.scratch = recycle(scratch);
         resolved
     }
@@ -243,9 +254,6 @@ impl ContextResolver {
         }
         if self.live >= self.max {
             return Resolved::Full;
-        }
-        if tags.len() > usize::from(u16::MAX) {
-            return Resolved::TooManyTags;
         }
         let entry = self.new_entry(name, tags, host, now, key, head);
         let index = match self.free.pop() {

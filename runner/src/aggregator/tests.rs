@@ -899,3 +899,32 @@ fn an_invalid_config_is_refused() {
     .expect_err("95 is not a fraction");
     assert!(error.to_string().contains("histogram_percentiles"));
 }
+
+#[test]
+fn a_sample_with_more_tags_than_a_context_holds_is_dropped_and_counted() {
+    let mut a = aggregator(AggregatorConfig::default());
+    let many: Vec<String> = (0..10_000).map(|i| format!("t{i}")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    let most = &many[..super::context::MAX_TAGS];
+    send(&mut a, "flood", &many, Value::Count(1.0), 1.0, T0);
+    send(&mut a, "fits", most, Value::Count(1.0), 1.0, T0);
+    // Repeats count once: 300 copies of one tag is one tag.
+    send(
+        &mut a,
+        "repeats",
+        &["env:a"; 300],
+        Value::Count(1.0),
+        1.0,
+        T0,
+    );
+    let flush = a.flush(T0 + 10.0);
+    assert_eq!(names(&flush), ["fits", "repeats"]);
+    assert_eq!(
+        telemetry(
+            &flush,
+            InternalMetric::AggregatorSamplesDropped,
+            Some("reason:too_many_tags")
+        ),
+        1.0
+    );
+}

@@ -95,6 +95,21 @@ struct Entry {
     updated: Instant,
 }
 
+/// The count a rate point stands for: `rate × interval`. A DogStatsD counter is flushed as
+/// its count divided by the interval, and multiplying back can miss the count by an ulp
+/// (7 increments in 10 s read back as 7.000000000000001); a product within a few ulps of a
+/// whole number is that whole number, so integer counts stay exact on the page however long
+/// they add up. A rate that is not a whole count (a check's 0.37/s) is kept as it is.
+fn count_of(rate: f64, interval: u64) -> f64 {
+    let total = rate * interval as f64;
+    let whole = total.round();
+    if (total - whole).abs() <= 4.0 * f64::EPSILON * whole.abs().max(1.0) {
+        whole
+    } else {
+        total
+    }
+}
+
 /// The latest value of every series, as scrapes see it.
 #[derive(Default)]
 pub struct Store {
@@ -114,7 +129,7 @@ impl Store {
                 match series.kind {
                     SeriesKind::Gauge => entry.value = point.value,
                     SeriesKind::Count => entry.value += point.value,
-                    SeriesKind::Rate => entry.value += point.value * series.interval as f64,
+                    SeriesKind::Rate => entry.value += count_of(point.value, series.interval),
                 }
             }
         }
@@ -451,6 +466,29 @@ mod tests {
                 value,
             }],
         }
+    }
+
+    #[test]
+    fn counts_flushed_as_rates_add_up_to_exact_whole_numbers() {
+        // What the aggregator flushes for n increments in a 10 s bucket: n / 10 per second.
+        for n in 1..=1000u32 {
+            assert_eq!(count_of(f64::from(n) / 10.0, 10), f64::from(n), "{n}");
+            assert_eq!(count_of(f64::from(n) / 15.0, 15), f64::from(n), "{n}");
+        }
+        let mut store = Store::default();
+        for _ in 0..1000 {
+            let flush = Flush {
+                series: vec![series("app.hits", &[], SeriesKind::Rate, 0.7)],
+                ..Flush::default()
+            };
+            store.update(&flush, Instant::now());
+        }
+        let total = store.series.values().next().map(|e| e.value);
+        assert_eq!(total, Some(7000.0));
+        assert!(
+            (count_of(0.037, 10) - 0.37).abs() < 1e-12,
+            "not a whole count"
+        );
     }
 
     #[test]
