@@ -142,6 +142,7 @@ impl Pipeline {
         // The aggregation loop, with the DogStatsD decoder on its thread.
         let aggregator = Aggregator::with_telemetry(config.aggregator.clone(), telemetry.clone())
             .context("invalid `aggregator` settings")?;
+        let contexts = aggregator.contexts_view();
         let decoder = Decoder::new(
             hostname.clone(),
             Origins {
@@ -261,6 +262,7 @@ impl Pipeline {
                     stats: discovery.stats(),
                     health: health.clone(),
                     forwarder: forwarder.clone(),
+                    contexts: contexts.clone(),
                     started: Instant::now(),
                 };
                 let bound = status::serve(listen, source)

@@ -18,6 +18,7 @@ use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 
+use crate::aggregator::{ContextsStatus, ContextsView};
 use crate::containers::ContainerStore;
 use crate::discovery::Problems;
 use crate::endpoint::{self, Handler, json};
@@ -46,6 +47,9 @@ pub(crate) struct Status {
     /// Each forwarder endpoint's deliveries, drops and queue; empty when nothing is forwarded.
     #[serde(default)]
     pub(crate) forwarder: Vec<EndpointStatus>,
+    /// The aggregator's contexts by pool, and the origins holding the most or refused some.
+    #[serde(default)]
+    pub(crate) contexts: ContextsStatus,
 }
 
 /// What the status API reads from the rest of the runner.
@@ -57,6 +61,7 @@ pub(crate) struct StatusSource {
     pub(crate) stats: StatsView,
     pub(crate) health: Health,
     pub(crate) forwarder: ForwarderView,
+    pub(crate) contexts: ContextsView,
     pub(crate) started: Instant,
 }
 
@@ -78,7 +83,31 @@ impl StatusSource {
             }),
             instances: self.stats.snapshot(),
             forwarder: self.forwarder.status(),
+            contexts: self.contexts(),
         }
+    }
+
+    /// The contexts' status, each origin named for people where the runner knows more than
+    /// its key: a container's name, an instance's check.
+    fn contexts(&self) -> ContextsStatus {
+        let mut contexts = self.contexts.get();
+        let instances = self.stats.snapshot();
+        for origin in &mut contexts.origins {
+            origin.name = match origin.origin.split_once(':') {
+                Some(("container", id)) => self
+                    .containers
+                    .as_ref()
+                    .and_then(|store| store.get(id))
+                    .map(|c| format!("container {} ({})", c.name, c.short_id())),
+                Some(("check", id)) => instances
+                    .iter()
+                    .find(|i| i.instance_id == id)
+                    .map(|i| format!("check {} ({})", i.check, i.source)),
+                Some(("process", pid)) => Some(format!("host process {pid}")),
+                _ => None,
+            };
+        }
+        contexts
     }
 }
 

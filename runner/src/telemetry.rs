@@ -9,6 +9,7 @@
 //! | `kennel.aggregator.contexts_expired` | count | | contexts forgotten after going idle |
 //! | `kennel.aggregator.samples` | count | `metric_type` | samples received, by type (`gauge`, `count`, `rate`, `set`, `histogram`, `timer`, `distribution`) |
 //! | `kennel.aggregator.samples_dropped` | count | `reason` | samples, service checks and events dropped (reasons below) |
+//! | `kennel.aggregator.origin_contexts_refused` | count | `origin` | new contexts refused to one origin (`check:<instance id>`, `container:<id>`, `process:<pid>`, `unidentified`, `other`): its `origin_quota` and `context_limit` drops; sent only for origins that had some since the previous flush |
 //! | `kennel.aggregator.longest_turn_seconds` | gauge | | the aggregation loop's longest turn (one input batch, or one flush) since the previous flush |
 //! | `kennel.aggregator.flushed` | count | `payload` | `series`, `sketches`, `service_checks`, `events` handed out |
 //! | `kennel.dogstatsd.datagrams` | count | `transport` | datagrams (or stream frames) read |
@@ -36,7 +37,9 @@
 //! | `kennel.plugin.log_lines_suppressed` | count | `check` | log lines a check's instances caused past their rate limit (`plugins.log_lines_per_second`), not written |
 //!
 //! `samples_dropped` reasons from the aggregator: `context_limit` (a new context past
-//! `max_contexts`), `pending_limit` (a timestamped sample, service check or event past
+//! its pool: `max_check_contexts` for checks, the rest of `max_contexts` for DogStatsD),
+//! `origin_quota` (a new context past its origin's `max_contexts_per_origin`, or past its fair
+//! share of a pool running short: see `aggregator::quota`), `pending_limit` (a timestamped sample, service check or event past
 //! `max_pending`), `type_conflict` (a sample whose type differs from its context's while that
 //! context has unflushed data), `invalid_value` (NaN or infinite), `stale_context` (added
 //! through a handle on a context that expired), `too_many_tags` (more than 256 distinct tags,
@@ -86,6 +89,7 @@ pub enum InternalMetric {
     AggregatorSamples,
     AggregatorSamplesDropped,
     AggregatorFlushed,
+    AggregatorOriginContextsRefused,
     AggregatorLongestTurn,
     DogstatsdDatagrams,
     DogstatsdBytes,
@@ -114,13 +118,14 @@ pub enum InternalMetric {
 
 impl InternalMetric {
     #[cfg(test)]
-    pub(crate) const ALL: [Self; 30] = [
+    pub(crate) const ALL: [Self; 31] = [
         Self::AggregatorContexts,
         Self::AggregatorContextsCreated,
         Self::AggregatorContextsExpired,
         Self::AggregatorSamples,
         Self::AggregatorSamplesDropped,
         Self::AggregatorFlushed,
+        Self::AggregatorOriginContextsRefused,
         Self::AggregatorLongestTurn,
         Self::DogstatsdDatagrams,
         Self::DogstatsdBytes,
@@ -159,6 +164,11 @@ impl InternalMetric {
                 ("kennel.aggregator.samples_dropped", Counter, &["reason"])
             }
             Self::AggregatorFlushed => ("kennel.aggregator.flushed", Counter, &["payload"]),
+            Self::AggregatorOriginContextsRefused => (
+                "kennel.aggregator.origin_contexts_refused",
+                Counter,
+                &["origin"],
+            ),
             Self::AggregatorLongestTurn => ("kennel.aggregator.longest_turn_seconds", Gauge, &[]),
             Self::DogstatsdDatagrams => ("kennel.dogstatsd.datagrams", Counter, &["transport"]),
             Self::DogstatsdBytes => ("kennel.dogstatsd.bytes", Counter, &["transport"]),

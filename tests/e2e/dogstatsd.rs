@@ -7,6 +7,7 @@ use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixDatagram;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -92,6 +93,7 @@ fn each_datagram_carries_its_senders_container_from_the_kernel() {
         "0::/user.slice/user-0.slice/session-1.scope\n",
         &send("b.metric:2|g"),
     );
+    let host_pid = on_host.id();
     assert!(in_container.wait().unwrap().success() && on_host.wait().unwrap().success());
 
     let got = wait_for(&received, 2);
@@ -106,7 +108,7 @@ fn each_datagram_carries_its_senders_container_from_the_kernel() {
             (
                 Transport::UnixDatagram,
                 "b.metric:2|g".to_owned(),
-                Origin::Host
+                Origin::Host(host_pid)
             ),
         ]
     );
@@ -252,6 +254,7 @@ fn datagrams_taken_in_one_receive_keep_each_senders_origin() {
         &send("from.container:1|c"),
     );
     let mut on_host = python_in_cgroup(&config.procfs, "0::/user.slice\n", &send("from.host:2|c"));
+    let host_pid = on_host.id();
     assert!(in_container.wait().unwrap().success() && on_host.wait().unwrap().success());
     release.send(()).unwrap();
 
@@ -269,7 +272,7 @@ fn datagrams_taken_in_one_receive_keep_each_senders_origin() {
                 "from.container:1|c".to_owned(),
                 Origin::Container(CONTAINER.into())
             ),
-            ("from.host:2|c".to_owned(), Origin::Host),
+            ("from.host:2|c".to_owned(), Origin::Host(host_pid)),
         ],
         "one batch, one origin per datagram"
     );
@@ -774,4 +777,113 @@ fn stream_connections_past_the_cap_are_refused_without_a_thread_each() {
         "said once per interval:\n{log}"
     );
     drop(others);
+}
+
+/// Issue 13, item 4: one process flooding unique contexts used to fill the one global context
+/// limit, so that a second sender's new metrics and a newly added check's were dropped,
+/// silently (status said OK), for minutes after the flood. Now each origin has its own quota
+/// and checks a pool of their own: the flooding process (this test) is held to its 500, its
+/// refusals are counted against it alone, on `/metrics` and in `runner status`, and a second
+/// sender (the `datadog` Python client) and a check added during the flood flow as usual.
+#[test]
+fn a_flooding_sender_is_held_to_its_quota_while_other_senders_and_checks_flow() {
+    let runner = Runner::start_with(
+        "aggregator:\n  bucket_size_seconds: 1\n  max_contexts: 3000\n  max_check_contexts: 1000\n  max_contexts_per_origin: 500\n",
+    );
+    let flood = UnixDatagram::unbound().unwrap();
+    let send_flood = || {
+        for batch in 0..100 {
+            let lines: Vec<String> = (0..50)
+                .map(|i| format!("flood.metric:1|g|#n:{}", batch * 50 + i))
+                .collect();
+            flood
+                .send_to(lines.join("\n").as_bytes(), &runner.socket)
+                .unwrap();
+        }
+    };
+    send_flood();
+    runner.process.write_confd(
+        "test_plugin.d/ok.yaml",
+        "instances:\n  - mode: ok\n    min_collection_interval: 1\n",
+    );
+    let quiet = format!(
+        "DogStatsd(socket_path={:?})",
+        runner.socket.display().to_string()
+    );
+    let ours = format!("origin=\"process:{}\"", std::process::id());
+    let refused = format!("kennel_aggregator_origin_contexts_refused_total{{{ours}}}");
+    let (samples, page) = wait::until(
+        Duration::from_secs(30),
+        || {
+            // The flood goes on, and so does the second sender.
+            send_flood();
+            let status = Command::new("python3")
+                .arg("-c")
+                .arg(format!(
+                    "from datadog.dogstatsd import DogStatsd\nclient = {quiet}\n\
+                     client.gauge('second.sender', 1, tags=['who:python'])\nclient.flush()\n"
+                ))
+                .status()
+                .expect("python3 runs");
+            assert!(status.success(), "the datadog client runs");
+            runner.samples()
+        },
+        |(samples, _)| {
+            samples.contains_key("second_sender{who=\"python\"}")
+                && samples.keys().any(|k| k.starts_with("test_ok{"))
+                && samples.contains_key(&refused)
+        },
+    );
+    let flood_series = page
+        .lines()
+        .filter(|l| l.starts_with("flood_metric{"))
+        .count();
+    assert_eq!(flood_series, 500, "the flood holds its quota, no more");
+    assert!(samples[&refused] > 0.0, "{page}");
+    assert_eq!(
+        samples.get("kennel_aggregator_samples_dropped_total{reason=\"context_limit\"}"),
+        Some(&0.0),
+        "no pool ran out: {page}"
+    );
+
+    let status = runner.process.status();
+    let origins = status["contexts"]["origins"].as_array().unwrap();
+    let origin = |key: &str| origins.iter().find(|o| o["origin"] == key).cloned();
+    let us = origin(&format!("process:{}", std::process::id())).expect("the flood is listed");
+    assert_eq!(us["contexts"], 500);
+    assert!(us["refused"].as_u64().unwrap() > 0);
+    assert!(
+        origins.iter().any(|o| o["pool"] == "dogstatsd"
+            && o["origin"] != us["origin"]
+            && o["contexts"].as_u64() >= Some(1)
+            && o["refused"] == 0),
+        "the second sender has its own quota, untouched: {origins:?}"
+    );
+    assert!(
+        origins.iter().any(|o| o["pool"] == "checks"
+            && o["name"]
+                .as_str()
+                .is_some_and(|n| n.contains("test_plugin"))
+            && o["refused"] == 0),
+        "the check's results are charged to the check: {origins:?}"
+    );
+
+    let text = Command::new(kennel_tests::runner_bin())
+        .arg("status")
+        .arg("--config")
+        .arg(runner.process.config_path())
+        .output()
+        .expect("runner status runs");
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("Metric Contexts"), "{text}");
+    assert!(
+        text.lines().any(|l| l.contains(&format!(
+            "process:{} [host process {}]: 500 contexts",
+            std::process::id(),
+            std::process::id()
+        )) && l.contains("new contexts refused")),
+        "{text}"
+    );
+    let rss_mib = runner.process.rss_kib() / 1024;
+    assert!(rss_mib < 256, "the runner stays small: {rss_mib} MiB");
 }

@@ -6,10 +6,13 @@
 //! as everywhere in Kennel's own config. `histogram_percentiles` takes the Agent's strings
 //! (`["0.95"]`) as well as numbers.
 //!
-//! Two limits have no Agent equivalent and exist so that memory stays bounded whatever clients
-//! send: `max_contexts` (saluki's `dogstatsd_cached_contexts_limit`) and `max_pending`, the
-//! timestamped samples, service checks and events held until the next flush. Past either, input
-//! is dropped and counted in `kennel.aggregator.samples_dropped`.
+//! Limits with no Agent default exist so that memory stays bounded and shared fairly whatever
+//! clients send: `max_contexts` (saluki's `dogstatsd_cached_contexts_limit`), of which
+//! `max_check_contexts` are kept for check results, `max_contexts_per_origin` (one sender's or
+//! one check instance's most: the Agent's `dogstatsd_context_limiter_limit`, off there by
+//! default; see [`super::quota`]), and `max_pending`, the timestamped samples, service checks
+//! and events held until the next flush. Past any, input is dropped and counted in
+//! `kennel.aggregator.samples_dropped`.
 
 use serde::Deserialize;
 
@@ -67,6 +70,13 @@ pub struct AggregatorConfig {
     /// The most contexts held at once; a sample that would create one more is dropped.
     /// Defaults to 500000.
     pub max_contexts: usize,
+    /// The part of `max_contexts` kept for check results: DogStatsD senders share the rest, so
+    /// neither can starve the other. Defaults to 100000.
+    pub max_check_contexts: usize,
+    /// The most contexts one origin (a DogStatsD sender's container or host process, or a
+    /// check instance) may hold. Defaults to 250000, half of `max_contexts`: one large
+    /// application may use most of the DogStatsD pool while it is idle otherwise, never all.
+    pub max_contexts_per_origin: usize,
     /// The most timestamped samples, service checks and events held between two flushes;
     /// past it they are dropped. Defaults to 100000.
     pub max_pending: usize,
@@ -82,6 +92,8 @@ impl Default for AggregatorConfig {
             context_expiry_seconds: default_context_expiry_seconds(),
             counter_expiry_seconds: default_counter_expiry_seconds(),
             max_contexts: default_max_contexts(),
+            max_check_contexts: default_max_check_contexts(),
+            max_contexts_per_origin: default_max_contexts_per_origin(),
             max_pending: default_max_pending(),
         }
     }
@@ -116,6 +128,14 @@ const fn default_max_contexts() -> usize {
     500_000
 }
 
+const fn default_max_check_contexts() -> usize {
+    100_000
+}
+
+const fn default_max_contexts_per_origin() -> usize {
+    250_000
+}
+
 const fn default_max_pending() -> usize {
     100_000
 }
@@ -129,6 +149,10 @@ pub enum ConfigError {
         "aggregator: `histogram_percentiles` has {0}, which is not strictly between 0 and 1: write e.g. 0.95 for the 95th percentile"
     )]
     Percentile(f64),
+    #[error(
+        "aggregator: `max_check_contexts` ({checks}) leaves nothing of `max_contexts` ({all}) for DogStatsD: make it smaller than `max_contexts`"
+    )]
+    CheckContexts { checks: usize, all: usize },
 }
 
 impl AggregatorConfig {
@@ -143,6 +167,12 @@ impl AggregatorConfig {
             .find(|&&p| !(p > 0.0 && p < 1.0) || percent(p) == 0 || percent(p) == 100)
         {
             return Err(ConfigError::Percentile(p));
+        }
+        if self.max_check_contexts >= self.max_contexts {
+            return Err(ConfigError::CheckContexts {
+                checks: self.max_check_contexts,
+                all: self.max_contexts,
+            });
         }
         Ok(())
     }

@@ -38,6 +38,8 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
+use super::quota::{Owner, Quotas, Refused};
+
 /// The tags of a series: sorted and de-duplicated, shared by the context and its flushed series.
 pub(crate) type Tags = Arc<[Arc<str>]>;
 
@@ -61,8 +63,8 @@ pub(crate) const MAX_TAGS: usize = 256;
 pub(super) enum Resolved {
     Existing(ContextId),
     Created(ContextId),
-    /// The context does not exist and creating it would pass the limit.
-    Full,
+    /// The context does not exist and its origin may not create it (see [`super::quota`]).
+    Refused(Refused),
     /// More distinct tags than a context may hold ([`MAX_TAGS`]).
     TooManyTags,
 }
@@ -76,6 +78,8 @@ pub(super) struct Entry {
     pub(crate) tags: Tags,
     /// When a sample last resolved to this context, in Unix seconds.
     pub(crate) last_seen: i64,
+    /// The origin it is charged to, in the resolver's [`Quotas`].
+    origin: u32,
     key: u64,
     /// The next context with the same key, or [`NONE`].
     next: u32,
@@ -164,7 +168,7 @@ pub(super) struct ContextResolver {
     slots: Vec<Slot>,
     free: Vec<u32>,
     live: usize,
-    max: usize,
+    quotas: Quotas,
     interner: HashSet<Arc<str>>,
     /// Reused for every sample's tags; always empty between calls.
     scratch: Vec<(u64, &'static str)>,
@@ -173,21 +177,21 @@ pub(super) struct ContextResolver {
 }
 
 impl ContextResolver {
-    pub(crate) fn new(max: usize) -> Self {
+    pub(crate) fn new(quotas: Quotas) -> Self {
         Self::with_seed(
-            max,
+            quotas,
             std::collections::hash_map::RandomState::new().hash_one(0x6b65_6e6e_656c_u64),
         )
     }
 
-    pub(crate) fn with_seed(max: usize, seed: u64) -> Self {
+    pub(crate) fn with_seed(quotas: Quotas, seed: u64) -> Self {
         Self {
             seed,
             map: HashMap::default(),
             slots: Vec::new(),
             free: Vec::new(),
             live: 0,
-            max,
+            quotas,
             interner: HashSet::new(),
             scratch: Vec::new(),
             removed: false,
@@ -195,8 +199,16 @@ impl ContextResolver {
     }
 
     /// The context of `name`, `tags` (any order, duplicates allowed) and `host` (empty for
-    /// none), created if new and under the limit. `now` (Unix seconds) marks it as seen.
-    pub(crate) fn resolve<'a, I>(&mut self, name: &str, tags: I, host: &str, now: i64) -> Resolved
+    /// none), created if new and `owner`'s quota allows it. `now` (Unix seconds) marks it as
+    /// seen.
+    pub(crate) fn resolve<'a, I>(
+        &mut self,
+        name: &str,
+        tags: I,
+        host: &str,
+        owner: Owner<'_>,
+        now: i64,
+    ) -> Resolved
     where
         I: IntoIterator<Item = &'a str>,
     {
@@ -214,7 +226,7 @@ impl ContextResolver {
             Resolved::TooManyTags
         } else {
             let key = self.key(name, &scratch, host);
-            self.find_or_create(key, name, &scratch, host, now)
+            self.find_or_create(key, name, &scratch, host, owner, now)
         };
         self.scratch = recycle(scratch);
         resolved
@@ -236,6 +248,7 @@ impl ContextResolver {
         name: &str,
         tags: &[(u64, &str)],
         host: &str,
+        owner: Owner<'_>,
         now: i64,
     ) -> Resolved {
         let head = self.map.get(&key).copied().unwrap_or(NONE);
@@ -252,10 +265,12 @@ impl ContextResolver {
             }
             index = entry.next;
         }
-        if self.live >= self.max {
-            return Resolved::Full;
-        }
-        let entry = self.new_entry(name, tags, host, now, key, head);
+        let origin = match self.quotas.admit(owner, now) {
+            Ok(origin) => origin,
+            Err(refused) => return Resolved::Refused(refused),
+        };
+        let mut entry = self.new_entry(name, tags, host, now, key, head);
+        entry.origin = origin;
         let index = match self.free.pop() {
             Some(index) => index,
             None => {
@@ -302,6 +317,7 @@ impl ContextResolver {
             host: self.intern(host),
             tags,
             last_seen: now,
+            origin: NONE,
             key,
             next,
             hash_order,
@@ -345,8 +361,14 @@ impl ContextResolver {
         self.live
     }
 
-    /// Forgets the context in slot `index`; handles on it go stale.
-    pub(crate) fn remove(&mut self, index: usize) {
+    /// The contexts' quotas.
+    pub(crate) fn quotas(&mut self) -> &mut Quotas {
+        &mut self.quotas
+    }
+
+    /// Forgets the context in slot `index` at `now` (Unix seconds), giving it back to its
+    /// origin's quota; handles on it go stale.
+    pub(crate) fn remove(&mut self, index: usize, now: i64) {
         let Some(slot) = self.slots.get_mut(index) else {
             return;
         };
@@ -356,6 +378,7 @@ impl ContextResolver {
         slot.generation = slot.generation.wrapping_add(1);
         self.free.push(index as u32);
         self.live -= 1;
+        self.quotas.release(entry.origin, now);
         self.removed = true;
         // Unlink it from its key's chain.
         let index = index as u32;
@@ -578,11 +601,20 @@ mod tests {
 
     #[test]
     fn tag_order_and_duplicates_resolve_to_one_context() {
-        let mut r = ContextResolver::new(10);
-        let id = created(r.resolve("m", ["b:2", "a:1", "c"], "h", 0));
-        assert_eq!(existing(r.resolve("m", ["a:1", "c", "b:2"], "h", 0)), id);
+        let mut r = ContextResolver::new(Quotas::new(0, 10, usize::MAX));
+        let id = created(r.resolve("m", ["b:2", "a:1", "c"], "h", Owner::Unidentified, 0));
         assert_eq!(
-            existing(r.resolve("m", ["c", "b:2", "a:1", "c", "a:1"], "h", 0)),
+            existing(r.resolve("m", ["a:1", "c", "b:2"], "h", Owner::Unidentified, 0)),
+            id
+        );
+        assert_eq!(
+            existing(r.resolve(
+                "m",
+                ["c", "b:2", "a:1", "c", "a:1"],
+                "h",
+                Owner::Unidentified,
+                0
+            )),
             id
         );
         assert_eq!(r.len(), 1);
@@ -593,69 +625,84 @@ mod tests {
 
     #[test]
     fn name_host_and_each_tag_are_part_of_the_context() {
-        let mut r = ContextResolver::new(10);
-        created(r.resolve("m", ["a"], "h", 0));
-        created(r.resolve("m", ["a"], "", 0));
-        created(r.resolve("m", ["a"], "other", 0));
-        created(r.resolve("n", ["a"], "h", 0));
-        created(r.resolve("m", ["a", "b"], "h", 0));
-        created(r.resolve("m", [], "h", 0));
+        let mut r = ContextResolver::new(Quotas::new(0, 10, usize::MAX));
+        created(r.resolve("m", ["a"], "h", Owner::Unidentified, 0));
+        created(r.resolve("m", ["a"], "", Owner::Unidentified, 0));
+        created(r.resolve("m", ["a"], "other", Owner::Unidentified, 0));
+        created(r.resolve("n", ["a"], "h", Owner::Unidentified, 0));
+        created(r.resolve("m", ["a", "b"], "h", Owner::Unidentified, 0));
+        created(r.resolve("m", [], "h", Owner::Unidentified, 0));
         // A tag is not a name: moving a string between parts is another context.
-        created(r.resolve("a", ["m"], "h", 0));
+        created(r.resolve("a", ["m"], "h", Owner::Unidentified, 0));
         assert_eq!(r.len(), 7);
     }
 
     #[test]
     fn colliding_keys_keep_both_contexts_apart() {
-        let mut r = ContextResolver::new(10);
-        let a = created(r.resolve("a", ["x"], "", 0));
+        let mut r = ContextResolver::new(Quotas::new(0, 10, usize::MAX));
+        let a = created(r.resolve("a", ["x"], "", Owner::Unidentified, 0));
         // File "b" under a's key, as if their 64-bit keys collided.
         let key = r.get(a).expect("live").key;
         let b_tags = [(hash_str(r.seed, "y"), "y")];
-        let b = created(r.find_or_create(key, "b", &b_tags, "", 0));
+        let b = created(r.find_or_create(key, "b", &b_tags, "", Owner::Unidentified, 0));
         assert_ne!(a, b);
-        assert_eq!(existing(r.find_or_create(key, "b", &b_tags, "", 0)), b);
-        assert_eq!(existing(r.resolve("a", ["x"], "", 0)), a);
+        assert_eq!(
+            existing(r.find_or_create(key, "b", &b_tags, "", Owner::Unidentified, 0)),
+            b
+        );
+        assert_eq!(
+            existing(r.resolve("a", ["x"], "", Owner::Unidentified, 0)),
+            a
+        );
         // Removing either keeps the other reachable through the shared key.
-        r.remove(b.index as usize);
-        assert_eq!(existing(r.resolve("a", ["x"], "", 0)), a);
-        let b = created(r.find_or_create(key, "b", &b_tags, "", 0));
-        r.remove(a.index as usize);
-        assert_eq!(existing(r.find_or_create(key, "b", &b_tags, "", 0)), b);
-        r.remove(b.index as usize);
+        r.remove(b.index as usize, 0);
+        assert_eq!(
+            existing(r.resolve("a", ["x"], "", Owner::Unidentified, 0)),
+            a
+        );
+        let b = created(r.find_or_create(key, "b", &b_tags, "", Owner::Unidentified, 0));
+        r.remove(a.index as usize, 0);
+        assert_eq!(
+            existing(r.find_or_create(key, "b", &b_tags, "", Owner::Unidentified, 0)),
+            b
+        );
+        r.remove(b.index as usize, 0);
         assert!(r.map.is_empty());
     }
 
     #[test]
     fn the_limit_refuses_new_contexts_but_not_existing_ones() {
-        let mut r = ContextResolver::new(2);
-        created(r.resolve("a", [], "", 0));
-        created(r.resolve("b", [], "", 0));
-        assert_eq!(r.resolve("c", [], "", 0), Resolved::Full);
-        existing(r.resolve("a", [], "", 0));
+        let mut r = ContextResolver::new(Quotas::new(0, 2, usize::MAX));
+        created(r.resolve("a", [], "", Owner::Unidentified, 0));
+        created(r.resolve("b", [], "", Owner::Unidentified, 0));
+        assert_eq!(
+            r.resolve("c", [], "", Owner::Unidentified, 0),
+            Resolved::Refused(Refused::PoolFull)
+        );
+        existing(r.resolve("a", [], "", Owner::Unidentified, 0));
     }
 
     #[test]
     fn removed_contexts_free_their_slot_and_stale_handles_fail() {
-        let mut r = ContextResolver::new(10);
-        let a = created(r.resolve("a", ["t"], "", 0));
-        r.remove(a.index as usize);
+        let mut r = ContextResolver::new(Quotas::new(0, 10, usize::MAX));
+        let a = created(r.resolve("a", ["t"], "", Owner::Unidentified, 0));
+        r.remove(a.index as usize, 0);
         assert!(r.get(a).is_none());
         assert_eq!(r.len(), 0);
-        let b = created(r.resolve("b", ["t"], "", 0));
+        let b = created(r.resolve("b", ["t"], "", Owner::Unidentified, 0));
         assert_eq!(b.index, a.index, "the slot is reused");
         assert!(r.get(a).is_none(), "the old handle stays stale");
-        let again = created(r.resolve("a", ["t"], "", 0));
+        let again = created(r.resolve("a", ["t"], "", Owner::Unidentified, 0));
         assert_ne!(again, a);
     }
 
     #[test]
     fn unused_interned_strings_are_swept() {
-        let mut r = ContextResolver::new(10);
-        let a = created(r.resolve("a", ["shared", "only-a"], "h", 0));
-        created(r.resolve("b", ["shared"], "h", 0));
+        let mut r = ContextResolver::new(Quotas::new(0, 10, usize::MAX));
+        let a = created(r.resolve("a", ["shared", "only-a"], "h", Owner::Unidentified, 0));
+        created(r.resolve("b", ["shared"], "h", Owner::Unidentified, 0));
         assert_eq!(r.interned(), 5);
-        r.remove(a.index as usize);
+        r.remove(a.index as usize, 0);
         r.sweep();
         let mut left: Vec<String> = r.interner.iter().map(|s| s.to_string()).collect();
         left.sort();
@@ -664,23 +711,35 @@ mod tests {
 
     #[test]
     fn the_scratch_vector_is_reused_across_samples() {
-        let mut r = ContextResolver::new(10);
-        r.resolve("a", ["x", "y", "z"], "", 0);
+        let mut r = ContextResolver::new(Quotas::new(0, 10, usize::MAX));
+        r.resolve("a", ["x", "y", "z"], "", Owner::Unidentified, 0);
         let capacity = r.scratch.capacity();
         let pointer = r.scratch.as_ptr();
         assert!(capacity >= 3);
-        r.resolve("a", ["x", "y", "z"], "", 0);
+        r.resolve("a", ["x", "y", "z"], "", Owner::Unidentified, 0);
         assert_eq!(r.scratch.as_ptr(), pointer);
         assert_eq!(r.scratch.capacity(), capacity);
     }
 
     #[test]
     fn contexts_with_many_tags_resolve_like_small_ones() {
-        let mut r = ContextResolver::new(10);
+        let mut r = ContextResolver::new(Quotas::new(0, 10, usize::MAX));
         let tags: Vec<String> = (0..40).map(|i| format!("t:{i}")).collect();
-        let id = created(r.resolve("m", tags.iter().map(String::as_str), "", 0));
+        let id = created(r.resolve(
+            "m",
+            tags.iter().map(String::as_str),
+            "",
+            Owner::Unidentified,
+            0,
+        ));
         assert_eq!(
-            existing(r.resolve("m", tags.iter().rev().map(String::as_str), "", 0)),
+            existing(r.resolve(
+                "m",
+                tags.iter().rev().map(String::as_str),
+                "",
+                Owner::Unidentified,
+                0
+            )),
             id
         );
         assert_eq!(r.get(id).expect("live").tags.len(), 40);

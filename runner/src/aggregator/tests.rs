@@ -28,6 +28,7 @@ fn send(a: &mut Aggregator, name: &str, tags: &[&str], value: Value<'_>, rate: f
             sample_rate: rate,
             timestamp: None,
         },
+        Owner::Unidentified,
         now,
     );
 }
@@ -275,6 +276,7 @@ fn timestamped_gauges_and_counts_pass_through_as_sent() {
                 sample_rate: 0.5,
                 timestamp: Some(ts),
             },
+            Owner::Unidentified,
             T0,
         );
     }
@@ -288,6 +290,7 @@ fn timestamped_gauges_and_counts_pass_through_as_sent() {
             sample_rate: 1.0,
             timestamp: Some(900_000),
         },
+        Owner::Unidentified,
         T0,
     );
     let flush = a.flush(T0 + 10.0);
@@ -440,7 +443,8 @@ fn idle_contexts_expire_and_come_back_fresh() {
 #[test]
 fn past_the_context_limit_new_contexts_are_dropped_and_counted() {
     let mut a = aggregator(AggregatorConfig {
-        max_contexts: 2,
+        max_contexts: 3,
+        max_check_contexts: 1,
         ..AggregatorConfig::default()
     });
     send(&mut a, "a", &[], Value::Gauge(1.0), 1.0, T0);
@@ -525,6 +529,7 @@ fn the_host_is_part_of_the_context() {
                 sample_rate: 1.0,
                 timestamp: None,
             },
+            Owner::Unidentified,
             T0,
         );
     }
@@ -538,7 +543,7 @@ fn the_host_is_part_of_the_context() {
 fn a_packed_message_resolves_its_context_once() {
     let mut a = default_aggregator();
     let context = a
-        .context("d", "a:1,b:2".split(','), "", T0)
+        .context("d", "a:1,b:2".split(','), "", Owner::Unidentified, T0)
         .expect("under the limit");
     for v in [1.0, 2.0, 3.0] {
         a.add(context, Value::Distribution(v), 1.0, None, T0);
@@ -558,7 +563,9 @@ fn a_packed_message_resolves_its_context_once() {
 #[test]
 fn a_handle_on_an_expired_context_drops_and_counts() {
     let mut a = default_aggregator();
-    let context = a.context("g", [], "", T0).expect("under the limit");
+    let context = a
+        .context("g", [], "", Owner::Unidentified, T0)
+        .expect("under the limit");
     a.flush(T0 + 100.0);
     a.add(context, Value::Gauge(1.0), 1.0, None, T0 + 100.0);
     let flush = a.flush(T0 + 110.0);
@@ -726,6 +733,7 @@ fn check_and_dogstatsd_samples_of_one_context_share_a_series() {
             sample_rate: 1.0,
             timestamp: None,
         },
+        Owner::Unidentified,
         T0 + 2.0,
     );
     assert_eq!(
@@ -778,6 +786,7 @@ fn pending_service_checks_events_and_timestamped_samples_are_bounded() {
             sample_rate: 1.0,
             timestamp: Some(1),
         },
+        Owner::Unidentified,
         T0,
     );
     let flush = a.flush(T0 + 10.0);
@@ -927,4 +936,114 @@ fn a_sample_with_more_tags_than_a_context_holds_is_dropped_and_counted() {
         ),
         1.0
     );
+}
+
+#[test]
+fn a_flooding_sender_is_held_to_its_quota_and_starves_neither_other_senders_nor_checks() {
+    let mut a = aggregator(AggregatorConfig {
+        max_contexts: 1_500,
+        max_check_contexts: 500,
+        max_contexts_per_origin: 300,
+        ..AggregatorConfig::default()
+    });
+    let flood = Owner::Process(4242);
+    for i in 0..5_000 {
+        let tag = format!("id:{i}");
+        a.insert(
+            Sample {
+                name: "flood",
+                tags: [tag.as_str()].into_iter(),
+                host: "",
+                value: Value::Count(1.0),
+                sample_rate: 1.0,
+                timestamp: None,
+            },
+            flood,
+            T0,
+        );
+    }
+    // The flood's own contexts keep working; a second sender's and a check's new ones too.
+    a.insert(
+        Sample {
+            name: "flood",
+            tags: ["id:1"].into_iter(),
+            host: "",
+            value: Value::Count(1.0),
+            sample_rate: 1.0,
+            timestamp: None,
+        },
+        flood,
+        T0,
+    );
+    a.insert(
+        Sample {
+            name: "quiet",
+            tags: [].into_iter(),
+            host: "",
+            value: Value::Gauge(1.0),
+            sample_rate: 1.0,
+            timestamp: None,
+        },
+        Owner::Container("web"),
+        T0,
+    );
+    a.insert_report(&report_with(vec![metric(
+        "check.gauge",
+        MetricType::Gauge,
+        3.0,
+        T0,
+    )]));
+    let flush = a.flush(T0 + 10.0);
+    assert_eq!(named(&flush, "flood").len(), 300);
+    assert_eq!(points(one(&flush, "quiet")), [(1_000_000, 1.0)]);
+    assert_eq!(points(one(&flush, "check.gauge")), [(1_000_000, 3.0)]);
+    assert_eq!(
+        telemetry(
+            &flush,
+            InternalMetric::AggregatorSamplesDropped,
+            Some("reason:origin_quota")
+        ),
+        4_700.0
+    );
+    assert_eq!(
+        telemetry(
+            &flush,
+            InternalMetric::AggregatorOriginContextsRefused,
+            Some("origin:process:4242")
+        ),
+        4_700.0,
+        "counted against the flooding origin alone"
+    );
+    let status = a.contexts_view().get();
+    assert_eq!(status.origins[0].origin, "process:4242");
+    assert_eq!(
+        (status.origins[0].contexts, status.origins[0].refused),
+        (300, 4_700)
+    );
+    assert!(
+        status
+            .origins
+            .iter()
+            .any(|o| o.origin == "check:c:0" && o.contexts == 1 && o.refused == 0)
+    );
+    // Refusals are reported once: the next flush sends none for it.
+    let flush = a.flush(T0 + 20.0);
+    assert!(
+        named(
+            &flush,
+            InternalMetric::AggregatorOriginContextsRefused.name()
+        )
+        .is_empty()
+    );
+}
+
+#[test]
+fn a_check_contexts_budget_as_large_as_all_contexts_is_refused_with_the_key_to_change() {
+    let error = Aggregator::new(AggregatorConfig {
+        max_contexts: 10,
+        max_check_contexts: 10,
+        ..AggregatorConfig::default()
+    })
+    .expect_err("nothing left for DogStatsD");
+    assert!(error.to_string().contains("max_check_contexts"), "{error}");
 }

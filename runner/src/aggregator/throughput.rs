@@ -102,6 +102,7 @@ fn run(a: &mut Aggregator, messages: &[Message], samples: usize) -> f64 {
                 sample_rate: 1.0,
                 timestamp: None,
             },
+            Owner::Unidentified,
             // Time moves by 1 s every million samples: no bucket closes during the run.
             T0 + (i / 1_000_000) as f64,
         );

@@ -45,6 +45,7 @@ use super::config::{AggregatorConfig, ConfigError, HistogramAggregate};
 use super::context::{ContextId, ContextResolver, Resolved};
 use super::flush::{Flush, Point, Series, SeriesKind, SketchPoint, SketchSeries};
 use super::metric::{Buckets, Input, Reset, State};
+use super::quota::{ContextsView, Owner, Quotas, Refused};
 use crate::check::{Event, MetricType, RunReport, ServiceCheck};
 use crate::telemetry::{Counter, Gauge, InternalKind, InternalMetric, Telemetry};
 
@@ -123,6 +124,7 @@ impl SampleType {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum DropReason {
     ContextLimit,
+    OriginQuota,
     PendingLimit,
     TypeConflict,
     InvalidValue,
@@ -132,8 +134,9 @@ enum DropReason {
 }
 
 impl DropReason {
-    const ALL: [Self; 7] = [
+    const ALL: [Self; 8] = [
         Self::ContextLimit,
+        Self::OriginQuota,
         Self::PendingLimit,
         Self::TypeConflict,
         Self::InvalidValue,
@@ -145,6 +148,7 @@ impl DropReason {
     const fn as_str(self) -> &'static str {
         match self {
             Self::ContextLimit => "context_limit",
+            Self::OriginQuota => "origin_quota",
             Self::PendingLimit => "pending_limit",
             Self::TypeConflict => "type_conflict",
             Self::InvalidValue => "invalid_value",
@@ -239,6 +243,7 @@ pub struct Aggregator {
     counter_expiry: i64,
     max_pending: usize,
     contexts: ContextResolver,
+    contexts_view: ContextsView,
     /// Indexed like the resolver's slots.
     states: Vec<State>,
     timestamped: Vec<Series>,
@@ -275,7 +280,12 @@ impl Aggregator {
             context_expiry: seconds(config.context_expiry_seconds),
             counter_expiry: seconds(config.counter_expiry_seconds),
             max_pending: config.max_pending,
-            contexts: ContextResolver::new(config.max_contexts),
+            contexts: ContextResolver::new(Quotas::new(
+                config.max_check_contexts,
+                config.max_contexts - config.max_check_contexts,
+                config.max_contexts_per_origin,
+            )),
+            contexts_view: ContextsView::default(),
             states: Vec::new(),
             timestamped: Vec::new(),
             service_checks: Vec::new(),
@@ -300,12 +310,17 @@ impl Aggregator {
         self.contexts.len()
     }
 
-    /// Adds one DogStatsD sample received at `now` (Unix seconds).
-    pub(crate) fn insert<'a, T>(&mut self, sample: Sample<'a, T>, now: f64)
+    /// The contexts by pool and origin as of the latest flush, for `runner status`.
+    pub(crate) fn contexts_view(&self) -> ContextsView {
+        self.contexts_view.clone()
+    }
+
+    /// Adds one DogStatsD sample from `owner`, received at `now` (Unix seconds).
+    pub(crate) fn insert<'a, T>(&mut self, sample: Sample<'a, T>, owner: Owner<'_>, now: f64)
     where
         T: IntoIterator<Item = &'a str>,
     {
-        if let Some(context) = self.context(sample.name, sample.tags, sample.host, now) {
+        if let Some(context) = self.context(sample.name, sample.tags, sample.host, owner, now) {
             self.add(
                 context,
                 sample.value,
@@ -317,26 +332,35 @@ impl Aggregator {
     }
 
     /// The context of `name`, `tags` (any order, duplicates allowed) and `host` (empty for
-    /// none), created if new; `None` (counted as a drop) past `max_contexts`. The handle is
-    /// meant for the values of one message, not to be kept: a flush may expire the context.
+    /// none), created if new and `owner`'s quota allows ([`super::quota`]); `None` (counted
+    /// as a drop) if not. The handle is meant for the values of one message, not to be kept:
+    /// a flush may expire the context.
     pub(crate) fn context<'a, T>(
         &mut self,
         name: &str,
         tags: T,
         host: &str,
+        owner: Owner<'_>,
         now: f64,
     ) -> Option<ContextId>
     where
         T: IntoIterator<Item = &'a str>,
     {
-        self.resolve(name, tags, host, seconds(now))
+        self.resolve(name, tags, host, owner, seconds(now))
     }
 
-    fn resolve<'a, T>(&mut self, name: &str, tags: T, host: &str, now: i64) -> Option<ContextId>
+    fn resolve<'a, T>(
+        &mut self,
+        name: &str,
+        tags: T,
+        host: &str,
+        owner: Owner<'_>,
+        now: i64,
+    ) -> Option<ContextId>
     where
         T: IntoIterator<Item = &'a str>,
     {
-        match self.contexts.resolve(name, tags, host, now) {
+        match self.contexts.resolve(name, tags, host, owner, now) {
             Resolved::Existing(id) => Some(id),
             Resolved::Created(id) => {
                 let index = id.index as usize;
@@ -347,8 +371,12 @@ impl Aggregator {
                 self.stats.created += 1;
                 Some(id)
             }
-            Resolved::Full => {
+            Resolved::Refused(Refused::PoolFull) => {
                 self.stats.dropped(DropReason::ContextLimit);
+                None
+            }
+            Resolved::Refused(Refused::OriginQuota) => {
+                self.stats.dropped(DropReason::OriginQuota);
                 None
             }
             Resolved::TooManyTags => {
@@ -441,7 +469,8 @@ impl Aggregator {
             };
             let at = seconds(sample.timestamp);
             let tags = sample.tags.iter().map(String::as_str);
-            let Some(context) = self.resolve(&sample.name, tags, &sample.host, at) else {
+            let owner = Owner::Check(&report.instance_id);
+            let Some(context) = self.resolve(&sample.name, tags, &sample.host, owner, at) else {
                 continue;
             };
             self.stats.sample(kind);
@@ -622,11 +651,14 @@ impl Aggregator {
         }
 
         for index in self.expired.drain(..) {
-            self.contexts.remove(index);
+            self.contexts.remove(index, now);
             self.states[index] = State::Empty;
             self.stats.expired += 1;
         }
         self.contexts.sweep();
+        let quotas = self.contexts.quotas();
+        quotas.sweep(now);
+        self.contexts_view.set(quotas.status());
         self.last_cutoff = Some(self.last_cutoff.map_or(cutoff, |last| last.max(cutoff)));
 
         flush.series.append(&mut self.timestamped);
@@ -646,6 +678,21 @@ impl Aggregator {
         // context limit can never drop them.
         let timestamp = cutoff - interval;
         let empty_host: Arc<str> = Arc::from("");
+        let refused_name: Arc<str> =
+            Arc::from(InternalMetric::AggregatorOriginContextsRefused.name());
+        quotas_refusals(self.contexts.quotas(), now, |origin, refused| {
+            flush.series.push(Series {
+                name: Arc::clone(&refused_name),
+                tags: Arc::new([Arc::from(format!("origin:{origin}"))]),
+                host: Arc::clone(&empty_host),
+                kind: SeriesKind::Count,
+                interval: interval_secs,
+                points: vec![Point {
+                    timestamp,
+                    value: refused as f64,
+                }],
+            });
+        });
         self.telemetry.drain(|reading| {
             let (kind, interval) = match reading.kind {
                 InternalKind::Counter => (SeriesKind::Count, interval_secs),
@@ -706,6 +753,21 @@ fn histogram_names(
                 .map(|p| Arc::from(format!("{name}.{p}percentile"))),
         )
         .collect()
+}
+
+/// Hands `each` every origin that had new contexts refused since the previous flush, and logs
+/// it, at most once a minute per origin.
+fn quotas_refusals(quotas: &mut Quotas, now: i64, mut each: impl FnMut(&str, u64)) {
+    quotas.take_refusals(now, |origin, refused, warn| {
+        if warn {
+            tracing::warn!(
+                origin,
+                refused,
+                "new metric contexts refused: this origin is at its context quota (`aggregator.max_contexts_per_origin`, or its fair share of a pool running short); its existing series and every other origin's go on"
+            );
+        }
+        each(origin, refused);
+    });
 }
 
 /// Whole Unix seconds (the Agent truncates too); NaN counts as 0.

@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use super::StatusArgs;
+use crate::aggregator::{ContextsStatus, Pool};
 use crate::check::unix_seconds;
 use crate::config::RunnerConfig;
 use crate::forwarder::endpoint::EndpointStatus;
@@ -109,6 +110,9 @@ fn status_text(status: &status::Status) -> String {
     }
     if !status.forwarder.is_empty() {
         forwarder_text(&mut out, &status.forwarder);
+    }
+    if !status.contexts.pools.is_empty() {
+        contexts_text(&mut out, &status.contexts);
     }
     let _ = writeln!(out, "  Running Checks\n  ==============");
     if status.instances.is_empty() {
@@ -237,6 +241,41 @@ fn forwarder_text(out: &mut String, endpoints: &[EndpointStatus]) {
         if let Some(error) = &e.spill_error {
             let _ = writeln!(out, "      Spill Error: {error}");
         }
+    }
+    let _ = writeln!(out);
+}
+
+/// The Metric Contexts section: each pool's use, then the origins holding the most contexts
+/// and every origin that had some refused.
+fn contexts_text(out: &mut String, contexts: &ContextsStatus) {
+    use std::fmt::Write;
+    let _ = writeln!(out, "  Metric Contexts\n  ===============");
+    for pool in &contexts.pools {
+        let pool_name = match pool.pool {
+            Pool::Checks => "Check results",
+            Pool::Dogstatsd => "DogStatsD",
+        };
+        let _ = writeln!(
+            out,
+            "    {pool_name}: {} of {} contexts, {} origins",
+            pool.contexts, pool.budget, pool.origins
+        );
+    }
+    let _ = writeln!(
+        out,
+        "    At most {} contexts per origin (`aggregator.max_contexts_per_origin`)",
+        contexts.max_per_origin
+    );
+    for origin in &contexts.origins {
+        let _ = write!(out, "      {}", origin.origin);
+        if let Some(name) = &origin.name {
+            let _ = write!(out, " [{name}]");
+        }
+        let _ = write!(out, ": {} contexts", origin.contexts);
+        if origin.refused > 0 {
+            let _ = write!(out, ", {} new contexts refused", origin.refused);
+        }
+        let _ = writeln!(out);
     }
     let _ = writeln!(out);
 }

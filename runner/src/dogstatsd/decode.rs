@@ -9,6 +9,11 @@
 //! `|c:ci-<id>` is used the same way, unless `dogstatsd_origin_detection_client` is off
 //! (events and service checks get the kernel's answer only). Each container's tags
 //! are looked up once and cached until the store changes, so the hot path takes no lock.
+//!
+//! The same answer names the sender for its context quota ([`crate::aggregator::Owner`]): its
+//! container, or its pid for a host process. A `|c:` id over UDP counts only for a container
+//! the store knows: an arbitrary id must not open a quota of its own, so unknown ones share
+//! the `unidentified` origin with the rest of UDP.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,7 +23,7 @@ use super::listener::Batch;
 use super::origin::Origin;
 use super::parser::{self, ContainerRef, Message, MetricKind};
 use crate::aggregator::service::Decode;
-use crate::aggregator::{Aggregator, Sample, Value};
+use crate::aggregator::{Aggregator, Owner, Sample, Value};
 use crate::check;
 use crate::containers::{Cardinality, ContainerStore};
 use crate::telemetry::{Counter, InternalMetric, Telemetry};
@@ -34,13 +39,20 @@ pub struct Origins {
     pub(crate) cardinality: Cardinality,
 }
 
+/// A sending container's tags, and whether the store knows it.
+#[derive(Clone)]
+struct ContainerTags {
+    tags: Arc<[String]>,
+    known: bool,
+}
+
 /// The aggregation thread's DogStatsD state: the tags of the containers seen lately, and the
 /// message counters.
 pub struct Decoder {
     hostname: String,
     origins: Origins,
     /// Each sending container's tags, until the store changes.
-    container_tags: HashMap<Arc<str>, Arc<[String]>>,
+    container_tags: HashMap<Arc<str>, ContainerTags>,
     /// The store's generation the cache was built at.
     generation: u64,
     messages: [Counter; 3],
@@ -106,22 +118,30 @@ impl Decoder {
         aggregator: &mut Aggregator,
         now: f64,
     ) {
-        let kernel_tags = match origin {
-            Origin::Container(id) => {
-                Some(container_tags(&mut self.container_tags, &self.origins, id))
-            }
-            Origin::Host | Origin::Unknown => None,
+        let (kernel_tags, kernel_owner) = match origin {
+            Origin::Container(id) => (
+                Some(container_tags(&mut self.container_tags, &self.origins, id).tags),
+                Owner::Container(id),
+            ),
+            Origin::Host(pid) => (None, Owner::Process(*pid)),
+            Origin::Unknown => (None, Owner::Unidentified),
         };
         let trust_client = matches!(origin, Origin::Unknown) && self.origins.trust_client;
         let kernel_tags: &[String] = kernel_tags.as_deref().unwrap_or(&[]);
         parser::parse_datagram(bytes, |message| match message {
             Ok(Message::Metric(metric)) => {
                 self.messages[0].increment(1);
-                let client_tags = match metric.origin.container {
+                let (client_tags, owner) = match metric.origin.container {
                     Some(ContainerRef::Id(id)) if trust_client => {
-                        Some(container_tags(&mut self.container_tags, &self.origins, id))
+                        let client = container_tags(&mut self.container_tags, &self.origins, id);
+                        let owner = if client.known {
+                            Owner::Container(id)
+                        } else {
+                            kernel_owner
+                        };
+                        (Some(client.tags), owner)
                     }
-                    _ => None,
+                    _ => (None, kernel_owner),
                 };
                 let extra = client_tags.as_deref().unwrap_or(kernel_tags);
                 let tags = || metric.tags.iter().chain(extra.iter().map(String::as_str));
@@ -136,10 +156,12 @@ impl Decoder {
                             sample_rate: metric.sample_rate,
                             timestamp,
                         },
+                        owner,
                         now,
                     ),
                     parser::MetricValue::Numbers(values) => {
-                        let Some(context) = aggregator.context(metric.name, tags(), "", now) else {
+                        let Some(context) = aggregator.context(metric.name, tags(), "", owner, now)
+                        else {
                             return;
                         };
                         for value in values.iter() {
@@ -206,21 +228,28 @@ impl Decoder {
 
 /// The tags of the container `id`, from the cache or the store.
 fn container_tags(
-    cache: &mut HashMap<Arc<str>, Arc<[String]>>,
+    cache: &mut HashMap<Arc<str>, ContainerTags>,
     origins: &Origins,
     id: &str,
-) -> Arc<[String]> {
+) -> ContainerTags {
     if let Some(tags) = cache.get(id) {
         return tags.clone();
     }
-    let tags: Arc<[String]> = match origins.containers.as_ref().and_then(|s| s.get(id)) {
-        Some(container) => container.tags.at(origins.cardinality).into(),
+    let tags = match origins.containers.as_ref().and_then(|s| s.get(id)) {
+        Some(container) => ContainerTags {
+            tags: container.tags.at(origins.cardinality).into(),
+            known: true,
+        },
         // A container the store does not know (not yet inspected, or not Docker's): its id is
         // all there is, and a high-cardinality tag.
-        None if origins.cardinality == Cardinality::High => {
-            Arc::new([format!("container_id:{id}")])
-        }
-        None => Arc::new([]),
+        None if origins.cardinality == Cardinality::High => ContainerTags {
+            tags: Arc::new([format!("container_id:{id}")]),
+            known: false,
+        },
+        None => ContainerTags {
+            tags: Arc::new([]),
+            known: false,
+        },
     };
     // Client-supplied ids (UDP) are arbitrary: the cache must not grow with them.
     if cache.len() >= MAX_CACHED_CONTAINERS {

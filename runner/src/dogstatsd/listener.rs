@@ -1227,11 +1227,11 @@ mod tests {
         drop(first);
         let mut second = pool.batch(Transport::Udp);
         assert!(second.is_empty());
-        second.push(b"y:2|c", Origin::Host);
+        second.push(b"y:2|c", Origin::Host(1));
         assert_eq!(second.data.as_ptr(), buffer, "the same allocation");
         assert_eq!(
             second.packets().collect::<Vec<_>>(),
-            [(&b"y:2|c"[..], &Origin::Host)]
+            [(&b"y:2|c"[..], &Origin::Host(1))]
         );
     }
 

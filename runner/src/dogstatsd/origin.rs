@@ -29,8 +29,8 @@ pub(crate) const MAX_ENTRIES: usize = 16_384;
 pub enum Origin {
     /// No credentials came with it (UDP, or origin detection off).
     Unknown,
-    /// A process outside any container.
-    Host,
+    /// A process outside any container (its pid).
+    Host(u32),
     /// A process in this container (its full id).
     Container(Arc<str>),
 }
@@ -77,7 +77,7 @@ impl OriginResolver {
         })?;
         let origin = match cgroup::container_id(&text) {
             Some(id) => Origin::Container(id.into()),
-            None => Origin::Host,
+            None => Origin::Host(pid),
         };
         if self.cache.len() >= MAX_ENTRIES {
             self.cache
@@ -116,7 +116,7 @@ mod tests {
         );
         assert_eq!(
             resolver.resolve(42, now + CACHE_TTL).unwrap(),
-            Origin::Host,
+            Origin::Host(42),
             "expired"
         );
         assert!(matches!(
