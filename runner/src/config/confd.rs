@@ -33,7 +33,6 @@
 //! - an error names keys and positions, never values: serde's messages are rebuilt from their
 //!   known forms with each value replaced by its kind ([`redact`]).
 
-mod bounds;
 mod redact;
 
 use std::borrow::Cow;
@@ -52,6 +51,7 @@ use crate::check::Instance;
 use crate::check::PgTarget;
 use crate::config::RunnerConfig;
 use bounds::Breach;
+use kennel_parsers::yaml_bounds as bounds;
 
 /// The Datadog Agent's default check interval.
 pub(crate) const DEFAULT_INTERVAL: Duration = Duration::from_secs(15);

@@ -5,4 +5,4 @@
 pub mod decode;
 pub mod listener;
 pub mod origin;
-pub mod parser;
+pub use kennel_parsers::dogstatsd as parser;

@@ -31,15 +31,15 @@ use std::mem::MaybeUninit;
 use unsafe_libyaml_norway as unsafe_libyaml;
 
 /// The longest conf.d file read, in bytes.
-pub(crate) const MAX_FILE_BYTES: usize = 1 << 20;
+pub const MAX_FILE_BYTES: usize = 1 << 20;
 /// How deep sequences and mappings may nest.
-pub(crate) const MAX_DEPTH: usize = 64;
+pub const MAX_DEPTH: usize = 64;
 /// What aliases may add to a file beyond its own length, in nodes plus scalar bytes.
-pub(crate) const ALIAS_ALLOWANCE: u64 = 64 << 10;
+pub const ALIAS_ALLOWANCE: u64 = 64 << 10;
 
 /// A bound a file crossed, or a syntax error found on the way.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum Breach {
+pub enum Breach {
     #[error(
         "the file is {bytes} bytes long: a conf.d file may be at most {MAX_FILE_BYTES} bytes (1 MiB)"
     )]
@@ -65,7 +65,7 @@ pub(crate) enum Breach {
 
 impl Breach {
     /// The 1-based line where the bound was crossed, when it has one.
-    pub(crate) fn line(&self) -> Option<usize> {
+    pub fn line(&self) -> Option<usize> {
         match self {
             Self::TooLarge { .. } => None,
             Self::TooDeep { line }
@@ -76,13 +76,13 @@ impl Breach {
     }
 
     /// Whether the file is not YAML at all (rather than YAML past a bound).
-    pub(crate) fn is_syntax(&self) -> bool {
+    pub fn is_syntax(&self) -> bool {
         matches!(self, Self::Syntax { .. })
     }
 }
 
 /// Checks `text` against every bound, stopping at the first crossed.
-pub(crate) fn check(text: &str) -> Result<(), Breach> {
+pub fn check(text: &str) -> Result<(), Breach> {
     if text.len() > MAX_FILE_BYTES {
         return Err(Breach::TooLarge {
             bytes: text.len() as u64,

@@ -189,7 +189,7 @@ pub enum Message<'a> {
 impl Message<'_> {
     /// Which of the three kinds of message this is.
     #[cfg(test)]
-    pub(crate) fn kind(&self) -> MessageKind {
+    pub fn kind(&self) -> MessageKind {
         match self {
             Self::Metric(_) => MessageKind::Metric,
             Self::Event(_) => MessageKind::Event,
@@ -222,7 +222,7 @@ impl MessageKind {
     }
 
     /// A stable snake_case name, for telemetry labels.
-    pub(crate) const fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             Self::Metric => "metric",
             Self::Event => "event",
@@ -260,7 +260,7 @@ pub struct MetricMessage<'a> {
 impl MetricMessage<'_> {
     /// How many samples the message carries: the number of values, or 1 for a set.
     #[cfg(test)]
-    pub(crate) fn sample_count(&self) -> usize {
+    pub fn sample_count(&self) -> usize {
         match &self.value {
             MetricValue::Numbers(values) => values.len(),
             MetricValue::Set(_) => 1,
@@ -288,7 +288,7 @@ pub enum MetricKind {
 impl MetricKind {
     /// All six types.
     #[cfg(test)]
-    pub(crate) const ALL: [Self; 6] = [
+    pub const ALL: [Self; 6] = [
         Self::Count,
         Self::Gauge,
         Self::Timer,
@@ -298,7 +298,7 @@ impl MetricKind {
     ];
 
     /// The type from its wire symbol (`c`, `g`, `ms`, `h`, `s`, `d`).
-    pub(crate) fn from_symbol(symbol: &str) -> Option<Self> {
+    pub fn from_symbol(symbol: &str) -> Option<Self> {
         match symbol.as_bytes() {
             b"c" => Some(Self::Count),
             b"g" => Some(Self::Gauge),
@@ -323,7 +323,7 @@ impl MetricKind {
     }
 
     /// A stable snake_case name, for telemetry labels.
-    pub(crate) const fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             Self::Count => "count",
             Self::Gauge => "gauge",
@@ -509,7 +509,7 @@ impl<'a> Tags<'a> {
 
     /// Whether there is no non-empty tag.
     #[cfg(test)]
-    pub(crate) fn is_empty(&self) -> bool {
+    pub fn is_empty(&self) -> bool {
         self.iter().next().is_none()
     }
 }
@@ -585,7 +585,7 @@ impl<'a> ContainerRef<'a> {
     /// and `in-` items. When a list names both, the ID wins: it needs no cgroup lookup, and the
     /// Agent resolves the inode only when no ID is given. An empty ID or an inode that is not a
     /// positive decimal integer counts as absent.
-    pub(crate) fn parse(local_data: &'a str) -> Option<Self> {
+    pub fn parse(local_data: &'a str) -> Option<Self> {
         if local_data.contains(',') {
             let mut id = None;
             let mut inode = None;
@@ -617,28 +617,28 @@ pub struct EventMessage<'a> {
     /// The text, possibly empty, with each `\n` escape turned into a newline.
     pub text: Cow<'a, str>,
     /// `d:`, the unix timestamp in seconds.
-    pub(crate) timestamp: Option<u64>,
+    pub timestamp: Option<u64>,
     /// `h:`, the host the event is about.
-    pub(crate) hostname: Option<&'a str>,
+    pub hostname: Option<&'a str>,
     /// `k:`, the key grouping events together.
-    pub(crate) aggregation_key: Option<&'a str>,
+    pub aggregation_key: Option<&'a str>,
     /// `p:`. Defaults to [`EventPriority::Normal`].
-    pub(crate) priority: EventPriority,
+    pub priority: EventPriority,
     /// `s:`, the source type name.
-    pub(crate) source_type: Option<&'a str>,
+    pub source_type: Option<&'a str>,
     /// `t:`. Defaults to [`EventAlertType::Info`].
-    pub(crate) alert_type: EventAlertType,
+    pub alert_type: EventAlertType,
     /// `#...`.
     pub tags: Tags<'a>,
     /// `c:`, `e:` and `card:`.
-    pub(crate) origin: Origin<'a>,
+    pub origin: Origin<'a>,
     /// How many optional fields were present but invalid (a bad `d:`, `p:` or `t:`), and ignored.
-    pub(crate) invalid_fields: u32,
+    pub invalid_fields: u32,
 }
 
 /// An event's priority, `p:`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub(crate) enum EventPriority {
+pub enum EventPriority {
     /// `normal`, the default.
     #[default]
     Normal,
@@ -658,7 +658,7 @@ impl EventPriority {
 
 /// An event's alert type, `t:`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub(crate) enum EventAlertType {
+pub enum EventAlertType {
     /// `error`.
     Error,
     /// `warning`.
@@ -673,7 +673,7 @@ pub(crate) enum EventAlertType {
 impl EventAlertType {
     /// The wire name.
     #[cfg(test)]
-    pub(crate) const fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             Self::Error => "error",
             Self::Warning => "warning",
@@ -701,17 +701,17 @@ pub struct ServiceCheckMessage<'a> {
     /// The status.
     pub status: ServiceCheckStatus,
     /// `d:`, the unix timestamp in seconds.
-    pub(crate) timestamp: Option<u64>,
+    pub timestamp: Option<u64>,
     /// `h:`, the host the check is about.
-    pub(crate) hostname: Option<&'a str>,
+    pub hostname: Option<&'a str>,
     /// `m:`, up to the next `|`.
     pub message: Option<&'a str>,
     /// `#...`.
     pub tags: Tags<'a>,
     /// `c:`, `e:` and `card:`.
-    pub(crate) origin: Origin<'a>,
+    pub origin: Origin<'a>,
     /// How many optional fields were present but invalid (a bad `d:`), and ignored.
-    pub(crate) invalid_fields: u32,
+    pub invalid_fields: u32,
 }
 
 /// A service check's status, sent as a digit.
@@ -841,7 +841,7 @@ impl ParseErrorReason {
     ];
 
     /// A stable snake_case name, for telemetry labels.
-    pub(crate) const fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             Self::InvalidUtf8 => "invalid_utf8",
             Self::MissingValue => "missing_value",
@@ -862,7 +862,7 @@ impl ParseErrorReason {
     }
 
     /// What went wrong, for logs.
-    pub(crate) const fn description(self) -> &'static str {
+    pub const fn description(self) -> &'static str {
         match self {
             Self::InvalidUtf8 => "the message is not valid UTF-8",
             Self::MissingValue => "no value after the metric name",
