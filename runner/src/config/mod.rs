@@ -427,9 +427,11 @@ impl RunnerConfig {
         let path = path
             .map(Path::to_owned)
             .or_else(|| Some(PathBuf::from(DEFAULT_PATH)).filter(|p| p.exists()));
-        let from_file = match &path {
-            Some(path) => Self::load(path)?,
-            None => Self::default(),
+        // Read once: the overrides below apply to the very text that was checked.
+        let text = path.as_deref().map(read).transpose()?;
+        let from_file = match (&path, &text) {
+            (Some(path), Some(text)) => Self::parse_at(path, text)?,
+            _ => Self::default(),
         };
         let overrides = env::overrides::<Self>(vars);
         if overrides.is_empty() {
@@ -442,20 +444,12 @@ impl RunnerConfig {
             path: origin.clone(),
             message,
         };
-        let mut document = match &path {
+        let mut document = match text.as_deref().map(str::trim) {
             // The file has parsed already: it is a mapping, or empty.
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
-                    path: path.clone(),
-                    error,
-                })?;
-                if text.trim().is_empty() {
-                    serde_norway::Mapping::new()
-                } else {
-                    serde_norway::from_str(&text).map_err(|e| invalid(e.to_string()))?
-                }
+            Some(text) if !text.is_empty() => {
+                serde_norway::from_str(text).map_err(|e| invalid(e.to_string()))?
             }
-            None => serde_norway::Mapping::new(),
+            _ => serde_norway::Mapping::new(),
         };
         env::apply::<Self>(&mut document, &overrides).map_err(invalid)?;
         let config = Self::deserialize(serde_norway::Value::Mapping(document))
@@ -464,13 +458,9 @@ impl RunnerConfig {
         Ok((config, overrides.into_iter().map(|o| o.variable).collect()))
     }
 
-    /// Reads and validates the runner's config file.
-    pub(crate) fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
-            path: path.to_owned(),
-            error,
-        })?;
-        Self::parse(&text).map_err(|error| match error {
+    /// Parses and validates `text`, read from `path`, errors naming it.
+    fn parse_at(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        Self::parse(text).map_err(|error| match error {
             ConfigError::Parse { error, .. } => ConfigError::Parse {
                 path: path.to_owned(),
                 error,
@@ -563,6 +553,14 @@ impl RunnerConfig {
             .map(|name| name.trim().to_owned())
             .unwrap_or_default()
     }
+}
+
+/// The text of the config file at `path`.
+fn read(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+        path: path.to_owned(),
+        error,
+    })
 }
 
 #[cfg(test)]
