@@ -103,7 +103,23 @@ pub struct InstanceStats {
     pub(crate) metric_samples: u64,
     pub(crate) service_checks: u64,
     pub(crate) events: u64,
+    /// The service checks of the last run that sent any, at most [`SHOWN_SERVICE_CHECKS`].
+    #[serde(default)]
+    pub(crate) last_service_checks: Vec<LastServiceCheck>,
 }
+
+/// One service check of an instance's last run, as `runner status` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct LastServiceCheck {
+    pub(crate) name: String,
+    /// `OK`, `WARNING`, `CRITICAL` or `UNKNOWN`.
+    pub(crate) status: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub(crate) message: String,
+}
+
+/// Service checks kept per instance for `runner status`, at most.
+const SHOWN_SERVICE_CHECKS: usize = 10;
 
 type Stats = Arc<Mutex<HashMap<String, InstanceStats>>>;
 
@@ -491,6 +507,18 @@ impl InstanceTask {
             s.metric_samples += report.metrics.len() as u64;
             s.service_checks += report.service_checks.len() as u64;
             s.events += report.events.len() as u64;
+            if !report.service_checks.is_empty() {
+                s.last_service_checks = report
+                    .service_checks
+                    .iter()
+                    .take(SHOWN_SERVICE_CHECKS)
+                    .map(|sc| LastServiceCheck {
+                        name: sc.name.clone(),
+                        status: sc.status.as_str().to_owned(),
+                        message: sc.message.clone(),
+                    })
+                    .collect();
+            }
             s.log_lines_suppressed += report.log_lines_suppressed + suppressed;
             match &report.error {
                 Some(error) => {

@@ -579,3 +579,57 @@ async fn instance_ids_are_keyed_per_install_and_reveal_nothing_of_the_config() {
     let plain = format!("test_plugin:{}", &digest[..16]);
     assert_ne!(first, plain, "the id is the config's plain digest");
 }
+
+/// Issue 14: service checks used to be invisible under `runner run` (only counted). A check
+/// that passes and one that fails: both service checks are gauges of their status code on
+/// `/metrics` (0 OK, 2 CRITICAL), and `runner status` shows each instance's latest, with its
+/// message.
+#[test]
+fn service_checks_show_on_metrics_and_in_status() {
+    use kennel_tests::runner_process::{Options, RunnerProcess};
+    let runner = RunnerProcess::start(
+        Options::default(),
+        &[
+            (
+                "test_plugin.d/ok.yaml",
+                "instances:\n  - mode: ok\n    min_collection_interval: 1\n",
+            ),
+            (
+                "test_plugin.d/fail.yaml",
+                "instances:\n  - mode: fail\n    min_collection_interval: 1\n",
+            ),
+        ],
+    );
+    let ok = "service_check_test_can_run{";
+    let page = wait::until(
+        Duration::from_secs(30),
+        || runner.metrics(),
+        |page| page.matches(ok).count() >= 2,
+    );
+    let rows: Vec<&str> = page.lines().filter(|l| l.starts_with(ok)).collect();
+    assert!(
+        rows.iter()
+            .any(|l| l.contains("mode=\"ok\"") && l.ends_with(" 0")),
+        "{page}"
+    );
+    assert!(
+        rows.iter()
+            .any(|l| l.contains("mode=\"fail\"") && l.ends_with(" 2")),
+        "{page}"
+    );
+    let status = Command::new(runner_bin())
+        .arg("status")
+        .arg("--config")
+        .arg(runner.config_path())
+        .output()
+        .expect("runner status runs");
+    let status = text(&status.stdout);
+    assert!(
+        status.contains("Service Check test.can_run: OK"),
+        "{status}"
+    );
+    assert!(
+        status.contains("Service Check test.can_run: CRITICAL (asked to fail)"),
+        "{status}"
+    );
+}

@@ -111,6 +111,15 @@ impl Status {
             Self::Unknown => 3,
         }
     }
+    /// `OK`, `WARNING`, `CRITICAL` or `UNKNOWN`, as the Agent's status shows it.
+    pub(crate) const fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "OK",
+            Self::Warning => "WARNING",
+            Self::Critical => "CRITICAL",
+            Self::Unknown => "UNKNOWN",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -165,6 +165,13 @@ fn status_text(status: &status::Status) -> String {
         if let Some(error) = &stats.last_error {
             let _ = writeln!(out, "      Error: {error}");
         }
+        for sc in &stats.last_service_checks {
+            let _ = write!(out, "      Service Check {}: {}", sc.name, sc.status);
+            if !sc.message.is_empty() {
+                let _ = write!(out, " ({})", sc.message);
+            }
+            let _ = writeln!(out);
+        }
         for warning in &stats.last_warnings {
             let _ = writeln!(out, "      Warning: {warning}");
         }

@@ -11,6 +11,10 @@
 //!   Prometheus's own `rate()` works on them as on any exporter's counter;
 //! - distributions become *summaries*: `quantile` 0.5, 0.9, 0.95 and 0.99 of the last closed
 //!   bucket, with `_sum` and `_count` added up since the start.
+//! - service checks become gauges named `service_check_<name>` (`network.http.can_connect`
+//!   gives `service_check_network_http_can_connect`), tagged as sent, valued with the Datadog
+//!   status code of the latest one: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN. The prefix keeps
+//!   them apart from metrics of the same name (`http_check` sends both).
 //!
 //! Names are sanitised to `[a-zA-Z_:][a-zA-Z0-9_:]*` (`.` and other characters become `_`).
 //! A `key:value` tag becomes the label `key="value"` (several values of one key are joined with
@@ -114,6 +118,9 @@ fn count_of(rate: f64, interval: u64) -> f64 {
     }
 }
 
+/// What a service check's name is prefixed with on the page, where it is a gauge.
+const SERVICE_CHECK_PREFIX: &str = "service_check.";
+
 /// The latest value of every series, as scrapes see it.
 #[derive(Default)]
 pub struct Store {
@@ -160,6 +167,16 @@ impl Store {
                     }
                 });
             }
+        }
+        for check in &flush.service_checks {
+            let mut tags: Vec<&str> = check.tags.iter().map(String::as_str).collect();
+            tags.sort_unstable();
+            tags.dedup();
+            let name: Arc<str> = Arc::from(format!("{SERVICE_CHECK_PREFIX}{}", check.name));
+            let tags: Tags = tags.into_iter().map(Arc::from).collect();
+            let host: Arc<str> = Arc::from(check.host.as_str());
+            let entry = self.entry(&name, &tags, &host, Kind::Gauge, now);
+            entry.value = f64::from(check.status.code());
         }
         self.series
             .retain(|_, entry| now.duration_since(entry.updated) < STALE_AFTER);
@@ -595,6 +612,43 @@ mod tests {
         let rows: Vec<&str> = page.lines().filter(|l| !l.starts_with('#')).collect();
         assert_eq!(rows, ["a_b_total{env=\"x,y\"} 3", "g_g 2"], "{page}");
         assert_eq!(page.matches("# TYPE").count(), 2, "{page}");
+    }
+
+    #[test]
+    fn service_checks_are_gauges_of_their_latest_status_code() {
+        use crate::check::{ServiceCheck, Status};
+        let check = |status| ServiceCheck {
+            name: "network.http.can_connect".into(),
+            status,
+            message: "connection refused".into(),
+            tags: vec![
+                "url:http://x".into(),
+                "instance:a".into(),
+                "url:http://x".into(),
+            ],
+            host: "h".into(),
+            timestamp: 0.0,
+        };
+        let mut store = Store::default();
+        let flush = Flush {
+            series: vec![series(
+                "network.http.can_connect",
+                &[],
+                SeriesKind::Gauge,
+                1.0,
+            )],
+            service_checks: vec![check(Status::Ok), check(Status::Critical)],
+            ..Flush::default()
+        };
+        store.update(&flush, Instant::now());
+        let page = store.render();
+        assert!(page.contains("network_http_can_connect 1\n"), "{page}");
+        assert!(
+            page.contains(
+                "service_check_network_http_can_connect{host=\"h\",instance=\"a\",url=\"http://x\"} 2\n"
+            ),
+            "the latest status, CRITICAL:\n{page}"
+        );
     }
 
     /// Found by the property test below: a gauge `.` and a distribution `-` both render as
