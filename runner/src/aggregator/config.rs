@@ -71,12 +71,12 @@ pub struct AggregatorConfig {
     /// Defaults to 500000.
     pub max_contexts: usize,
     /// The part of `max_contexts` kept for check results: DogStatsD senders share the rest, so
-    /// neither can starve the other. Defaults to 100000.
-    pub max_check_contexts: usize,
+    /// neither can starve the other. Defaults to a fifth of `max_contexts` (100000).
+    pub max_check_contexts: Option<usize>,
     /// The most contexts one origin (a DogStatsD sender's container or host process, or a
-    /// check instance) may hold. Defaults to 250000, half of `max_contexts`: one large
+    /// check instance) may hold. Defaults to half of `max_contexts` (250000): one large
     /// application may use most of the DogStatsD pool while it is idle otherwise, never all.
-    pub max_contexts_per_origin: usize,
+    pub max_contexts_per_origin: Option<usize>,
     /// The most timestamped samples, service checks and events held between two flushes;
     /// past it they are dropped. Defaults to 100000.
     pub max_pending: usize,
@@ -92,8 +92,8 @@ impl Default for AggregatorConfig {
             context_expiry_seconds: default_context_expiry_seconds(),
             counter_expiry_seconds: default_counter_expiry_seconds(),
             max_contexts: default_max_contexts(),
-            max_check_contexts: default_max_check_contexts(),
-            max_contexts_per_origin: default_max_contexts_per_origin(),
+            max_check_contexts: None,
+            max_contexts_per_origin: None,
             max_pending: default_max_pending(),
         }
     }
@@ -128,14 +128,6 @@ const fn default_max_contexts() -> usize {
     500_000
 }
 
-const fn default_max_check_contexts() -> usize {
-    100_000
-}
-
-const fn default_max_contexts_per_origin() -> usize {
-    250_000
-}
-
 const fn default_max_pending() -> usize {
     100_000
 }
@@ -168,13 +160,24 @@ impl AggregatorConfig {
         {
             return Err(ConfigError::Percentile(p));
         }
-        if self.max_check_contexts >= self.max_contexts {
+        if self.check_contexts() >= self.max_contexts {
             return Err(ConfigError::CheckContexts {
-                checks: self.max_check_contexts,
+                checks: self.check_contexts(),
                 all: self.max_contexts,
             });
         }
         Ok(())
+    }
+
+    /// `max_check_contexts`, or its default: a fifth of `max_contexts`.
+    pub(super) fn check_contexts(&self) -> usize {
+        self.max_check_contexts.unwrap_or(self.max_contexts / 5)
+    }
+
+    /// `max_contexts_per_origin`, or its default: half of `max_contexts`.
+    pub(super) fn contexts_per_origin(&self) -> usize {
+        self.max_contexts_per_origin
+            .unwrap_or(self.max_contexts / 2)
     }
 
     /// The percentiles as whole hundredths, sorted and de-duplicated (what the Agent keeps).

@@ -444,7 +444,8 @@ fn idle_contexts_expire_and_come_back_fresh() {
 fn past_the_context_limit_new_contexts_are_dropped_and_counted() {
     let mut a = aggregator(AggregatorConfig {
         max_contexts: 3,
-        max_check_contexts: 1,
+        max_check_contexts: Some(1),
+        max_contexts_per_origin: Some(2),
         ..AggregatorConfig::default()
     });
     send(&mut a, "a", &[], Value::Gauge(1.0), 1.0, T0);
@@ -942,8 +943,8 @@ fn a_sample_with_more_tags_than_a_context_holds_is_dropped_and_counted() {
 fn a_flooding_sender_is_held_to_its_quota_and_starves_neither_other_senders_nor_checks() {
     let mut a = aggregator(AggregatorConfig {
         max_contexts: 1_500,
-        max_check_contexts: 500,
-        max_contexts_per_origin: 300,
+        max_check_contexts: Some(500),
+        max_contexts_per_origin: Some(300),
         ..AggregatorConfig::default()
     });
     let flood = Owner::Process(4242);
@@ -1041,7 +1042,7 @@ fn a_flooding_sender_is_held_to_its_quota_and_starves_neither_other_senders_nor_
 fn a_check_contexts_budget_as_large_as_all_contexts_is_refused_with_the_key_to_change() {
     let error = Aggregator::new(AggregatorConfig {
         max_contexts: 10,
-        max_check_contexts: 10,
+        max_check_contexts: Some(10),
         ..AggregatorConfig::default()
     })
     .expect_err("nothing left for DogStatsD");

@@ -271,6 +271,11 @@ impl Aggregator {
         telemetry: Arc<Telemetry>,
     ) -> Result<Self, ConfigError> {
         config.validate()?;
+        let quotas = Quotas::new(
+            config.check_contexts(),
+            config.max_contexts - config.check_contexts(),
+            config.contexts_per_origin(),
+        );
         let seconds = |s: u64| i64::try_from(s).unwrap_or(i64::MAX);
         Ok(Self {
             interval: seconds(config.bucket_size_seconds),
@@ -280,11 +285,7 @@ impl Aggregator {
             context_expiry: seconds(config.context_expiry_seconds),
             counter_expiry: seconds(config.counter_expiry_seconds),
             max_pending: config.max_pending,
-            contexts: ContextResolver::new(Quotas::new(
-                config.max_check_contexts,
-                config.max_contexts - config.max_check_contexts,
-                config.max_contexts_per_origin,
-            )),
+            contexts: ContextResolver::new(quotas),
             contexts_view: ContextsView::default(),
             states: Vec::new(),
             timestamped: Vec::new(),
