@@ -7,7 +7,7 @@
 use std::fmt::Write as _;
 
 use libfuzzer_sys::fuzz_target;
-use runner::dogstatsd::parser::{
+use kennel_parsers::dogstatsd::{
     ContainerRef, Message, MessageKind, Messages, MetricKind, MetricMessage, MetricValue,
     ParseError, ParseErrorReason, parse_datagram, parse_message,
 };
