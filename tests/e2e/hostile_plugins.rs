@@ -360,3 +360,82 @@ fn a_query_past_the_result_bound_fails_alone_within_a_memory_bound() {
         "one row grew the runner's peak RSS by {growth} KiB, more than {BOUND_KIB}"
     );
 }
+
+/// Issue 13, the plugin boundary: a plugin submitting pseudo-random items through the real host
+/// (metrics of every type, service checks, events, log lines; names, tags, hosts and texts of
+/// quotes, newlines, NULs, escapes and non-ASCII, some far past the host's caps; NaN and
+/// infinite values), 300 a run, a new seed every run, ten runs a second. The runner stays
+/// healthy and within a memory bound, a steady instance beside it keeps running, each fuzz
+/// run's closing marker gets through, and the `/metrics` page stays one Prometheus accepts.
+#[test]
+fn arbitrary_items_through_the_real_host_break_neither_the_runner_nor_its_page() {
+    let runner = RunnerProcess::start(
+        Options {
+            log: Some("info"),
+            ..Options::default()
+        },
+        &[
+            STEADY,
+            (
+                "test_plugin.d/fuzz.yaml",
+                "instances:\n  - mode: fuzz\n    seed: 20261203\n    items: 300\n    min_collection_interval: 0.1\n",
+            ),
+        ],
+    );
+    let steady_before = runs(&runner, "steady.yaml");
+    runner.wait_for("100 fuzz runs", WAIT, |r| runs(r, "fuzz.yaml") >= 100);
+    let fuzz = instance(&runner, "fuzz.yaml");
+    assert_eq!(
+        fuzz["errors"], 0,
+        "hostile items are dropped and counted, not the run: {fuzz}"
+    );
+    assert!(
+        fuzz["metric_samples"].as_u64() > Some(5_000),
+        "the items reached the host: {fuzz}"
+    );
+    assert!(runs(&runner, "steady.yaml") >= steady_before + 10);
+    let health = reqwest::blocking::get(format!("http://127.0.0.1:{}/health", runner.status_port))
+        .expect("/health answers");
+    assert_eq!(
+        health.status(),
+        200,
+        "{}",
+        health.text().unwrap_or_default()
+    );
+
+    // The page shows closed buckets: the marker of the 100th run arrives a bucket later.
+    let marker = |page: &str| {
+        page.lines()
+            .find_map(|l| {
+                l.strip_prefix("test_fuzz_runs{")
+                    .and_then(|l| l.rsplit_once(' '))
+            })
+            .and_then(|(_, v)| v.parse::<f64>().ok())
+    };
+    runner.wait_for("the 100th run's marker on /metrics", WAIT, |r| {
+        marker(&r.metrics()).is_some_and(|runs| runs >= 100.0)
+    });
+    let page = runner.metrics();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("metrics.txt");
+    std::fs::write(&file, &page).unwrap();
+    let promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&file).unwrap())
+        .output()
+        .expect("promtool runs (tests/prepare-machine installs Debian's `prometheus`)");
+    let findings = format!(
+        "{}{}",
+        String::from_utf8_lossy(&promtool.stdout),
+        String::from_utf8_lossy(&promtool.stderr)
+    );
+    assert!(
+        !findings.to_lowercase().contains("error"),
+        "promtool refuses the page: {findings}"
+    );
+    let rss_mib = runner.rss_kib() / 1024;
+    assert!(
+        rss_mib < 400,
+        "the runner stays within 400 MiB: {rss_mib} MiB"
+    );
+}

@@ -1,6 +1,9 @@
 //! A check whose behaviour its instance config picks with `mode`, to test the runner's limits.
 
-use kennel_sdk::{Check, Ctx, HttpRequest, Level, NO_TAGS, Status, export_check};
+use kennel_sdk::{
+    AlertType, Check, Ctx, Event, HttpRequest, Level, Metric, MetricType, NO_TAGS, Priority,
+    Status, export_check,
+};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -27,6 +30,11 @@ pub struct Config {
     /// For `forge`: how long its error is, in bytes.
     #[serde(default)]
     error_bytes: usize,
+    /// For `fuzz`: the first run's seed (each run takes the next) and the items a run submits.
+    #[serde(default)]
+    seed: u64,
+    #[serde(default)]
+    items: u32,
 }
 
 #[derive(Deserialize)]
@@ -66,6 +74,10 @@ enum Mode {
     Forge,
     /// Writes `lines` log lines of about 1 KiB each, then submits `test.chatty.lines`.
     Chatty,
+    /// Submits `items` pseudo-random items drawn to trip the host up (metrics of every type,
+    /// service checks, events, log lines; hostile names, tags, hosts, texts and values, some
+    /// past the host's caps), from a seed that changes every run, then `test.fuzz.runs`.
+    Fuzz,
 }
 
 /// What `forge` puts after a newline: a line as the runner would log it.
@@ -188,12 +200,167 @@ impl Check for TestPlugin {
                 cx.gauge("test.chatty.lines", f64::from(config.lines), NO_TAGS);
                 Ok(())
             }
+            Mode::Fuzz => {
+                let run = cx
+                    .kv_get("runs")
+                    .and_then(|runs| runs.parse::<u64>().ok())
+                    .unwrap_or(0)
+                    + 1;
+                cx.kv_set("runs", &run.to_string())?;
+                let mut rng = Rng::new(config.seed.wrapping_add(run));
+                for _ in 0..config.items {
+                    fuzz_item(cx, &mut rng);
+                }
+                cx.gauge("test.fuzz.runs", run as f64, NO_TAGS);
+                Ok(())
+            }
             Mode::BadValues => {
                 cx.gauge("test.nan", f64::NAN, &["mode:bad"]);
                 cx.gauge("", 1.0, &["mode:bad"]);
                 cx.gauge("test.fine", 1.0, &["mode:bad"]);
                 Ok(())
             }
+        }
+    }
+}
+
+/// xorshift64*: enough randomness to explore, and a failure replays from its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    /// A string of hostile pieces, usually short, sometimes far past the host's caps.
+    fn text(&mut self) -> String {
+        const PIECES: [&str; 26] = [
+            "a",
+            "Z",
+            "_",
+            "9",
+            ".",
+            "-",
+            ":",
+            ",",
+            "=",
+            "\"",
+            "\\",
+            "\n",
+            "\r\n",
+            "\t",
+            " ",
+            "{",
+            "}",
+            "#",
+            "|",
+            "@",
+            "\u{0}",
+            "\u{1b}[2K",
+            "é",
+            "日本",
+            "\u{1F600}",
+            "\u{2028}",
+        ];
+        let len = match self.below(20) {
+            0 => self.below(5000),
+            1 => 0,
+            _ => self.below(24),
+        };
+        (0..len)
+            .map(|_| PIECES[self.below(PIECES.len() as u64) as usize])
+            .collect()
+    }
+
+    fn tags(&mut self) -> Vec<String> {
+        let n = if self.below(10) == 0 {
+            self.below(300)
+        } else {
+            self.below(6)
+        };
+        (0..n).map(|_| self.text()).collect()
+    }
+
+    fn value(&mut self) -> f64 {
+        match self.below(10) {
+            0 => f64::NAN,
+            1 => f64::INFINITY,
+            2 => f64::NEG_INFINITY,
+            3 => f64::MAX,
+            4 => -f64::MAX,
+            5 => f64::MIN_POSITIVE,
+            6 => -0.0,
+            _ => (self.next() % 2_000_000) as f64 / 1000.0 - 1000.0,
+        }
+    }
+}
+
+/// One pseudo-random item, of any kind the host takes.
+fn fuzz_item(cx: &mut Ctx, rng: &mut Rng) {
+    match rng.below(10) {
+        0..=5 => {
+            let kind = [
+                MetricType::Gauge,
+                MetricType::Count,
+                MetricType::MonotonicCount,
+                MetricType::Rate,
+                MetricType::Histogram,
+                MetricType::Distribution,
+            ][rng.below(6) as usize];
+            cx.metric(Metric {
+                name: rng.text(),
+                kind,
+                value: rng.value(),
+                tags: rng.tags(),
+                hostname: match rng.below(4) {
+                    0 => Some(rng.text()),
+                    1 => Some(String::new()),
+                    _ => None,
+                },
+            });
+        }
+        6 => {
+            let status = [
+                Status::Ok,
+                Status::Warning,
+                Status::Critical,
+                Status::Unknown,
+            ][rng.below(4) as usize];
+            let message = rng.text();
+            let name = rng.text();
+            let tags = rng.tags();
+            cx.service_check(&name, status, Some(&message), &tags);
+        }
+        7 => {
+            let mut event = Event::new(rng.text(), rng.text());
+            event.alert_type = [
+                AlertType::Error,
+                AlertType::Warning,
+                AlertType::Info,
+                AlertType::Success,
+            ][rng.below(4) as usize];
+            event.priority = [Priority::Normal, Priority::Low][rng.below(2) as usize];
+            event.aggregation_key = Some(rng.text());
+            event.source_type_name = Some(rng.text());
+            event.tags = rng.tags();
+            cx.event(event);
+        }
+        _ => {
+            let level =
+                [Level::Debug, Level::Info, Level::Warn, Level::Error][rng.below(4) as usize];
+            let line = rng.text();
+            cx.log(level, &line);
         }
     }
 }
