@@ -264,8 +264,10 @@ fn contexts_text(out: &mut String, contexts: &ContextsStatus) {
         };
         let _ = writeln!(
             out,
-            "    {pool_name}: {} of {} contexts, {} origins",
-            pool.contexts, pool.budget, pool.origins
+            "    {pool_name}: {} of {} contexts, {}",
+            pool.contexts,
+            pool.budget,
+            plural(pool.origins as u64, "origin")
         );
     }
     let _ = writeln!(
@@ -278,13 +280,22 @@ fn contexts_text(out: &mut String, contexts: &ContextsStatus) {
         if let Some(name) = &origin.name {
             let _ = write!(out, " [{name}]");
         }
-        let _ = write!(out, ": {} contexts", origin.contexts);
+        let _ = write!(out, ": {}", plural(origin.contexts as u64, "context"));
         if origin.refused > 0 {
-            let _ = write!(out, ", {} new contexts refused", origin.refused);
+            let _ = write!(out, ", {} refused", plural(origin.refused, "new context"));
         }
         let _ = writeln!(out);
     }
     let _ = writeln!(out);
+}
+
+/// `1 context`, `2 contexts`.
+fn plural(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("{n} {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
 
 fn instance_state(stats: &InstanceStats) -> &'static str {
