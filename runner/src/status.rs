@@ -67,6 +67,7 @@ pub(crate) struct StatusSource {
 
 impl StatusSource {
     pub(crate) fn status(&self) -> Status {
+        let instances = self.stats.snapshot();
         Status {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             hostname: self.hostname.clone(),
@@ -81,17 +82,16 @@ impl StatusSource {
                     .map(|c| format!("{} ({}, {})", c.name, c.short_id(), c.image))
                     .collect()
             }),
-            instances: self.stats.snapshot(),
+            contexts: self.contexts(&instances),
+            instances,
             forwarder: self.forwarder.status(),
-            contexts: self.contexts(),
         }
     }
 
     /// The contexts' status, each origin named for people where the runner knows more than
     /// its key: a container's name, an instance's check.
-    fn contexts(&self) -> ContextsStatus {
+    fn contexts(&self, instances: &[InstanceStats]) -> ContextsStatus {
         let mut contexts = self.contexts.get();
-        let instances = self.stats.snapshot();
         for origin in &mut contexts.origins {
             origin.name = match origin.origin.split_once(':') {
                 Some(("container", id)) => self

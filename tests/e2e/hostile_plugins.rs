@@ -416,19 +416,7 @@ fn arbitrary_items_through_the_real_host_break_neither_the_runner_nor_its_page()
         marker(&r.metrics()).is_some_and(|runs| runs >= 100.0)
     });
     let page = runner.metrics();
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("metrics.txt");
-    std::fs::write(&file, &page).unwrap();
-    let promtool = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::fs::File::open(&file).unwrap())
-        .output()
-        .expect("promtool runs (tests/prepare-machine installs Debian's `prometheus`)");
-    let findings = format!(
-        "{}{}",
-        String::from_utf8_lossy(&promtool.stdout),
-        String::from_utf8_lossy(&promtool.stderr)
-    );
+    let (_, findings) = kennel_tests::prometheus::check_metrics(&page);
     assert!(
         !findings.to_lowercase().contains("error"),
         "promtool refuses the page: {findings}"

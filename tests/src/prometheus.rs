@@ -287,6 +287,25 @@ pub(crate) fn now_ms() -> i64 {
     i64::try_from(now.as_millis()).expect("milliseconds fit an i64")
 }
 
+/// Has `promtool check metrics` (Prometheus's own parser and linter) read `page`: whether it
+/// exited with success, and what it said (lint findings and format errors), stdout then stderr.
+pub fn check_metrics(page: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let file = dir.path().join("metrics.txt");
+    std::fs::write(&file, page).expect("the page is written");
+    let out = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&file).expect("the page is readable"))
+        .output()
+        .expect("promtool runs (Debian's `prometheus`; tests/prepare-machine installs it)");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), said)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,6 +19,19 @@ fn default_aggregator() -> Aggregator {
 }
 
 fn send(a: &mut Aggregator, name: &str, tags: &[&str], value: Value<'_>, rate: f64, now: f64) {
+    send_from(a, Owner::Unidentified, name, tags, value, rate, now);
+}
+
+/// [`send`] from `owner`.
+fn send_from(
+    a: &mut Aggregator,
+    owner: Owner<'_>,
+    name: &str,
+    tags: &[&str],
+    value: Value<'_>,
+    rate: f64,
+    now: f64,
+) {
     a.insert(
         Sample {
             name,
@@ -28,7 +41,7 @@ fn send(a: &mut Aggregator, name: &str, tags: &[&str], value: Value<'_>, rate: f
             sample_rate: rate,
             timestamp: None,
         },
-        Owner::Unidentified,
+        owner,
         now,
     );
 }
@@ -950,44 +963,20 @@ fn a_flooding_sender_is_held_to_its_quota_and_starves_neither_other_senders_nor_
     let flood = Owner::Process(4242);
     for i in 0..5_000 {
         let tag = format!("id:{i}");
-        a.insert(
-            Sample {
-                name: "flood",
-                tags: [tag.as_str()].into_iter(),
-                host: "",
-                value: Value::Count(1.0),
-                sample_rate: 1.0,
-                timestamp: None,
-            },
-            flood,
-            T0,
-        );
+        send_from(&mut a, flood, "flood", &[&tag], Value::Count(1.0), 1.0, T0);
     }
     // The flood's own contexts keep working; a second sender's and a check's new ones too.
-    a.insert(
-        Sample {
-            name: "flood",
-            tags: ["id:1"].into_iter(),
-            host: "",
-            value: Value::Count(1.0),
-            sample_rate: 1.0,
-            timestamp: None,
-        },
+    send_from(
+        &mut a,
         flood,
+        "flood",
+        &["id:1"],
+        Value::Count(1.0),
+        1.0,
         T0,
     );
-    a.insert(
-        Sample {
-            name: "quiet",
-            tags: [].into_iter(),
-            host: "",
-            value: Value::Gauge(1.0),
-            sample_rate: 1.0,
-            timestamp: None,
-        },
-        Owner::Container("web"),
-        T0,
-    );
+    let web = Owner::Container("web");
+    send_from(&mut a, web, "quiet", &[], Value::Gauge(1.0), 1.0, T0);
     a.insert_report(&report_with(vec![metric(
         "check.gauge",
         MetricType::Gauge,

@@ -11,10 +11,10 @@
 //!   Prometheus's own `rate()` works on them as on any exporter's counter;
 //! - distributions become *summaries*: `quantile` 0.5, 0.9, 0.95 and 0.99 of the last closed
 //!   bucket, with `_sum` and `_count` added up since the start.
-//! - service checks become gauges named `service_check_<name>` (`network.http.can_connect`
-//!   gives `service_check_network_http_can_connect`), tagged as sent, valued with the Datadog
+//! - service checks become gauges named `service_check_<name>` (`http.can_connect` gives
+//!   `service_check_http_can_connect`), tagged as sent, valued with the Datadog
 //!   status code of the latest one: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN. The prefix keeps
-//!   them apart from metrics of the same name (`http_check` sends both).
+//!   them apart from metrics a check may send under the same name.
 //!
 //! Names are sanitised to `[a-zA-Z_:][a-zA-Z0-9_:]*` (`.` and other characters become `_`).
 //! A `key:value` tag becomes the label `key="value"` (several values of one key are joined with
