@@ -85,10 +85,10 @@ pub fn host(config: PluginConfig) -> Arc<PluginHost> {
 /// The instances of a check config given as YAML text, as the conf.d loader resolves them.
 pub fn instances(check: &str, yaml: &str) -> Vec<Instance> {
     let path = PathBuf::from(format!("conf.d/{check}.d/conf.yaml"));
-    confd::parse_file(check, &path, yaml)
+    let config = confd::parse_file(check, &path, yaml)
         .unwrap_or_else(|e| panic!("test config does not parse: {e}"))
-        .expect("test config has instances")
-        .instances(Duration::from_secs(30))
+        .expect("test config has instances");
+    confd::instances(&config, Duration::from_secs(30))
 }
 
 /// The single instance of a check config given as YAML text.

@@ -53,7 +53,7 @@ async fn test_instances(
     let mut instances: Vec<Instance> = configs
         .iter()
         .filter(|c| !c.is_template())
-        .flat_map(|c| c.instances(config.plugins.default_timeout()))
+        .flat_map(|c| confd::instances(c, config.plugins.default_timeout()))
         .collect();
     let templates: Vec<&CheckConfig> = configs.iter().filter(|c| c.is_template()).collect();
     // Like the Datadog Agent's `check`: templates (conf.d's, and containers' labels) are

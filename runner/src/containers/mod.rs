@@ -18,6 +18,8 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use kennel_parsers::autodiscovery::ContainerFacts;
+
 pub(crate) use store::ContainerStore;
 pub use tagger::Cardinality;
 pub(crate) use tagger::{ContainerTags, TaggerConfig};
@@ -104,6 +106,22 @@ impl Container {
         ids
     }
 
+    /// Whether a conf.d template with these `ad_identifiers` applies to this container.
+    pub(crate) fn matches(&self, ad_identifiers: &[String]) -> bool {
+        let ids = self.ad_identifiers();
+        ad_identifiers.iter().any(|id| ids.contains(id))
+    }
+
+    /// What template variables read from this container.
+    pub(crate) fn facts(&self) -> ContainerFacts<'_> {
+        ContainerFacts {
+            hostname: &self.hostname,
+            networks: &self.networks,
+            ports: self.ports.iter().map(|p| p.number).collect(),
+            pid: self.pid,
+        }
+    }
+
     /// A name for messages: `web (3f2a9c1b0d7e)`.
     pub(crate) fn display(&self) -> String {
         format!("{} ({})", self.name, self.short_id())
@@ -161,6 +179,33 @@ mod tests {
     fn image(reference: &str) -> (String, String, Option<String>) {
         let name = ImageName::parse(reference);
         (name.long, name.short, name.tag)
+    }
+
+    #[test]
+    fn conf_d_templates_match_by_ad_identifier() {
+        let mut web = Container {
+            id: "3f2a9c1b0d7e".repeat(5) + "abcd",
+            name: "web".to_owned(),
+            image: "nginx:1.27".to_owned(),
+            labels: BTreeMap::new(),
+            env: BTreeMap::new(),
+            hostname: "3f2a9c1b0d7e".to_owned(),
+            networks: BTreeMap::new(),
+            ports: Vec::new(),
+            pid: 4242,
+            cgroup: None,
+            health: None,
+            tags: ContainerTags::default(),
+        };
+        let ids = |ids: &[&str]| ids.iter().map(|i| (*i).to_owned()).collect::<Vec<_>>();
+        assert!(web.matches(&ids(&["redis", "nginx"])));
+        assert!(web.matches(&ids(&[&format!("docker://{}", web.id)])));
+        assert!(!web.matches(&ids(&["redis"])));
+        assert!(!web.matches(&[]));
+        web.labels
+            .insert(AD_CHECK_ID_LABEL.to_owned(), "my-web".to_owned());
+        assert!(web.matches(&ids(&["my-web"])));
+        assert!(!web.matches(&ids(&["nginx"])));
     }
 
     #[test]

@@ -26,7 +26,7 @@
 //! kept in [`Problems`], which `/status` and `runner status` show, and cleared once fixed.
 
 pub mod labels;
-pub mod template;
+pub use kennel_parsers::autodiscovery as template;
 pub(crate) mod watch;
 
 use std::collections::{BTreeMap, HashMap};
@@ -222,7 +222,7 @@ impl Discovery {
             let instances = if config.is_template() {
                 Vec::new()
             } else {
-                config.instances(self.config.default_timeout)
+                confd::instances(&config, self.config.default_timeout)
             };
             self.replace(Source::File(config.path.clone()), instances);
         }
@@ -403,7 +403,7 @@ pub(crate) fn resolve_container(
         });
     }
     for file in file_templates {
-        if template::matches(&file.ad_identifiers, container) {
+        if container.matches(&file.ad_identifiers) {
             templates.push(Template {
                 check: file.check.clone(),
                 init_config: file.init_config.clone(),
@@ -421,7 +421,7 @@ pub(crate) fn resolve_container(
     let mut from_labels = 0usize;
     for template in templates {
         let from_label = !matches!(template.origin, TemplateOrigin::File(_));
-        let instances = match resolver.resolve(&template, container) {
+        let instances = match resolver.resolve(&template, &container.facts()) {
             Ok(instances) => instances,
             Err(error) => {
                 resolved.problems.push(ResolveProblem {

@@ -1,5 +1,5 @@
 //! Autodiscovery templates: check configurations written for "whatever container matches",
-//! and their resolution against one [`Container`].
+//! and their resolution against one container's [`ContainerFacts`].
 //!
 //! Templates come from two places, with the Datadog Agent's formats:
 //! - a container's own labels ([`from_labels`]): v2, one JSON object in
@@ -10,7 +10,7 @@
 //!   element one object or a list of exactly one object; each instances element one object or
 //!   a list of objects), with `com.datadoghq.ad.ignore_autodiscovery_tags` for all of them;
 //! - conf.d files with `ad_identifiers`, which apply to a container when one of their
-//!   identifiers is one of the container's ([`matches`]).
+//!   identifiers is one of the container's (the runner's container store matches them).
 //!
 //! [`Resolver::resolve`] substitutes the template variables in every string value of
 //! `init_config` and the instances (map keys are left alone, as in the Agent). A variable is
@@ -53,7 +53,7 @@
 //! `-`), so `"100%% of %%port%%"` keeps its literal `%%`.
 //!
 //! Labels are outside input, written by whoever can start a container; two rules here keep a
-//! container from granting itself more than its own checks, and [`super::labels`] bounds
+//! container from granting itself more than its own checks, and the runner's label policy bounds
 //! where the instances they define may go (the container's own addresses, by default), what
 //! paths they may name, and what they may hold:
 //! - a check name from a label is letters, digits, `_`, `.` and `-`: the name picks the plugin
@@ -76,34 +76,46 @@ use std::path::PathBuf;
 
 use serde_json::{Map, Value};
 
-use crate::containers::Container;
+/// What template variables read from a container.
+#[derive(Debug, Clone)]
+pub struct ContainerFacts<'a> {
+    /// The container's own hostname; empty when it has none.
+    pub hostname: &'a str,
+    /// Network name → the container's address on it.
+    pub networks: &'a BTreeMap<String, IpAddr>,
+    /// Exposed and published port numbers, ascending (a number exposed for two protocols is
+    /// listed twice, as Docker lists it).
+    pub ports: Vec<u16>,
+    /// The main process's pid in the host's pid namespace; 0 when not running.
+    pub pid: u32,
+}
 
 /// The v2 label: a JSON object of check templates keyed by check name.
-pub(crate) const CHECKS_LABEL: &str = "com.datadoghq.ad.checks";
+pub const CHECKS_LABEL: &str = "com.datadoghq.ad.checks";
 /// A v1 label: the JSON array of check names.
-pub(crate) const CHECK_NAMES_LABEL: &str = "com.datadoghq.ad.check_names";
+pub const CHECK_NAMES_LABEL: &str = "com.datadoghq.ad.check_names";
 /// A v1 label: the JSON array of `init_config` sections, one per check name.
-pub(crate) const INIT_CONFIGS_LABEL: &str = "com.datadoghq.ad.init_configs";
+pub const INIT_CONFIGS_LABEL: &str = "com.datadoghq.ad.init_configs";
 /// A v1 label: the JSON array of instances (or lists of instances), one per check name.
-pub(crate) const INSTANCES_LABEL: &str = "com.datadoghq.ad.instances";
+pub const INSTANCES_LABEL: &str = "com.datadoghq.ad.instances";
 /// A v1 label: `true` to keep the container's tags out of the instances' tags.
-pub(crate) const IGNORE_AD_TAGS_LABEL: &str = "com.datadoghq.ad.ignore_autodiscovery_tags";
+pub const IGNORE_AD_TAGS_LABEL: &str = "com.datadoghq.ad.ignore_autodiscovery_tags";
 
 /// One check's template, before resolution.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Template {
-    pub(crate) check: String,
-    pub(crate) init_config: Value,
+pub struct Template {
+    pub check: String,
+    pub init_config: Value,
     /// Each one a JSON object.
-    pub(crate) instances: Vec<Value>,
+    pub instances: Vec<Value>,
     /// Do not merge the container's tags into the instances' tags.
-    pub(crate) ignore_autodiscovery_tags: bool,
-    pub(crate) origin: TemplateOrigin,
+    pub ignore_autodiscovery_tags: bool,
+    pub origin: TemplateOrigin,
 }
 
 /// Where a template was written.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum TemplateOrigin {
+pub enum TemplateOrigin {
     /// The container's `com.datadoghq.ad.checks` label.
     LabelV2,
     /// The container's `com.datadoghq.ad.check_names`/`init_configs`/`instances` labels.
@@ -114,7 +126,7 @@ pub(crate) enum TemplateOrigin {
 
 /// Why a container's autodiscovery labels give no templates.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum LabelError {
+pub enum LabelError {
     #[error("label `{label}`: invalid JSON: {message}")]
     InvalidJson {
         label: &'static str,
@@ -157,7 +169,7 @@ pub(crate) enum LabelError {
 
 /// The templates in a container's labels, sorted by check name; none when it has no
 /// autodiscovery labels. v2 (`com.datadoghq.ad.checks`) wins over v1 when both are set.
-pub(crate) fn from_labels(labels: &BTreeMap<String, String>) -> Result<Vec<Template>, LabelError> {
+pub fn from_labels(labels: &BTreeMap<String, String>) -> Result<Vec<Template>, LabelError> {
     let mut templates = match labels.get(CHECKS_LABEL) {
         Some(json) => from_v2(json)?,
         None => from_v1(labels)?,
@@ -404,12 +416,6 @@ fn check_instance(
     Ok(())
 }
 
-/// Whether a conf.d template with these `ad_identifiers` applies to `container`.
-pub(crate) fn matches(ad_identifiers: &[String], container: &Container) -> bool {
-    let ids = container.ad_identifiers();
-    ad_identifiers.iter().any(|id| ids.contains(id))
-}
-
 /// Which of the runner's environment variables `%%env_<VAR>%%` may read, and how it reads
 /// them.
 pub struct EnvPolicy {
@@ -428,7 +434,7 @@ impl EnvPolicy {
     }
 
     /// Reads variables through `lookup` (tests use a map, leaving the process alone).
-    pub(crate) fn from_fn(
+    pub fn from_fn(
         allowed: impl IntoIterator<Item = String>,
         lookup: impl Fn(&str) -> Option<String> + Send + Sync + 'static,
     ) -> Self {
@@ -439,7 +445,7 @@ impl EnvPolicy {
     }
 
     /// Whether templates may read `name`.
-    pub(crate) fn allows(&self, name: &str) -> bool {
+    pub fn allows(&self, name: &str) -> bool {
         self.allowed.contains(name)
     }
 
@@ -469,38 +475,38 @@ impl fmt::Debug for EnvPolicy {
 
 /// A template's sections with every variable substituted.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct ResolvedTemplate {
-    pub(crate) init_config: Value,
-    pub(crate) instances: Vec<Value>,
+pub struct ResolvedTemplate {
+    pub init_config: Value,
+    pub instances: Vec<Value>,
 }
 
 /// A variable of a template that has no value for a container.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{check}: {variable} in {location}: {reason}")]
-pub(crate) struct ResolveError {
-    pub(crate) check: String,
+pub struct ResolveError {
+    pub check: String,
     /// As written: `%%port%%`.
-    pub(crate) variable: String,
+    pub variable: String,
     /// Where in the template: `instances[0].url`, `init_config.service`.
-    pub(crate) location: String,
-    pub(crate) reason: String,
+    pub location: String,
+    pub reason: String,
 }
 
 /// Resolves templates against containers.
 #[derive(Debug)]
-pub(crate) struct Resolver<'a> {
+pub struct Resolver<'a> {
     /// The runner's hostname: `%%hostname%%` of a container reported with no hostname.
-    pub(crate) hostname: &'a str,
-    pub(crate) env: &'a EnvPolicy,
+    pub hostname: &'a str,
+    pub env: &'a EnvPolicy,
 }
 
 impl Resolver<'_> {
     /// `template` with its variables substituted from `container`; the first variable with
     /// no value is the error.
-    pub(crate) fn resolve(
+    pub fn resolve(
         &self,
         template: &Template,
-        container: &Container,
+        container: &ContainerFacts<'_>,
     ) -> Result<ResolvedTemplate, ResolveError> {
         let mut walk = Walk {
             resolver: self,
@@ -521,7 +527,11 @@ impl Resolver<'_> {
     }
 
     /// The value of one variable; `Err` is the reason it has none.
-    fn variable(&self, var: &Var<'_>, container: &Container) -> Result<Substitution, String> {
+    fn variable(
+        &self,
+        var: &Var<'_>,
+        container: &ContainerFacts<'_>,
+    ) -> Result<Substitution, String> {
         let text = match (var.name, var.param) {
             ("host", network) => return host(container, network).map(Substitution::Host),
             ("port", param) => port(container, param)?.to_string(),
@@ -529,7 +539,7 @@ impl Resolver<'_> {
                 0 => return Err("the container has no pid (it is not running)".to_owned()),
                 pid => pid.to_string(),
             },
-            ("hostname", None) => match container.hostname.as_str() {
+            ("hostname", None) => match container.hostname {
                 "" => self.hostname.to_owned(),
                 hostname => hostname.to_owned(),
             },
@@ -559,7 +569,7 @@ enum Substitution {
 }
 
 /// The container's address for `%%host%%` (`network`: `%%host_<network>%%`).
-fn host(container: &Container, network: Option<&str>) -> Result<Host, String> {
+fn host(container: &ContainerFacts<'_>, network: Option<&str>) -> Result<Host, String> {
     if let Some(ip) = network.and_then(|n| container.networks.get(n)) {
         return Ok(Host::Ip(*ip));
     }
@@ -570,7 +580,9 @@ fn host(container: &Container, network: Option<&str>) -> Result<Host, String> {
     let mut networks = container.networks.iter();
     match (networks.next(), networks.next()) {
         (Some((_, ip)), None) => Ok(Host::Ip(*ip)),
-        (None, _) if !container.hostname.is_empty() => Ok(Host::Name(container.hostname.clone())),
+        (None, _) if !container.hostname.is_empty() => {
+            Ok(Host::Name(container.hostname.to_owned()))
+        }
         (None, _) => Err(format!(
             "{not_on}the container has no IP address on any network, and no hostname"
         )),
@@ -611,18 +623,18 @@ impl fmt::Display for Host {
 }
 
 /// The port for `%%port%%` (`param`: `%%port_<n>%%`).
-fn port(container: &Container, param: Option<&str>) -> Result<u16, String> {
+fn port(container: &ContainerFacts<'_>, param: Option<&str>) -> Result<u16, String> {
     let ports = &container.ports;
     let Some(highest) = ports.last() else {
         return Err("the container exposes no port".to_owned());
     };
     let Some(param) = param else {
-        return Ok(highest.number);
+        return Ok(*highest);
     };
     let listed = || {
         ports
             .iter()
-            .map(|p| p.number.to_string())
+            .map(u16::to_string)
             .collect::<Vec<_>>()
             .join(", ")
     };
@@ -634,10 +646,10 @@ fn port(container: &Container, param: Option<&str>) -> Result<u16, String> {
         ));
     };
     if let Some(port) = ports.get(n) {
-        return Ok(port.number);
+        return Ok(*port);
     }
-    match ports.iter().find(|p| usize::from(p.number) == n) {
-        Some(port) => Ok(port.number),
+    match ports.iter().find(|p| usize::from(**p) == n) {
+        Some(port) => Ok(*port),
         None => Err(format!(
             "index {n} is too big for the {} exposed ports ({}), and none of them is port {n}",
             ports.len(),
@@ -701,7 +713,7 @@ fn variables(s: &str) -> Vec<Var<'_>> {
 /// A walk over one template section, tracking where it is for errors.
 struct Walk<'r, 'a> {
     resolver: &'r Resolver<'a>,
-    container: &'r Container,
+    container: &'r ContainerFacts<'r>,
     check: &'r str,
     location: String,
 }
@@ -793,7 +805,6 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::containers::{AD_CHECK_ID_LABEL, ContainerTags, Port, Protocol};
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
@@ -802,30 +813,34 @@ mod tests {
             .collect()
     }
 
+    /// The facts of a container, owned, for tests to change.
+    struct Container {
+        hostname: String,
+        networks: BTreeMap<String, IpAddr>,
+        ports: Vec<u16>,
+        pid: u32,
+    }
+
+    impl Container {
+        fn facts(&self) -> ContainerFacts<'_> {
+            ContainerFacts {
+                hostname: &self.hostname,
+                networks: &self.networks,
+                ports: self.ports.clone(),
+                pid: self.pid,
+            }
+        }
+    }
+
     fn container() -> Container {
         Container {
-            id: "3f2a9c1b0d7e".repeat(5) + "abcd",
-            name: "web".to_owned(),
-            image: "nginx:1.27".to_owned(),
-            labels: BTreeMap::new(),
-            env: BTreeMap::new(),
             hostname: "3f2a9c1b0d7e".to_owned(),
             networks: BTreeMap::from([(
                 "bridge".to_owned(),
                 IpAddr::V4(Ipv4Addr::new(172, 17, 0, 2)),
             )]),
-            ports: vec![tcp(80), tcp(443)],
+            ports: vec![80, 443],
             pid: 4242,
-            cgroup: None,
-            health: None,
-            tags: ContainerTags::default(),
-        }
-    }
-
-    fn tcp(number: u16) -> Port {
-        Port {
-            number,
-            protocol: Protocol::Tcp,
         }
     }
 
@@ -860,7 +875,7 @@ mod tests {
             hostname: "runner-host",
             env: policy,
         };
-        let mut resolved = resolver.resolve(&template(instance), container)?;
+        let mut resolved = resolver.resolve(&template(instance), &container.facts())?;
         Ok(resolved.instances.remove(0))
     }
 
@@ -1131,20 +1146,6 @@ mod tests {
     }
 
     #[test]
-    fn conf_d_templates_match_by_ad_identifier() {
-        let mut web = container();
-        let ids = |ids: &[&str]| ids.iter().map(|i| (*i).to_owned()).collect::<Vec<_>>();
-        assert!(matches(&ids(&["redis", "nginx"]), &web));
-        assert!(matches(&ids(&[&format!("docker://{}", web.id)]), &web));
-        assert!(!matches(&ids(&["redis"]), &web));
-        assert!(!matches(&[], &web));
-        web.labels
-            .insert(AD_CHECK_ID_LABEL.to_owned(), "my-web".to_owned());
-        assert!(matches(&ids(&["my-web"]), &web));
-        assert!(!matches(&ids(&["nginx"]), &web));
-    }
-
-    #[test]
     fn host_is_the_only_network_address() {
         let mut web = container();
         web.networks = BTreeMap::from([(
@@ -1232,14 +1233,14 @@ mod tests {
     #[test]
     fn port_is_the_highest_exposed_port() {
         let mut web = container();
-        web.ports = vec![tcp(80), tcp(443), tcp(8080)];
+        web.ports = vec![80, 443, 8080];
         assert_eq!(value_of(&web, "%%port%%").unwrap(), json!(8080));
     }
 
     #[test]
     fn port_with_a_number_is_an_index_then_a_port_number() {
         let mut web = container();
-        web.ports = vec![tcp(80), tcp(443), tcp(8080)];
+        web.ports = vec![80, 443, 8080];
         assert_eq!(value_of(&web, "%%port_0%%").unwrap(), json!(80));
         assert_eq!(value_of(&web, "%%port_2%%").unwrap(), json!(8080));
         assert_eq!(value_of(&web, "%%port_443%%").unwrap(), json!(443));
@@ -1397,7 +1398,7 @@ mod tests {
             ],
             ..template(json!({}))
         };
-        let resolved = resolver.resolve(&template, &web).unwrap();
+        let resolved = resolver.resolve(&template, &web.facts()).unwrap();
         assert_eq!(resolved.init_config, json!({"service": "3f2a9c1b0d7e"}));
         assert_eq!(
             resolved.instances,
