@@ -6,6 +6,7 @@ use crate::types::{
     ServiceCheck, SqlError, Status, Value,
 };
 use crate::{Check, Ctx, Host, Level};
+use std::time::Duration;
 
 pub use wit_bindgen;
 
@@ -24,7 +25,7 @@ pub use bindings::__kennel_export as export;
 pub use bindings::Guest;
 pub use bindings::kennel::check::types::Context;
 
-use bindings::kennel::check::{emit, http, kv, log, sql, types as wit};
+use bindings::kennel::check::{emit, http, instance, kv, log, sql, types as wit};
 
 /// Runs `C` for one call of the exported `run`.
 pub fn run<C: Check>(context: Context) -> Result<(), String> {
@@ -35,10 +36,12 @@ pub fn run<C: Check>(context: Context) -> Result<(), String> {
     let instance = serde_json::from_str(&context.instance)
         .map_err(|e| format!("the runner sent an instance that is not JSON: {e}"))?;
     let mut host = WasmHost;
+    let timeout = instance::timeout_ms().map(|ms| Duration::from_millis(u64::from(ms)));
     let mut cx = Ctx::new(
         context.check_name,
         context.instance_id,
         init_config,
+        timeout,
         &mut host,
     );
     crate::config::run::<C>(&mut cx, instance).map_err(|e| e.to_string())

@@ -1,5 +1,7 @@
 //! The handle a run gets on the outside world.
 
+use std::time::Duration;
+
 use crate::config::{self, ConfigError};
 use crate::types::{
     AlertType, Event, HttpError, HttpRequest, HttpResponse, Metric, MetricType, Rows, ServiceCheck,
@@ -54,6 +56,7 @@ pub struct Ctx<'h> {
     check_name: String,
     instance_id: String,
     init_config: serde_json::Value,
+    timeout: Option<Duration>,
     host: &'h mut dyn Host,
 }
 
@@ -63,12 +66,14 @@ impl<'h> Ctx<'h> {
         check_name: String,
         instance_id: String,
         init_config: serde_json::Value,
+        timeout: Option<Duration>,
         host: &'h mut dyn Host,
     ) -> Self {
         Self {
             check_name,
             instance_id,
             init_config,
+            timeout,
             host,
         }
     }
@@ -81,6 +86,14 @@ impl<'h> Ctx<'h> {
     /// The instance's stable id, `<check>:<digest>`.
     pub fn instance_id(&self) -> &str {
         &self.instance_id
+    }
+
+    /// The instance's `timeout`, when it sets one: the run's deadline. The runner keeps the key
+    /// for itself (see [`RESERVED_KEYS`](crate::RESERVED_KEYS)), so this is how a check reads
+    /// it. A check whose work takes a timeout of its own can default to it, as `http_check`
+    /// does for its request; [`HttpRequest::timeout_ms`] explains how the two meet.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.timeout
     }
 
     /// The `init_config` section deserialized into `T`. It is `null` when absent, so use a

@@ -58,10 +58,11 @@
 //! # fn main() {}
 //! ```
 //!
-//! The instance's keys that the runner reserves (`min_collection_interval`, `tags`, `service`,
-//! `timeout`, `allowed_hosts`, ...) reach the check too, so a `Config` ignores unknown keys
-//! rather than denying them. [`options`] has types that read values the way Datadog's checks
-//! do, for configs written for the Datadog Agent.
+//! The instance's keys that the runner acts on ([`RESERVED_KEYS`]: `min_collection_interval`,
+//! `tags`, `service`, `timeout`, ...) never reach the check, so a `Config` may refuse unknown
+//! keys with `#[serde(deny_unknown_fields)]`, and a typo (`timout: 3`) fails the run naming
+//! it. The instance's `timeout` is [`Ctx::timeout`]. [`options`] has types that read values the
+//! way Datadog's checks do, for configs written for the Datadog Agent.
 //!
 //! With the `testing` feature, [`testing::Harness`] runs the same logic natively against a
 //! recording host, so a check's behaviour is unit tested with plain `cargo test`.
@@ -96,12 +97,29 @@ pub use types::{
 
 extern crate self as kennel_sdk;
 
+/// The instance keys the runner acts on, left out of the instance a check reads:
+/// - `min_collection_interval`: seconds between runs (15 by default);
+/// - `tags`: added to everything the instance emits; the check need not add them again;
+/// - `service`: adds `service:<service>` the same way;
+/// - `timeout`: the run's deadline, which the check reads as [`Ctx::timeout`];
+/// - `empty_default_hostname`: submit without a hostname unless the check sets one;
+/// - `allowed_hosts`: the hosts [`Ctx::http`] may reach, besides the host of a `url` key;
+/// - `allowed_paths`: directories the check may read with `std::fs`.
+pub const RESERVED_KEYS: [&str; 7] = [
+    "min_collection_interval",
+    "tags",
+    "service",
+    "timeout",
+    "empty_default_hostname",
+    "allowed_hosts",
+    "allowed_paths",
+];
+
 /// A check: its instance configuration type, what one run does, and what a run does when the
 /// configuration is wrong.
 pub trait Check {
-    /// The instance section of the check's YAML, deserialized with serde. Reserved keys the
-    /// runner handles (`min_collection_interval`, `tags`, `service`, `timeout`, ...) are present
-    /// too: ignore them, or read them if they matter to the check.
+    /// The instance section of the check's YAML, deserialized with serde, without the
+    /// [`RESERVED_KEYS`] the runner handles: the type may deny unknown fields.
     ///
     /// Validation belongs here too: a type whose `Deserialize` rejects a bad value (a
     /// `#[serde(try_from = ...)]` newtype, say) has the error reported under its key.

@@ -39,14 +39,32 @@ use crate::config::{self, ConfigError};
 use crate::types::{
     Event, HttpError, HttpRequest, HttpResponse, Metric, Rows, ServiceCheck, SqlError,
 };
-use crate::{Check, Ctx, Host, Level};
+use crate::{Check, Ctx, Host, Level, RESERVED_KEYS};
+use std::time::Duration;
 
 /// Deserializes `instance` into `T` as the sdk does before [`Check::run`], for unit tests of
 /// a config type: the error is the one [`Check::config_error`] would get.
 pub fn config<T: serde::de::DeserializeOwned>(
     instance: serde_json::Value,
 ) -> Result<T, ConfigError> {
-    config::deserialize(None, instance)
+    config::deserialize(None, without_reserved(instance).0)
+}
+
+/// `instance` as the runner hands it to a check: without the [`RESERVED_KEYS`], and the
+/// `timeout` it set, in seconds, when it is a number the runner would accept.
+fn without_reserved(mut instance: serde_json::Value) -> (serde_json::Value, Option<Duration>) {
+    let mut timeout = None;
+    if let Some(map) = instance.as_object_mut() {
+        timeout = map
+            .get("timeout")
+            .and_then(serde_json::Value::as_f64)
+            .filter(|seconds| (0.001..=3600.0).contains(seconds))
+            .map(Duration::from_secs_f64);
+        for key in RESERVED_KEYS {
+            map.remove(key);
+        }
+    }
+    (instance, timeout)
 }
 
 type HttpHandler = Box<dyn FnMut(&HttpRequest) -> Result<HttpResponse, HttpError>>;
@@ -122,8 +140,11 @@ impl Harness {
         self
     }
 
-    /// Runs `C` once with `instance` as its instance configuration.
+    /// Runs `C` once with `instance` as its instance configuration. As in the runner, the
+    /// [`RESERVED_KEYS`] are taken out before the check sees it, and its `timeout` is what
+    /// [`Ctx::timeout`] returns.
     pub fn run<C: Check>(self, instance: serde_json::Value) -> Recorded {
+        let (instance, timeout) = without_reserved(instance);
         let mut host = RecordingHost {
             recorded: Recorded {
                 result: Ok(()),
@@ -139,7 +160,13 @@ impl Harness {
             sql: self.sql,
         };
         let instance_id = format!("{}:test", self.check_name);
-        let mut cx = Ctx::new(self.check_name, instance_id, self.init_config, &mut host);
+        let mut cx = Ctx::new(
+            self.check_name,
+            instance_id,
+            self.init_config,
+            timeout,
+            &mut host,
+        );
         let result = config::run::<C>(&mut cx, instance);
         let RecordingHost { mut recorded, .. } = host;
         recorded.result = result;

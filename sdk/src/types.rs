@@ -175,7 +175,8 @@ pub struct HttpRequest {
     pub headers: Vec<(String, String)>,
     /// None sends no body.
     pub body: Option<Vec<u8>>,
-    /// Defaults to 10 s; the runner also bounds it by the run's own deadline.
+    /// How long the request may take, sending to the end of the body; 10 s by default. See
+    /// [`HttpRequest::timeout_ms`] for how it meets the instance's `timeout`.
     pub timeout_ms: u32,
     /// Defaults to true. The certificate's expiry is returned either way.
     pub verify_tls: bool,
@@ -214,7 +215,22 @@ impl HttpRequest {
         self
     }
 
-    /// Sets the timeout, in milliseconds.
+    /// Sets how long the request may take, in milliseconds (at least 1).
+    ///
+    /// The instance's `timeout` is the deadline of the whole run, and the runner cuts every
+    /// request short of it: the request gets the smaller of this timeout and the time left
+    /// before the deadline, less 50 ms kept so that the check can still report the failure.
+    /// A request cut that way fails with [`HttpError::Timeout`], as one that ran out of its own
+    /// time does. To give a request the whole run, as Datadog's `http_check` does with
+    /// `timeout`, set it from [`Ctx::timeout`](crate::Ctx::timeout):
+    ///
+    /// ```
+    /// # use kennel_sdk::{Ctx, HttpRequest};
+    /// # fn request(cx: &Ctx, url: &str) -> HttpRequest {
+    /// let timeout = cx.timeout().map_or(10_000, |t| u32::try_from(t.as_millis()).unwrap_or(u32::MAX));
+    /// HttpRequest::get(url).timeout_ms(timeout)
+    /// # }
+    /// ```
     pub fn timeout_ms(mut self, timeout_ms: u32) -> Self {
         self.timeout_ms = timeout_ms;
         self

@@ -14,8 +14,8 @@
 //! The options are a typed serde struct: a value of the wrong type or out of range fails the run
 //! with the key named (`max_reports_per_run: must be a whole number of at least 1, got 0`).
 //! Numbers may also be given as numeric strings, as in Datadog's configs; a null is the
-//! default, as an absent key is. Unknown keys, such as the runner's reserved `tags`, `service`,
-//! `min_collection_interval` and `allowed_paths`, are ignored.
+//! default, as an absent key is. Unknown keys are ignored (the runner's reserved keys, `tags`,
+//! `allowed_paths` and the others, never reach the check).
 
 use std::fmt;
 use std::path::PathBuf;

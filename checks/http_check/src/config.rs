@@ -8,7 +8,7 @@
 //! | `data` | for POST, PUT, DELETE, PATCH and OPTIONS only: a mapping is sent as JSON (`Content-Type: application/json`), a string as is (`application/x-www-form-urlencoded`), unless `headers` sets a `Content-Type`; none |
 //! | `headers`, `extra_headers` | mappings of header names to values, over the defaults; none |
 //! | `include_default_headers` | send `User-Agent: Kennel/<version>` and `Accept: */*`; true |
-//! | `timeout` | seconds, fractions allowed; `init_config.timeout`, else 10 |
+//! | `timeout` | seconds, fractions allowed; `init_config.timeout`, else 10. The runner reserves the instance's `timeout` as the run's deadline and hands it to the check apart (`Ctx::timeout`): the request may take all of it, less the 50 ms the runner keeps to report a failure |
 //! | `http_response_status_code` | regex matched at the start of the status code; `(1\|2\|3)\d\d` |
 //! | `content_match` | regex searched in the body; none |
 //! | `reverse_content_match` | finding `content_match` is the failure; false |
@@ -21,14 +21,13 @@
 //! | `allow_redirects` | follow redirects (each hop must be granted); true |
 //!
 //! The options are a typed serde struct, [`Options`], whose values are checked as they are read
-//! (the url's scheme, the regexes, positive timeouts): a bad one fails the run with its key
+//! (the url's scheme, the regexes, a positive `init_config.timeout`): a bad one fails the run with its key
 //! named, through `HttpCheck::config_error`, which still emits the CRITICAL service check.
 //! Configs written for the Datadog Agent keep working: booleans also accept
 //! `"yes"`/`"no"`/`"on"`/`"off"`/`"1"`/`"0"` (PyYAML 1.1 reads a bare `yes` as true, and
 //! Datadog's `is_affirmative` accepts the strings), and numbers and strings are accepted where
-//! Datadog calls `int()`/`str()` on the value (the sdk's `options` types). Unknown keys, such as
-//! the runner's reserved `tags`, `service`, `min_collection_interval` and `allowed_hosts`, are
-//! ignored.
+//! Datadog calls `int()`/`str()` on the value (the sdk's `options` types). Unknown keys are
+//! ignored, as Datadog's check ignores them (the runner's reserved keys never reach it).
 //!
 //! Not supported (the runner's HTTP capability has no way to express them): client certificates
 //! (`tls_cert`, `tls_private_key`), custom CAs (`tls_ca_cert`, `ca_certs`), `check_hostname`,
@@ -65,7 +64,6 @@ pub struct Options {
     headers: Option<Headers>,
     extra_headers: Option<Headers>,
     include_default_headers: Option<Flag>,
-    timeout: Option<Seconds>,
     http_response_status_code: Option<StatusPattern>,
     content_match: Option<Pattern>,
     reverse_content_match: Option<Flag>,
@@ -120,8 +118,13 @@ pub struct Config {
 }
 
 impl Config {
-    /// Applies the defaults to `options`, `init_config`'s `timeout` among them.
-    pub fn new(options: Options, init_config: Option<InitConfig>) -> Self {
+    /// Applies the defaults to `options`, `init_config`'s `timeout` among them; `timeout` is
+    /// the instance's own (`Ctx::timeout`), which the runner keeps out of `options`.
+    pub fn new(
+        options: Options,
+        init_config: Option<InitConfig>,
+        timeout: Option<Duration>,
+    ) -> Self {
         let method = options
             .method
             .map_or_else(|| "GET".to_owned(), |Text(method)| method.to_uppercase());
@@ -157,10 +160,11 @@ impl Config {
             headers.push(("Content-Type".to_owned(), content_type.to_owned()));
         }
 
-        let timeout = options
-            .timeout
-            .or(init_config.and_then(|init| init.timeout))
-            .map_or(DEFAULT_TIMEOUT, |Seconds(timeout)| timeout);
+        let timeout = timeout
+            .or(init_config
+                .and_then(|init| init.timeout)
+                .map(|Seconds(t)| t))
+            .unwrap_or(DEFAULT_TIMEOUT);
 
         // Thresholds in seconds take precedence over days; as in Datadog, 0 means "not set".
         let threshold = |seconds: Option<NonNegative>, days: Option<NonNegative>, default: f64| {

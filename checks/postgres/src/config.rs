@@ -14,8 +14,8 @@
 //! they are read, so a bad value fails the run before any query with a message naming the key
 //! and the entry (`custom_metrics[1]: Missing query parameter in custom metric`). Scalars are
 //! read as Datadog reads them (the sdk's `options` types: `port: "5433"` or `port: 5433`).
-//! Everything else (`username`, `ssl`, `query_timeout`, which the runner reads to connect, and
-//! the runner's reserved `tags`, `service`, `min_collection_interval`, ...) is ignored here.
+//! Everything else (`username`, `ssl`, `query_timeout`, which the runner reads to connect) is
+//! ignored here; the runner's reserved keys (`tags`, `service`, ...) never reach the check.
 //!
 //! Not supported: Datadog's built-in per-relation metrics (`relations` only feeds
 //! `custom_metrics`), `relation_regex` and `schemas` in `relations` entries, and the optional

@@ -29,11 +29,13 @@ pub struct Instance {
     pub source: String,
     /// The `init_config` section as JSON text (`null` when absent).
     pub init_config: Arc<str>,
-    /// The instance section as JSON text, reserved keys included.
+    /// The instance section as JSON text, without the reserved keys: what the plugin reads.
     pub config: String,
     pub interval: Duration,
     /// The run's deadline (instance key `timeout`, or the runner's default).
     pub timeout: Duration,
+    /// The instance's own `timeout`, when it sets one, which its plugin may read.
+    pub timeout_key: Option<Duration>,
     /// Added to everything the instance emits: its `tags` and `service:<service>`.
     pub tags: Vec<String>,
     /// `empty_default_hostname`: submit without a hostname unless the check sets one.

@@ -289,7 +289,10 @@ pub(crate) struct InstanceParts<'a> {
 impl InstanceParts<'_> {
     /// One runnable instance from its section and reserved keys.
     pub(crate) fn build(&self, source: String, raw: &Value, keys: &ReservedKeys) -> Instance {
-        let config = raw.to_string();
+        // The id covers the whole section, so that instances differing only in reserved keys
+        // (their tags, say) stay apart; the plugin reads the section without them.
+        let whole = raw.to_string();
+        let config = without_reserved(raw).to_string();
         let mut tags: Vec<String> = keys.tags.clone().unwrap_or_default();
         if let Some(service) = keys.service.as_deref().or(self.init_service) {
             tags.push(format!("service:{service}"));
@@ -297,7 +300,7 @@ impl InstanceParts<'_> {
         tags.sort();
         tags.dedup();
         Instance {
-            id: crate::check::id::instance_id(self.check, &config, self.init_config),
+            id: crate::check::id::instance_id(self.check, &whole, self.init_config),
             check: self.check.to_owned(),
             source,
             init_config: self.init_config.clone(),
@@ -308,6 +311,7 @@ impl InstanceParts<'_> {
             timeout: keys
                 .timeout
                 .map_or(self.default_timeout, Duration::from_secs_f64),
+            timeout_key: keys.timeout.map(Duration::from_secs_f64),
             tags,
             empty_default_hostname: keys.empty_default_hostname.unwrap_or(false),
             allowed_hosts: allowed_hosts(raw, keys),
@@ -316,6 +320,20 @@ impl InstanceParts<'_> {
             label_container: None,
         }
     }
+}
+
+/// An instance section without the keys the runner acts on: a check's config type then holds
+/// only its own keys, and can refuse the ones it does not know (`deny_unknown_fields`), where a
+/// typo (`timout: 3`) would otherwise pass unseen. The `timeout` reaches the plugin apart, as
+/// the `instance` interface's `timeout-ms`.
+fn without_reserved(raw: &Value) -> Value {
+    let mut raw = raw.clone();
+    if let Some(map) = raw.as_object_mut() {
+        for name in ReservedKeys::NAMES {
+            map.remove(name);
+        }
+    }
+    raw
 }
 
 /// The hosts an instance may reach: its `allowed_hosts`, and the host and port of its `url`,
@@ -364,6 +382,11 @@ mod tests {
         assert_eq!(instances[1].interval, Duration::from_secs(30));
         assert_eq!(instances[1].timeout, Duration::from_secs(2));
         assert_eq!(instances[1].tags, ["service:api"]);
+        assert_eq!(instances[0].timeout_key, None);
+        assert_eq!(instances[1].timeout_key, Some(Duration::from_secs(2)));
+        // The plugin reads the check's own keys alone.
+        assert_eq!(instances[0].config, r#"{"url":"http://localhost:8080/"}"#);
+        assert_eq!(instances[1].config, r#"{"url":"http://x/"}"#);
         assert!(instances[0].id.starts_with("http_check:"));
         assert_ne!(instances[0].id, instances[1].id);
     }

@@ -12,7 +12,7 @@
 //! [`super::logs`]).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tracing::Level;
 
@@ -20,7 +20,8 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::kennel::check::{
-    emit, http as wit_http, kv as wit_kv, log as wit_log, sql as wit_sql, types as wit,
+    emit, http as wit_http, instance as wit_instance, kv as wit_kv, log as wit_log, sql as wit_sql,
+    types as wit,
 };
 use super::http::{Grant, HttpClient};
 use super::kv::RunStore;
@@ -131,6 +132,8 @@ pub(crate) struct RunCtx {
     pub(crate) http: Arc<HttpClient>,
     pub(crate) grant: Grant,
     pub(crate) deadline: Instant,
+    /// The instance's own `timeout`, for `instance.timeout-ms`.
+    pub(crate) timeout_key: Option<Duration>,
     pub(crate) sql: Arc<SqlConnections>,
     pub(crate) postgres: Option<Result<PgTarget, String>>,
     pub(crate) kv: RunStore,
@@ -439,6 +442,16 @@ impl wit_sql::Host for RunState {
                     .await
             }
         })
+    }
+}
+
+impl wit_instance::Host for RunState {
+    fn timeout_ms(&mut self) -> wasmtime::Result<Option<u32>> {
+        // At most an hour, checked where the config is read.
+        Ok(self
+            .run
+            .timeout_key
+            .map(|timeout| u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX)))
     }
 }
 

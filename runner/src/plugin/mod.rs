@@ -372,6 +372,7 @@ impl PluginHost {
                     hosts: instance.allowed_hosts.clone(),
                 },
                 deadline,
+                timeout_key: instance.timeout_key,
                 sql: self.sql.clone(),
                 postgres: instance.postgres.clone(),
                 kv: RunStore::new(&self.kv.load(&instance.id)),
