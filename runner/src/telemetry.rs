@@ -7,6 +7,7 @@
 //! | `kennel.aggregator.contexts` | gauge | | live contexts after the flush |
 //! | `kennel.aggregator.contexts_created` | count | | contexts created |
 //! | `kennel.aggregator.contexts_expired` | count | | contexts forgotten after going idle |
+//! | `kennel.aggregator.contexts_retired` | count | | check contexts the latest run of their instance did not emit |
 //! | `kennel.aggregator.samples` | count | `metric_type` | samples received, by type (`gauge`, `count`, `rate`, `set`, `histogram`, `timer`, `distribution`) |
 //! | `kennel.aggregator.samples_dropped` | count | `reason` | samples, service checks and events dropped (reasons below) |
 //! | `kennel.aggregator.origin_contexts_refused` | count | `origin` | new contexts refused to one origin (`check:<instance id>`, `container:<id>`, `process:<pid>`, `unidentified`, `other`): its `origin_quota` and `context_limit` drops; sent only for origins that had some since the previous flush |
@@ -86,6 +87,7 @@ pub enum InternalMetric {
     AggregatorContexts,
     AggregatorContextsCreated,
     AggregatorContextsExpired,
+    AggregatorContextsRetired,
     AggregatorSamples,
     AggregatorSamplesDropped,
     AggregatorFlushed,
@@ -118,10 +120,11 @@ pub enum InternalMetric {
 
 impl InternalMetric {
     #[cfg(test)]
-    pub(crate) const ALL: [Self; 31] = [
+    pub(crate) const ALL: [Self; 32] = [
         Self::AggregatorContexts,
         Self::AggregatorContextsCreated,
         Self::AggregatorContextsExpired,
+        Self::AggregatorContextsRetired,
         Self::AggregatorSamples,
         Self::AggregatorSamplesDropped,
         Self::AggregatorFlushed,
@@ -159,6 +162,7 @@ impl InternalMetric {
             Self::AggregatorContexts => ("kennel.aggregator.contexts", Gauge, &[]),
             Self::AggregatorContextsCreated => ("kennel.aggregator.contexts_created", Counter, &[]),
             Self::AggregatorContextsExpired => ("kennel.aggregator.contexts_expired", Counter, &[]),
+            Self::AggregatorContextsRetired => ("kennel.aggregator.contexts_retired", Counter, &[]),
             Self::AggregatorSamples => ("kennel.aggregator.samples", Counter, &["metric_type"]),
             Self::AggregatorSamplesDropped => {
                 ("kennel.aggregator.samples_dropped", Counter, &["reason"])

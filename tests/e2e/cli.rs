@@ -626,3 +626,71 @@ fn service_checks_show_on_metrics_and_in_status() {
         "{status}"
     );
 }
+
+/// Issue 14: after an endpoint dies, `http_check`'s last response time used to stay on
+/// `/metrics` for five minutes, looking healthy. Now a check's series that its latest run did
+/// not emit leave the page as soon as that run is flushed, while the service check turns
+/// CRITICAL; when the endpoint comes back, so does the series.
+#[test]
+fn a_failing_checks_stale_series_leave_the_page() {
+    use kennel_tests::runner_process::{Options, RunnerProcess};
+    let io = tokio::runtime::Runtime::new().expect("a runtime for the HTTP server");
+    let server = io.block_on(HttpServer::start(|_| Reply::ok("up")));
+    let port = server.addr.port();
+    let runner = RunnerProcess::start(
+        Options::default(),
+        &[(
+            "http_check.d/site.yaml",
+            &format!(
+                "instances:\n  - name: site\n    url: http://127.0.0.1:{port}/\n    min_collection_interval: 1\n"
+            ),
+        )],
+    );
+    let response_time = "network_http_response_time{";
+    let can_connect = "service_check_http_can_connect{";
+    let row = |page: &str, name: &str| {
+        page.lines()
+            .find(|l| l.starts_with(name))
+            .map(str::to_owned)
+    };
+    let page = wait::until(
+        Duration::from_secs(40),
+        || runner.metrics(),
+        |page| row(page, response_time).is_some(),
+    );
+    assert!(
+        row(&page, can_connect).is_some_and(|r| r.ends_with(" 0")),
+        "{page}"
+    );
+
+    drop(server);
+    let page = wait::until(
+        Duration::from_secs(40),
+        || runner.metrics(),
+        |page| row(page, can_connect).is_some_and(|r| r.ends_with(" 2")),
+    );
+    // The run that found it down, flushed with its CRITICAL, sent no response time.
+    let page = match row(&page, response_time) {
+        None => page,
+        Some(_) => wait::until(
+            Duration::from_secs(15),
+            || runner.metrics(),
+            |page| row(page, response_time).is_none(),
+        ),
+    };
+    assert_eq!(row(&page, response_time), None, "{page}");
+    let retired = row(&page, "kennel_aggregator_contexts_retired_total");
+    assert!(retired.is_some_and(|r| !r.ends_with(" 0")), "{page}");
+
+    // Back up on the same port: the series comes back.
+    let server = io.block_on(HttpServer::start_on(port, |_| Reply::ok("up")));
+    wait::until(
+        Duration::from_secs(40),
+        || runner.metrics(),
+        |page| {
+            row(page, response_time).is_some()
+                && row(page, can_connect).is_some_and(|r| r.ends_with(" 0"))
+        },
+    );
+    drop(server);
+}

@@ -55,7 +55,15 @@ impl Drop for HttpServer {
 impl HttpServer {
     /// A plain HTTP server answering every request path with `respond(path)`.
     pub async fn start(respond: impl Fn(&str) -> Reply + Send + Sync + 'static) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0")
+        Self::start_on(0, respond).await
+    }
+
+    /// A plain HTTP server on loopback port `port` (0: any free port).
+    pub async fn start_on(
+        port: u16,
+        respond: impl Fn(&str) -> Reply + Send + Sync + 'static,
+    ) -> Self {
+        let listener = TcpListener::bind(("127.0.0.1", port))
             .await
             .expect("bind loopback");
         let addr = listener.local_addr().expect("bound address");

@@ -25,6 +25,27 @@ pub struct Flush {
     pub sketches: Vec<SketchSeries>,
     pub service_checks: Vec<ServiceCheck>,
     pub events: Vec<Event>,
+    /// What checks stopped sending: series and service checks their latest run did not
+    /// emit. A consumer that keeps values (the `/metrics` page) stops showing them; one that
+    /// forwards points has nothing to do.
+    pub retired: Vec<Retired>,
+}
+
+/// Something a check instance emitted before and its latest run did not.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Retired {
+    /// One context's series: its name, or a histogram's several (`.avg`, `.max`, ...).
+    Series {
+        names: Box<[Arc<str>]>,
+        tags: Tags,
+        host: Arc<str>,
+    },
+    /// A service check, as the check submitted it.
+    ServiceCheck {
+        name: String,
+        tags: Vec<String>,
+        host: String,
+    },
 }
 
 /// The intake's metric types.

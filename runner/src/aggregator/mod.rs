@@ -31,7 +31,7 @@ mod throughput;
 pub use check_sampler::CheckSampler;
 pub use config::{AggregatorConfig, ConfigError, HistogramAggregate};
 pub(crate) use context::Tags;
-pub use flush::{Flush, Point, Series, SeriesKind, SketchPoint, SketchSeries};
+pub use flush::{Flush, Point, Retired, Series, SeriesKind, SketchPoint, SketchSeries};
 pub(crate) use quota::{ContextsStatus, ContextsView, Owner, Pool};
 pub use sketch::Sketch;
 pub use time_sampler::Aggregator;

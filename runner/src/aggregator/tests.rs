@@ -756,6 +756,98 @@ fn check_and_dogstatsd_samples_of_one_context_share_a_series() {
     );
 }
 
+fn retired_series(flush: &Flush) -> Vec<String> {
+    flush
+        .retired
+        .iter()
+        .flat_map(|retired| match retired {
+            Retired::Series { names, .. } => names.iter().map(|n| n.to_string()).collect(),
+            Retired::ServiceCheck { name, .. } => vec![format!("service check {name}")],
+        })
+        .collect()
+}
+
+fn service_check(name: &str) -> ServiceCheck {
+    ServiceCheck {
+        name: name.into(),
+        status: Status::Ok,
+        message: String::new(),
+        tags: vec!["url:x".into()],
+        host: "host-1".into(),
+        timestamp: T0,
+    }
+}
+
+#[test]
+fn what_the_latest_run_of_a_check_did_not_emit_is_retired_once_flushed() {
+    let mut a = default_aggregator();
+    let mut first = report_with(vec![
+        metric("up.time", MetricType::Gauge, 1.0, T0 + 1.0),
+        metric("down.soon", MetricType::Gauge, 2.0, T0 + 1.0),
+        metric("down.hist", MetricType::Histogram, 3.0, T0 + 1.0),
+    ]);
+    first.service_checks = vec![service_check("kept"), service_check("dropped")];
+    a.insert_report(&first);
+    // A DogStatsD gauge has no runs: it is never retired.
+    send(&mut a, "dsd.gauge", &[], Value::Gauge(1.0), 1.0, T0 + 1.0);
+    // The next run, in the same bucket, emits one of the three.
+    let mut second = report_with(vec![metric("up.time", MetricType::Gauge, 4.0, T0 + 2.0)]);
+    second.service_checks = vec![service_check("kept")];
+    a.insert_report(&second);
+
+    let flush = a.flush(T0 + 10.0);
+    // The first run's points still go out (to the forwarder), and are retired in the same
+    // flush, which the `/metrics` page applies after them.
+    assert_eq!(points(one(&flush, "down.soon")), [(1_000_000, 2.0)]);
+    let mut retired = retired_series(&flush);
+    retired.sort();
+    assert_eq!(
+        retired,
+        [
+            "down.hist.95percentile",
+            "down.hist.avg",
+            "down.hist.count",
+            "down.hist.max",
+            "down.hist.median",
+            "down.soon",
+            "service check dropped",
+        ]
+    );
+    assert_eq!(
+        telemetry(&flush, InternalMetric::AggregatorContextsRetired, None),
+        2.0
+    );
+
+    // A run emits `up.time` into an open bucket, the next does not: it is retired only once
+    // that bucket has closed and its point is out.
+    a.insert_report(&report_with(vec![metric(
+        "up.time",
+        MetricType::Gauge,
+        5.0,
+        T0 + 12.0,
+    )]));
+    a.insert_report(&report_with(vec![]));
+    let flush = a.flush(T0 + 15.0);
+    assert_eq!(retired_series(&flush), ["service check kept"]);
+    let flush = a.flush(T0 + 20.0);
+    assert_eq!(points(one(&flush, "up.time")), [(1_000_010, 5.0)]);
+    assert_eq!(retired_series(&flush), ["up.time"]);
+    assert!(named(&flush, "dsd.gauge").is_empty());
+    assert!(retired_series(&a.flush(T0 + 30.0)).is_empty());
+
+    // Emitted again, it is a new context.
+    a.insert_report(&report_with(vec![metric(
+        "down.soon",
+        MetricType::Gauge,
+        6.0,
+        T0 + 31.0,
+    )]));
+    assert_eq!(
+        points(one(&a.flush(T0 + 40.0), "down.soon")),
+        [(1_000_030, 6.0)]
+    );
+}
+
 #[test]
 fn unsampled_check_rates_and_monotonic_counts_are_dropped_and_counted() {
     let mut a = default_aggregator();

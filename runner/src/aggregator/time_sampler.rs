@@ -20,7 +20,14 @@
 //!   Agent's parser does.
 //!
 //! Check results share the buckets and contexts (a check's gauge and a DogStatsD gauge of the
-//! same name, tags and host are one series). Their `rate` and `monotonic_count` samples must
+//! same name, tags and host are one series). A check's context that the latest run of its
+//! instance did not emit is retired once its last points are flushed: removed, and named in
+//! [`Flush::retired`] so that the `/metrics` page stops showing it, as are the service checks
+//! of the previous run that the latest one did not repeat. A check reports its state on each
+//! run: when an endpoint dies, the response time it no longer measures must not stay on the
+//! page with its last healthy value for the minutes a DogStatsD series is kept, and a run that
+//! failed or crashed emitted nothing that can be shown as current. DogStatsD series have no
+//! runs, and keep the time-based rules above. Their `rate` and `monotonic_count` samples must
 //! have been turned into gauges and counts by the [`super::CheckSampler`] first; their counts
 //! flush as counts (the Agent's `count` check type), not as rates like DogStatsD counters.
 //!
@@ -39,11 +46,13 @@
 //! `statsd_metric_namespace`; tags from origin detection are expected to be added before
 //! the sample gets here.
 
+use std::collections::hash_map::Entry as MapEntry;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use super::config::{AggregatorConfig, ConfigError, HistogramAggregate};
 use super::context::{ContextId, ContextResolver, Resolved};
-use super::flush::{Flush, Point, Series, SeriesKind, SketchPoint, SketchSeries};
+use super::flush::{Flush, Point, Retired, Series, SeriesKind, SketchPoint, SketchSeries};
 use super::metric::{Buckets, Input, Reset, State};
 use super::quota::{ContextsView, Owner, Quotas, Refused};
 use crate::check::{Event, MetricType, RunReport, ServiceCheck};
@@ -170,11 +179,13 @@ struct Stats {
     dropped: [u64; DropReason::ALL.len()],
     created: u64,
     expired: u64,
+    retired: u64,
     flushed: [u64; PAYLOADS.len()],
     samples_handles: Vec<Counter>,
     dropped_handles: Vec<Counter>,
     created_handle: Counter,
     expired_handle: Counter,
+    retired_handle: Counter,
     flushed_handles: Vec<Counter>,
     contexts_handle: Gauge,
 }
@@ -186,6 +197,7 @@ impl Stats {
             dropped: [0; DropReason::ALL.len()],
             created: 0,
             expired: 0,
+            retired: 0,
             flushed: [0; PAYLOADS.len()],
             samples_handles: SampleType::ALL
                 .iter()
@@ -199,6 +211,7 @@ impl Stats {
                 .collect(),
             created_handle: telemetry.counter(InternalMetric::AggregatorContextsCreated, None),
             expired_handle: telemetry.counter(InternalMetric::AggregatorContextsExpired, None),
+            retired_handle: telemetry.counter(InternalMetric::AggregatorContextsRetired, None),
             flushed_handles: PAYLOADS
                 .iter()
                 .map(|p| telemetry.counter(InternalMetric::AggregatorFlushed, Some(p)))
@@ -228,6 +241,8 @@ impl Stats {
             .increment(std::mem::take(&mut self.created));
         self.expired_handle
             .increment(std::mem::take(&mut self.expired));
+        self.retired_handle
+            .increment(std::mem::take(&mut self.retired));
         self.contexts_handle.set(contexts as f64);
     }
 }
@@ -256,6 +271,33 @@ pub struct Aggregator {
     /// Reused by flushes.
     expired: Vec<usize>,
     values: Vec<f64>,
+    /// Each check instance's runs, by instance id.
+    checks: HashMap<Arc<str>, CheckRuns>,
+    /// The check contexts (by index), and which run emitted each last.
+    emitted: HashMap<u32, Emitted>,
+    /// Retired since the last flush.
+    retired: Vec<Retired>,
+}
+
+/// What the aggregator knows of one check instance's runs.
+#[derive(Debug, Default)]
+struct CheckRuns {
+    /// Its latest run, counted from 1.
+    run: u64,
+    /// How many contexts it emitted last.
+    contexts: usize,
+    /// The service checks its latest run emitted.
+    service_checks: HashSet<ServiceCheckKey>,
+}
+
+/// A service check's identity: name, tags, host.
+type ServiceCheckKey = (String, Vec<String>, String);
+
+/// The run of a check instance that last emitted a context.
+#[derive(Debug)]
+struct Emitted {
+    instance: Arc<str>,
+    run: u64,
 }
 
 impl Aggregator {
@@ -296,6 +338,9 @@ impl Aggregator {
             telemetry,
             expired: Vec::new(),
             values: Vec::new(),
+            checks: HashMap::new(),
+            emitted: HashMap::new(),
+            retired: Vec::new(),
         })
     }
 
@@ -454,7 +499,31 @@ impl Aggregator {
 
     /// Adds a check run's samples (already through the [`super::CheckSampler`]), service checks
     /// and events. Each sample goes to the bucket of its own timestamp.
+    /// The run counts as the instance's latest: what it does not emit is retired (see the
+    /// module's docs).
     pub(crate) fn insert_report(&mut self, report: &RunReport) {
+        let instance = match self.checks.get_key_value(report.instance_id.as_str()) {
+            Some((instance, _)) => Arc::clone(instance),
+            None => Arc::from(report.instance_id.as_str()),
+        };
+        let runs = self.checks.entry(Arc::clone(&instance)).or_default();
+        runs.run += 1;
+        let run = runs.run;
+        let service_checks: HashSet<ServiceCheckKey> = report
+            .service_checks
+            .iter()
+            .map(|c| (c.name.clone(), c.tags.clone(), c.host.clone()))
+            .collect();
+        let gone = std::mem::replace(&mut runs.service_checks, service_checks);
+        for (name, tags, host) in gone {
+            if !runs
+                .service_checks
+                .contains(&(name.clone(), tags.clone(), host.clone()))
+            {
+                self.retired
+                    .push(Retired::ServiceCheck { name, tags, host });
+            }
+        }
         for sample in &report.metrics {
             let (kind, input) = match sample.kind {
                 MetricType::Gauge => (SampleType::Gauge, Input::Gauge(sample.value)),
@@ -479,6 +548,7 @@ impl Aggregator {
                 self.stats.dropped(DropReason::InvalidValue);
                 continue;
             }
+            self.mark_emitted(context.index, &instance, run);
             let bucket = self.bucket_start(at);
             self.add_input(context, input, 1.0, bucket);
         }
@@ -488,6 +558,81 @@ impl Aggregator {
         for event in &report.events {
             self.add_event(event.clone());
         }
+    }
+
+    /// Notes that run `run` of `instance` emitted the context at `index`.
+    fn mark_emitted(&mut self, index: u32, instance: &Arc<str>, run: u64) {
+        match self.emitted.entry(index) {
+            MapEntry::Occupied(mut known) => {
+                let known = known.get_mut();
+                known.run = run;
+                if known.instance == *instance {
+                    return;
+                }
+                // Another instance emitted the same name, tags and host: it is the latest's.
+                let before = std::mem::replace(&mut known.instance, Arc::clone(instance));
+                if let Some(runs) = self.checks.get_mut(&before) {
+                    runs.contexts -= 1;
+                }
+            }
+            MapEntry::Vacant(new) => {
+                new.insert(Emitted {
+                    instance: Arc::clone(instance),
+                    run,
+                });
+            }
+        }
+        if let Some(runs) = self.checks.get_mut(instance) {
+            runs.contexts += 1;
+        }
+    }
+
+    /// Forgets that a check emitted the context at `index`, which is going away.
+    fn forget_emitted(&mut self, index: u32) {
+        if let Some(emitted) = self.emitted.remove(&index)
+            && let Some(runs) = self.checks.get_mut(&emitted.instance)
+        {
+            runs.contexts -= 1;
+        }
+    }
+
+    /// Retires the check contexts that the latest run of their instance did not emit, once
+    /// their last points are out, and forgets instances with nothing left to retire.
+    fn retire_stale_check_contexts(&mut self, now: i64) {
+        let stale: Vec<u32> = self
+            .emitted
+            .iter()
+            .filter(|(index, emitted)| {
+                let latest = self.checks.get(&emitted.instance).map_or(0, |r| r.run);
+                emitted.run < latest && self.states[**index as usize].is_empty()
+            })
+            .map(|(index, _)| *index)
+            .collect();
+        for index in stale {
+            let slot = index as usize;
+            if let Some(entry) = self.contexts.entry(slot) {
+                let names = match &mut self.states[slot] {
+                    State::Histogram(histogram) => histogram
+                        .names
+                        .get_or_insert_with(|| {
+                            histogram_names(&entry.name, &self.aggregates, &self.percents)
+                        })
+                        .clone(),
+                    _ => Box::new([Arc::clone(&entry.name)]),
+                };
+                self.retired.push(Retired::Series {
+                    names,
+                    tags: Arc::clone(&entry.tags),
+                    host: Arc::clone(&entry.host),
+                });
+            }
+            self.forget_emitted(index);
+            self.contexts.remove(slot, now);
+            self.states[slot] = State::Empty;
+            self.stats.retired += 1;
+        }
+        self.checks
+            .retain(|_, runs| runs.contexts > 0 || !runs.service_checks.is_empty());
     }
 
     /// Queues a service check for the next flush.
@@ -651,11 +796,15 @@ impl Aggregator {
             }
         }
 
-        for index in self.expired.drain(..) {
+        let mut expired = std::mem::take(&mut self.expired);
+        for index in expired.drain(..) {
+            self.forget_emitted(index as u32);
             self.contexts.remove(index, now);
             self.states[index] = State::Empty;
             self.stats.expired += 1;
         }
+        self.expired = expired;
+        self.retire_stale_check_contexts(now);
         self.contexts.sweep();
         let quotas = self.contexts.quotas();
         quotas.sweep(now);
@@ -665,6 +814,7 @@ impl Aggregator {
         flush.series.append(&mut self.timestamped);
         flush.service_checks = std::mem::take(&mut self.service_checks);
         flush.events = std::mem::take(&mut self.events);
+        flush.retired = std::mem::take(&mut self.retired);
         let sizes = [
             flush.series.len(),
             flush.sketches.len(),

@@ -19,7 +19,9 @@
 //! Names are sanitised to `[a-zA-Z_:][a-zA-Z0-9_:]*` (`.` and other characters become `_`).
 //! A `key:value` tag becomes the label `key="value"` (several values of one key are joined with
 //! `,`), a tag without a value becomes `key="true"`, and the host becomes the `host` label.
-//! A series not updated for [`STALE_AFTER`] disappears from the page.
+//! A series not updated for [`STALE_AFTER`] disappears from the page, and so, at once, does a
+//! check's series or service check that the latest run of its instance did not emit
+//! ([`Flush::retired`]; the aggregator's docs say why).
 //!
 //! Memory: the store is one flat map from a series' identity to its running values, and the
 //! identity is the flushed series' own name, tags and host: `Arc<str>`s shared with the
@@ -44,7 +46,7 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::aggregator::{Flush, SeriesKind, Tags};
+use crate::aggregator::{Flush, Retired, SeriesKind, Tags};
 
 mod server;
 
@@ -121,6 +123,19 @@ fn count_of(rate: f64, interval: u64) -> f64 {
 /// What a service check's name is prefixed with on the page, where it is a gauge.
 const SERVICE_CHECK_PREFIX: &str = "service_check.";
 
+/// A service check's series: `service_check.<name>`, its tags sorted without repeats.
+fn service_check_key(name: &str, tags: &[String], host: &str) -> Key {
+    let mut tags: Vec<&str> = tags.iter().map(String::as_str).collect();
+    tags.sort_unstable();
+    tags.dedup();
+    Key {
+        name: Arc::from(format!("{SERVICE_CHECK_PREFIX}{name}")),
+        tags: tags.into_iter().map(Arc::from).collect(),
+        host: Arc::from(host),
+        kind: Kind::Gauge,
+    }
+}
+
 /// The latest value of every series, as scrapes see it.
 #[derive(Default)]
 pub struct Store {
@@ -169,14 +184,28 @@ impl Store {
             }
         }
         for check in &flush.service_checks {
-            let mut tags: Vec<&str> = check.tags.iter().map(String::as_str).collect();
-            tags.sort_unstable();
-            tags.dedup();
-            let name: Arc<str> = Arc::from(format!("{SERVICE_CHECK_PREFIX}{}", check.name));
-            let tags: Tags = tags.into_iter().map(Arc::from).collect();
-            let host: Arc<str> = Arc::from(check.host.as_str());
-            let entry = self.entry(&name, &tags, &host, Kind::Gauge, now);
+            let key = service_check_key(&check.name, &check.tags, &check.host);
+            let entry = self.entry(&key.name, &key.tags, &key.host, Kind::Gauge, now);
             entry.value = f64::from(check.status.code());
+        }
+        for retired in &flush.retired {
+            match retired {
+                Retired::Series { names, tags, host } => {
+                    for name in names {
+                        for kind in [Kind::Gauge, Kind::Counter, Kind::Summary] {
+                            self.series.remove(&Key {
+                                name: Arc::clone(name),
+                                tags: Arc::clone(tags),
+                                host: Arc::clone(host),
+                                kind,
+                            });
+                        }
+                    }
+                }
+                Retired::ServiceCheck { name, tags, host } => {
+                    self.series.remove(&service_check_key(name, tags, host));
+                }
+            }
         }
         self.series
             .retain(|_, entry| now.duration_since(entry.updated) < STALE_AFTER);
@@ -649,6 +678,29 @@ mod tests {
             ),
             "the latest status, CRITICAL:\n{page}"
         );
+
+        // Retired in a later flush (the check's latest run did not send it), with the series
+        // of the same name and tags in every type: none of them is shown any more.
+        let retired = Flush {
+            series: vec![series("kept", &[], SeriesKind::Gauge, 1.0)],
+            retired: vec![
+                Retired::ServiceCheck {
+                    name: check(Status::Ok).name,
+                    tags: check(Status::Ok).tags,
+                    host: "h".into(),
+                },
+                Retired::Series {
+                    names: Box::new(["network.http.can_connect".into()]),
+                    tags: Arc::new([]),
+                    host: "".into(),
+                },
+            ],
+            ..Flush::default()
+        };
+        store.update(&retired, Instant::now());
+        let page = store.render();
+        assert!(!page.contains("can_connect"), "{page}");
+        assert!(page.contains("kept 1\n"), "{page}");
     }
 
     /// Found by the property test below: a gauge `.` and a distribution `-` both render as
