@@ -31,6 +31,7 @@ use crate::config::confd;
 use crate::containers::ContainerStore;
 use crate::containers::docker::DockerWatcher;
 use crate::containers::lifecycle::Lifecycle;
+use crate::discovery::plugins::PluginsWatcher;
 use crate::discovery::template::EnvPolicy;
 use crate::discovery::watch::ConfdWatcher;
 use crate::discovery::{Discovery, DiscoveryConfig};
@@ -71,6 +72,7 @@ pub struct Running {
     docker: Option<JoinHandle<Option<()>>>,
     collector: Option<CollectorHandle>,
     _confd_watcher: Option<ConfdWatcher>,
+    _plugins_watcher: Option<PluginsWatcher>,
 }
 
 impl Pipeline {
@@ -206,7 +208,7 @@ impl Pipeline {
             health.register("scheduler", true),
         )
         .with_label_runners(&config.label_checks);
-        let mut discovery = Discovery::new(discovery_config(&config), host, scheduler);
+        let mut discovery = Discovery::new(discovery_config(&config), host.clone(), scheduler);
 
         // The collector: containers' cgroups and networks, and the host, every interval.
         let collector = match collector::config(&config, &hostname) {
@@ -239,6 +241,25 @@ impl Pipeline {
                 confd_health.degraded(format!(
                     "cannot watch {}: changes take effect at the next start ({error})",
                     config.confd_path.display()
+                ));
+                None
+            }
+        };
+        // Live plugins: a rebuilt `.wasm` runs from its instances' next run.
+        let (plugin_changes, plugin_inbox) = mpsc::channel(16);
+        let plugins_health = health.register("plugins_watcher", false);
+        let plugins_watcher = match PluginsWatcher::start(
+            config.plugins.path.clone(),
+            host,
+            plugin_changes,
+            plugins_health.clone(),
+        ) {
+            Ok(watcher) => Some(watcher),
+            Err(error) => {
+                tracing::warn!(%error, plugins = %config.plugins.path.display(), "cannot watch the plugins directory: a changed plugin takes effect at the next start");
+                plugins_health.degraded(format!(
+                    "cannot watch {}: a changed plugin takes effect at the next start ({error})",
+                    config.plugins.path.display()
                 ));
                 None
             }
@@ -303,7 +324,7 @@ impl Pipeline {
         let (stop_discovery, stopped) = oneshot::channel();
         let discovery = health::spawn_task(
             health.register("discovery", true),
-            discovery.run(confd_inbox, container_inbox, stopped),
+            discovery.run(confd_inbox, container_inbox, plugin_inbox, stopped),
         );
 
         Ok(Running {
@@ -321,6 +342,7 @@ impl Pipeline {
             docker,
             collector,
             _confd_watcher: confd_watcher,
+            _plugins_watcher: plugins_watcher,
         })
     }
 }

@@ -56,7 +56,7 @@ use std::time::Duration;
 use futures_util::FutureExt as _;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -106,6 +106,9 @@ pub struct InstanceStats {
     /// The service checks of the last run that sent any, at most [`SHOWN_SERVICE_CHECKS`].
     #[serde(default)]
     pub(crate) last_service_checks: Vec<LastServiceCheck>,
+    /// The SHA-256 of the plugin its last run ran, hex.
+    #[serde(default)]
+    pub(crate) plugin: String,
 }
 
 /// One service check of an instance's last run, as `runner status` shows it.
@@ -277,6 +280,8 @@ pub struct Scheduler {
     output: mpsc::Sender<RunReport>,
     stats: Stats,
     tasks: HashMap<String, JoinHandle<()>>,
+    /// The plugin of each check with scheduled instances, which they read at each run.
+    plugins: HashMap<String, watch::Sender<Arc<Plugin>>>,
 }
 
 impl Scheduler {
@@ -295,6 +300,7 @@ impl Scheduler {
             output,
             stats: Arc::default(),
             tasks: HashMap::new(),
+            plugins: HashMap::new(),
         }
     }
 
@@ -305,9 +311,17 @@ impl Scheduler {
         self
     }
 
-    /// Starts running `instance` with `plugin`; an instance with the same id is replaced.
+    /// Starts running `instance` with `plugin`; an instance with the same id is replaced. All
+    /// the instances of a check run one plugin: another `plugin` replaces it for the check's
+    /// other instances too (see [`Scheduler::set_plugin`]).
     pub fn schedule(&mut self, instance: Instance, plugin: Arc<Plugin>) {
         self.unschedule(&instance.id);
+        self.set_plugin(&instance.check, plugin.clone());
+        let plugin = self
+            .plugins
+            .entry(instance.check.clone())
+            .or_insert_with(|| watch::Sender::new(plugin))
+            .subscribe();
         let id = instance.id.clone();
         self.lock_stats().insert(
             id.clone(),
@@ -342,6 +356,27 @@ impl Scheduler {
             }
         };
         self.tasks.insert(id, tokio::spawn(run));
+    }
+
+    /// The plugin `check`'s scheduled instances run, if any instance of it is scheduled.
+    pub(crate) fn plugin_of(&self, check: &str) -> Option<Arc<Plugin>> {
+        let plugin = self.plugins.get(check)?;
+        (plugin.receiver_count() > 0).then(|| plugin.borrow().clone())
+    }
+
+    /// Runs `check`'s scheduled instances with `plugin` from their next run on; a run in
+    /// progress finishes with the plugin it started with. Whether any instance runs `check`.
+    pub(crate) fn set_plugin(&mut self, check: &str, plugin: Arc<Plugin>) -> bool {
+        self.plugins.retain(|_, plugin| plugin.receiver_count() > 0);
+        match self.plugins.get(check) {
+            Some(current) => {
+                if current.borrow().digest != plugin.digest {
+                    current.send_replace(plugin);
+                }
+                true
+            }
+            None => false,
+        }
     }
 
     /// Stops running the instance `id`; a run in progress is stopped too.
@@ -392,7 +427,8 @@ struct InstanceTask {
     output: mpsc::Sender<RunReport>,
     stats: Stats,
     instance: Arc<Instance>,
-    plugin: Arc<Plugin>,
+    /// The check's plugin, replaced when its file changes.
+    plugin: watch::Receiver<Arc<Plugin>>,
     sampler: CheckSampler,
 }
 
@@ -441,7 +477,8 @@ impl InstanceTask {
                 return;
             };
             // Boxed: a run's future is large, and an idle instance should not carry it.
-            let mut report = Box::pin(self.host.run(&self.plugin, &self.instance)).await;
+            let plugin = self.plugin.borrow_and_update().clone();
+            let mut report = Box::pin(self.host.run(&plugin, &self.instance)).await;
             drop(held);
             self.sampler.process(&mut report);
             // Only sandbox failures back off: a check that returns an error (its target is
@@ -450,7 +487,7 @@ impl InstanceTask {
                 Some(RunError::Check(_)) | None => 0,
                 Some(_) => failures + 1,
             };
-            self.record(&report, failures);
+            self.record(&report, &plugin, failures);
 
             // The next slot after this run's start; the slots that passed while it was going
             // (or waiting for a runner) are skipped, and counted.
@@ -485,7 +522,7 @@ impl InstanceTask {
         }
     }
 
-    fn record(&self, report: &RunReport, failures: u32) {
+    fn record(&self, report: &RunReport, plugin: &Plugin, failures: u32) {
         // The error is the plugin's text (escaped and cut by the host): its line takes from the
         // instance's log budget like the plugin's own lines.
         let mut suppressed = 0;
@@ -500,6 +537,9 @@ impl InstanceTask {
         }
         self.update(|s| {
             s.runs += 1;
+            if s.plugin != plugin.digest {
+                s.plugin.clone_from(&plugin.digest);
+            }
             s.consecutive_failures = failures;
             s.last_duration_ms = report.duration.as_secs_f64() * 1000.0;
             s.last_run = Some(unix_seconds(report.started));

@@ -19,6 +19,7 @@ mod hostile_plugins;
 mod http_check;
 mod image;
 mod live_confd;
+mod live_plugins;
 mod load;
 mod pipeline;
 mod postgres;

@@ -21,6 +21,8 @@ pub struct Options {
     pub dogstatsd_port: u16,
     /// More runner config, YAML (keys not set above).
     pub extra: String,
+    /// The plugins directory; the built plugins' when not given.
+    pub plugins: Option<PathBuf>,
     /// The log filter (`RUST_LOG`); `runner=debug` when not given, so tests can read every run
     /// in the log.
     pub log: Option<&'static str>,
@@ -70,7 +72,7 @@ impl RunnerProcess {
              dogstatsd_port: {}\ndogstatsd_socket: {dogstatsd}\ndocker_socket: {docker}\n\
              plugins:\n  path: {}\n  cache_path: null\n  state_path: null\n{}",
             options.dogstatsd_port,
-            plugins_dir().display(),
+            options.plugins.unwrap_or_else(plugins_dir).display(),
             options.extra
         );
         std::fs::write(dir.path().join("kennel.yaml"), config).expect("config");

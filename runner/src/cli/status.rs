@@ -127,6 +127,10 @@ fn status_text(status: &status::Status) -> String {
             instance_state(stats)
         );
         let _ = writeln!(out, "      Configuration Source: {}", stats.source);
+        if !stats.plugin.is_empty() {
+            let short = &stats.plugin[..stats.plugin.len().min(12)];
+            let _ = writeln!(out, "      Plugin: sha256 {short}");
+        }
         let waiting = match stats.skipped_waiting {
             0 => String::new(),
             n => format!(" ({n} waiting for a runner)"),

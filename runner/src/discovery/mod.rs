@@ -26,6 +26,7 @@
 //! kept in [`Problems`], which `/status` and `runner status` show, and cleared once fixed.
 
 pub mod labels;
+pub mod plugins;
 pub use kennel_parsers::autodiscovery as template;
 pub(crate) mod watch;
 
@@ -42,6 +43,7 @@ use crate::config::confd::{self, CheckConfig, InstanceParts, Loaded};
 use crate::containers::{Cardinality, Container, ContainerEvent, tagger};
 use crate::plugin::{Plugin, PluginHost};
 use crate::scheduler::{Scheduler, StatsView};
+use plugins::PluginChange;
 use template::{EnvPolicy, Resolver, Template, TemplateOrigin};
 
 /// Problems with the configuration, by what they are about, shared with the status API.
@@ -126,8 +128,9 @@ pub struct Discovery {
     sources: HashMap<Source, Vec<String>>,
     /// How many sources ask for each scheduled instance.
     wanted: HashMap<String, usize>,
-    /// Plugins loaded in this reconciliation, by check (dropped at each conf.d reload, so a
-    /// plugin file replaced on disk is loaded again).
+    /// Plugins loaded in this reconciliation, by check (dropped at each conf.d reload, so that
+    /// a plugin that failed to load is tried again). The plugin a check's instances run is
+    /// the scheduler's, which changes only when its file does ([`Discovery::apply_plugin`]).
     plugins: HashMap<String, Result<Arc<Plugin>, String>>,
     /// Wanted instances whose plugin could not be loaded, tried again at each conf.d reload.
     pending: HashMap<String, Instance>,
@@ -316,11 +319,13 @@ impl Discovery {
 
     fn start(&mut self, instance: Instance) {
         let check = instance.check.clone();
-        let host = &self.host;
-        let plugin = self
-            .plugins
-            .entry(check.clone())
-            .or_insert_with(|| host.load(&check).map_err(|e| e.to_string()));
+        let (host, scheduler) = (&self.host, &self.scheduler);
+        // A check's instances all run one version: the one running already, if any.
+        let plugin = self.plugins.entry(check.clone()).or_insert_with(|| {
+            scheduler
+                .plugin_of(&check)
+                .map_or_else(|| host.load(&check).map_err(|e| e.to_string()), Ok)
+        });
         match plugin {
             Ok(plugin) => {
                 self.problems.clear(&format!("plugin:{check}"));
@@ -336,20 +341,73 @@ impl Discovery {
         }
     }
 
+    /// Takes in a plugin file that changed (see [`plugins`]): a version that loads replaces
+    /// the one the check's instances run, from their next run, and starts those that were
+    /// waiting for it; one that does not load replaces nothing, and is reported until a good
+    /// version is saved.
+    pub fn apply_plugin(&mut self, change: PluginChange) {
+        let PluginChange { check, loaded } = change;
+        let key = format!("plugin_file:{check}");
+        let running = self.scheduler.plugin_of(&check);
+        let waiting = self.pending.values().any(|i| i.check == check);
+        match loaded {
+            Ok(plugin) => {
+                self.problems.clear(&key);
+                if running.as_ref().is_some_and(|r| r.digest == plugin.digest) {
+                    return;
+                }
+                self.plugins.insert(check.clone(), Ok(plugin.clone()));
+                if self.scheduler.set_plugin(&check, plugin.clone()) {
+                    tracing::info!(check = %check, plugin = %short(&plugin.digest), "plugin file changed: its instances run the new version from their next run");
+                }
+                self.problems.clear(&format!("plugin:{check}"));
+                let ids: Vec<String> = self
+                    .pending
+                    .iter()
+                    .filter(|(_, i)| i.check == check)
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                for id in ids {
+                    if let Some(instance) = self.pending.remove(&id) {
+                        self.start(instance);
+                    }
+                }
+            }
+            Err(error) => {
+                let message = match &running {
+                    Some(running) => format!(
+                        "{error} (the version loaded before, sha256 {}, keeps running)",
+                        short(&running.digest)
+                    ),
+                    None if waiting => error,
+                    // A file no instance runs or waits for.
+                    None => return,
+                };
+                tracing::error!(check = %check, "plugin file changed: {message}");
+                self.problems.set(key, message);
+            }
+        }
+    }
+
     /// Reconciles every change until `stop` fires, then stops every instance.
     pub(crate) async fn run(
         mut self,
         mut confd: mpsc::Receiver<Loaded>,
         mut containers: mpsc::Receiver<ContainerEvent>,
+        mut plugins: mpsc::Receiver<PluginChange>,
         mut stop: oneshot::Receiver<()>,
     ) {
-        let (mut confd_open, mut containers_open) = (true, true);
+        let (mut confd_open, mut containers_open, mut plugins_open) = (true, true, true);
         loop {
             tokio::select! {
                 _ = &mut stop => break,
                 loaded = confd.recv(), if confd_open => match loaded {
                     Some(loaded) => self.apply_confd(loaded),
                     None => confd_open = false,
+                },
+                change = plugins.recv(), if plugins_open => match change {
+                    Some(change) => self.apply_plugin(change),
+                    None => plugins_open = false,
                 },
                 event = containers.recv(), if containers_open => match event {
                     Some(event) => self.apply_container(event),
@@ -359,6 +417,11 @@ impl Discovery {
         }
         self.scheduler.shutdown().await;
     }
+}
+
+/// The first 12 hex digits of a plugin's SHA-256, enough to tell versions apart.
+fn short(digest: &str) -> &str {
+    &digest[..digest.len().min(12)]
 }
 
 /// A template that could not become instances for a container.

@@ -82,6 +82,19 @@ impl ConfdWatcher {
     }
 }
 
+/// Waits for a change, then for its burst to end: [`QUIET`] without another, at most
+/// [`MAX_WAIT`].
+pub(crate) async fn settle(changed: &Notify) {
+    changed.notified().await;
+    let first = tokio::time::Instant::now();
+    while first.elapsed() < MAX_WAIT {
+        match tokio::time::timeout(QUIET, changed.notified()).await {
+            Ok(()) => continue,
+            Err(_) => break,
+        }
+    }
+}
+
 async fn reload_on_change(
     dir: PathBuf,
     symlinks: Symlinks,
@@ -90,15 +103,7 @@ async fn reload_on_change(
     health: Reporter,
 ) {
     loop {
-        changed.notified().await;
-        let first = tokio::time::Instant::now();
-        // Let the burst finish.
-        while first.elapsed() < MAX_WAIT {
-            match tokio::time::timeout(QUIET, changed.notified()).await {
-                Ok(()) => continue,
-                Err(_) => break,
-            }
-        }
+        settle(&changed).await;
         let loaded = {
             let dir = dir.clone();
             tokio::task::spawn_blocking(move || confd::load_dir(&dir, symlinks)).await
