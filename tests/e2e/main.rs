@@ -24,4 +24,5 @@ mod load;
 mod pipeline;
 mod postgres;
 mod sandbox;
+mod scaffold;
 mod sql;

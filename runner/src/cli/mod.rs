@@ -7,6 +7,7 @@
 //! failed check), its exit code can gate a deployment.
 
 mod run;
+mod scaffold;
 mod status;
 mod test_check;
 
@@ -39,6 +40,35 @@ enum Command {
     /// Ask a running `runner run` whether it is healthy: exit 0 if so, 1 if not or if nothing
     /// answers (for container health checks and probes).
     Health(StatusArgs),
+    /// Write a new check crate, ready to test, build and run.
+    NewCheck(NewCheckArgs),
+    /// Build a check crate for wasm and install it in the plugins directory.
+    BuildCheck(BuildCheckArgs),
+}
+
+#[derive(Args)]
+struct NewCheckArgs {
+    /// The check's name: lower-case letters, digits and `_`, starting with a letter.
+    name: String,
+    /// Where to write the crate; `./<name>` by default.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// The Kennel sdk to depend on (the `sdk` directory of a Kennel source tree); `KENNEL_SDK`,
+    /// else the one this runner was built from.
+    #[arg(long)]
+    sdk: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct BuildCheckArgs {
+    /// The check's crate; the current directory by default.
+    dir: Option<PathBuf>,
+    /// The plugin directory to install into (overrides the config's `plugins.path`).
+    #[arg(long)]
+    plugins: Option<PathBuf>,
+    /// The runner's config file, for its `plugins.path`.
+    #[arg(long, short = 'c')]
+    config: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -118,6 +148,8 @@ pub fn main() -> ExitCode {
         Command::TestCheck(args) => runtime.block_on(test_check::test_check(args)),
         Command::Status(args) => runtime.block_on(status::status(args)),
         Command::Health(args) => runtime.block_on(status::health(args)),
+        Command::NewCheck(args) => scaffold::new_check(&args),
+        Command::BuildCheck(args) => scaffold::build_check(&args),
     };
     match result {
         Ok(code) => code,
