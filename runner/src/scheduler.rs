@@ -380,14 +380,23 @@ impl Scheduler {
     }
 
     /// Stops running the instance `id`; a run in progress is stopped too.
+    /// Its series and service checks leave the outputs that keep them (see
+    /// [`crate::check::ReportKind::Unscheduled`]).
     pub(crate) fn unschedule(&mut self, id: &str) -> bool {
-        self.lock_stats().remove(id);
+        let stats = self.lock_stats().remove(id);
         self.host.forget(id);
         match self.tasks.remove(id) {
             Some(task) => {
                 task.abort();
                 self.runners.prune();
                 tracing::info!(instance = %id, "unscheduled");
+                let check = stats.map(|s| s.check).unwrap_or_default();
+                let gone = RunReport::unscheduled(id, &check);
+                // Behind the instance's last reports; waiting only when the queue is full.
+                if let Err(mpsc::error::TrySendError::Full(gone)) = self.output.try_send(gone) {
+                    let output = self.output.clone();
+                    tokio::spawn(async move { output.send(gone).await });
+                }
                 true
             }
             None => false,

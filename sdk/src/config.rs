@@ -13,7 +13,6 @@ use std::fmt;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-#[cfg(any(target_arch = "wasm32", feature = "testing"))]
 use crate::{Check, Ctx};
 
 /// A configuration section that did not deserialize into the check's type: which key, why,
@@ -71,7 +70,6 @@ impl From<ConfigError> for crate::Error {
 /// Runs `C` on `instance`: [`Check::run`] with the deserialized config, or
 /// [`Check::config_error`] when it does not deserialize. Used by the component's export and
 /// the testing harness.
-#[cfg(any(target_arch = "wasm32", feature = "testing"))]
 pub(crate) fn run<C: Check>(cx: &mut Ctx, instance: Value) -> crate::Result {
     match deserialize::<C::Config>(None, instance) {
         Ok(config) => C::run(cx, config),
@@ -80,7 +78,6 @@ pub(crate) fn run<C: Check>(cx: &mut Ctx, instance: Value) -> crate::Result {
 }
 
 /// Deserializes `raw`, the section named `section` (`None` for the instance), into `T`.
-#[cfg(any(target_arch = "wasm32", feature = "testing"))]
 pub(crate) fn deserialize<T: DeserializeOwned>(
     section: Option<&str>,
     raw: Value,

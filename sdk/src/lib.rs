@@ -64,8 +64,8 @@
 //! it. The instance's `timeout` is [`Ctx::timeout`]. [`options`] has types that read values the
 //! way Datadog's checks do, for configs written for the Datadog Agent.
 //!
-//! With the `testing` feature, [`testing::Harness`] runs the same logic natively against a
-//! recording host, so a check's behaviour is unit tested with plain `cargo test`.
+//! [`testing::Harness`] runs the same logic natively against a recording host, so a check's
+//! behaviour is unit tested with plain `cargo test`.
 //!
 //! Rates and monotonic counters are stateless here: submit the raw counter with [`Ctx::rate`] or
 //! [`Ctx::monotonic_count`] and the runner computes the per-second rate or the delta from the
@@ -81,7 +81,6 @@ mod ctx;
 pub mod options;
 mod types;
 
-#[cfg(feature = "testing")]
 pub mod testing;
 
 #[cfg(target_arch = "wasm32")]

@@ -96,7 +96,7 @@ mod tests {
     use std::time::{Duration, SystemTime};
 
     use super::*;
-    use crate::check::MetricSample;
+    use crate::check::{MetricSample, ReportKind};
 
     fn report(samples: &[(&str, MetricType, f64, f64)]) -> RunReport {
         RunReport {
@@ -120,6 +120,7 @@ mod tests {
             warnings: vec![],
             log_lines_suppressed: 0,
             error: None,
+            kind: ReportKind::Run,
         }
     }
 

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
 
 use crate::aggregator::{Aggregator, Flush};
-use crate::check::{self, RunReport};
+use crate::check::{self, ReportKind, RunReport};
 use crate::health::{self, Health, Reporter};
 use crate::telemetry::{Gauge, InternalMetric};
 
@@ -208,8 +208,10 @@ pub(crate) async fn forward_reports<B>(
                 }
             }
         }
-        runs += batch.len() as u64;
-        failed += batch.iter().filter(|r| !r.is_ok()).count() as u64;
+        let ran = batch.iter().filter(|r| r.kind != ReportKind::Unscheduled);
+        let (ran, ran_failed) = ran.fold((0, 0), |(n, f), r| (n + 1, f + u64::from(!r.is_ok())));
+        runs += ran;
+        failed += ran_failed;
         let input = Input::Reports(std::mem::replace(
             &mut batch,
             Vec::with_capacity(REPORT_BATCH),

@@ -4,7 +4,8 @@ use std::time::{Duration, SystemTime};
 
 use super::*;
 use crate::check::{
-    AlertType, Event, MetricSample, MetricType, Priority, RunReport, ServiceCheck, Status,
+    AlertType, Event, MetricSample, MetricType, Priority, ReportKind, RunReport, ServiceCheck,
+    Status,
 };
 use crate::telemetry::InternalMetric;
 
@@ -663,6 +664,7 @@ fn report_with(metrics: Vec<MetricSample>) -> RunReport {
         warnings: vec![],
         log_lines_suppressed: 0,
         error: None,
+        kind: ReportKind::Run,
     }
 }
 
@@ -846,6 +848,32 @@ fn what_the_latest_run_of_a_check_did_not_emit_is_retired_once_flushed() {
         points(one(&a.flush(T0 + 40.0), "down.soon")),
         [(1_000_030, 6.0)]
     );
+}
+
+#[test]
+fn an_unscheduled_instance_retires_everything_and_an_event_nothing() {
+    let mut a = default_aggregator();
+    let mut run = report_with(vec![metric("kept.a", MetricType::Gauge, 1.0, T0 + 1.0)]);
+    run.service_checks = vec![service_check("up")];
+    a.insert_report(&run);
+    let mut event = report_with(vec![metric(
+        "event.gauge",
+        MetricType::Gauge,
+        1.0,
+        T0 + 1.0,
+    )]);
+    event.instance_id = "events".into();
+    event.kind = ReportKind::Event;
+    a.insert_report(&event);
+    a.insert_report(&event);
+    let flush = a.flush(T0 + 10.0);
+    assert!(retired_series(&flush).is_empty(), "{:?}", flush.retired);
+
+    a.insert_report(&RunReport::unscheduled("c:0", "c"));
+    let mut retired = retired_series(&a.flush(T0 + 20.0));
+    retired.sort();
+    assert_eq!(retired, ["kept.a", "service check up"]);
+    assert_eq!(a.tracked_checks(), (0, 0), "nothing of it is kept");
 }
 
 #[test]

@@ -23,11 +23,13 @@
 //! same name, tags and host are one series). A check's context that the latest run of its
 //! instance did not emit is retired once its last points are flushed: removed, and named in
 //! [`Flush::retired`] so that the `/metrics` page stops showing it, as are the service checks
-//! of the previous run that the latest one did not repeat. A check reports its state on each
-//! run: when an endpoint dies, the response time it no longer measures must not stay on the
-//! page with its last healthy value for the minutes a DogStatsD series is kept, and a run that
-//! failed or crashed emitted nothing that can be shown as current. DogStatsD series have no
-//! runs, and keep the time-based rules above. Their `rate` and `monotonic_count` samples must
+//! of the previous run that the latest one did not repeat, and everything of an instance that
+//! is unscheduled. A check reports its state on each run: when an endpoint dies, the response
+//! time it no longer measures must not stay on the page with its last healthy value for the
+//! minutes a DogStatsD series is kept, and a run that failed or crashed emitted nothing that
+//! can be shown as current. The same holds for a collector's pass (a vanished container's
+//! series leave with it). DogStatsD series and reports of events (a container's lifecycle)
+//! have no runs, and keep the time-based rules above. Their `rate` and `monotonic_count` samples must
 //! have been turned into gauges and counts by the [`super::CheckSampler`] first; their counts
 //! flush as counts (the Agent's `count` check type), not as rates like DogStatsD counters.
 //!
@@ -55,7 +57,7 @@ use super::context::{ContextId, ContextResolver, Resolved};
 use super::flush::{Flush, Point, Retired, Series, SeriesKind, SketchPoint, SketchSeries};
 use super::metric::{Buckets, Input, Reset, State};
 use super::quota::{ContextsView, Owner, Quotas, Refused};
-use crate::check::{Event, MetricType, RunReport, ServiceCheck};
+use crate::check::{Event, MetricType, ReportKind, RunReport, ServiceCheck};
 use crate::telemetry::{Counter, Gauge, InternalKind, InternalMetric, Telemetry};
 
 /// A DogStatsD sample's value, with its type.
@@ -497,11 +499,16 @@ impl Aggregator {
         }
     }
 
-    /// Adds a check run's samples (already through the [`super::CheckSampler`]), service checks
-    /// and events. Each sample goes to the bucket of its own timestamp.
-    /// The run counts as the instance's latest: what it does not emit is retired (see the
+    /// Adds a report of a check or collector: its samples (already through the
+    /// [`super::CheckSampler`]), each to the bucket of its own timestamp, its service checks
+    /// and its events. A [`ReportKind::Run`] counts as its instance's latest: what it does not
+    /// emit is retired, as is everything of an instance [`ReportKind::Unscheduled`] (see the
     /// module's docs).
     pub(crate) fn insert_report(&mut self, report: &RunReport) {
+        if report.kind == ReportKind::Event {
+            self.insert_samples(report, None);
+            return;
+        }
         let instance = match self.checks.get_key_value(report.instance_id.as_str()) {
             Some((instance, _)) => Arc::clone(instance),
             None => Arc::from(report.instance_id.as_str()),
@@ -524,6 +531,12 @@ impl Aggregator {
                     .push(Retired::ServiceCheck { name, tags, host });
             }
         }
+        self.insert_samples(report, Some((&instance, run)));
+    }
+
+    /// Adds a report's samples, service checks and events; with `run`, notes that this run of
+    /// its instance emitted each sample's context.
+    fn insert_samples(&mut self, report: &RunReport, run: Option<(&Arc<str>, u64)>) {
         for sample in &report.metrics {
             let (kind, input) = match sample.kind {
                 MetricType::Gauge => (SampleType::Gauge, Input::Gauge(sample.value)),
@@ -548,7 +561,9 @@ impl Aggregator {
                 self.stats.dropped(DropReason::InvalidValue);
                 continue;
             }
-            self.mark_emitted(context.index, &instance, run);
+            if let Some((instance, run)) = run {
+                self.mark_emitted(context.index, instance, run);
+            }
             let bucket = self.bucket_start(at);
             self.add_input(context, input, 1.0, bucket);
         }
@@ -558,6 +573,12 @@ impl Aggregator {
         for event in &report.events {
             self.add_event(event.clone());
         }
+    }
+
+    /// How many check instances, and check contexts, the retirement bookkeeping holds.
+    #[cfg(test)]
+    pub(crate) fn tracked_checks(&self) -> (usize, usize) {
+        (self.checks.len(), self.emitted.len())
     }
 
     /// Notes that run `run` of `instance` emitted the context at `index`.

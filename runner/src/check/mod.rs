@@ -202,9 +202,43 @@ pub struct RunReport {
     /// [`crate::plugin::logs`]).
     pub log_lines_suppressed: u64,
     pub error: Option<RunError>,
+    /// How what the report holds relates to what the instance sent before.
+    #[serde(skip)]
+    pub kind: ReportKind,
+}
+
+/// How a report relates to the instance's earlier ones: see the aggregator's module docs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ReportKind {
+    /// Everything the instance emits now (a check's run, a collector's pass): what an earlier
+    /// run emitted and this one did not is gone.
+    #[default]
+    Run,
+    /// One more thing that happened (a container's lifecycle event), which replaces nothing.
+    Event,
+    /// The instance is no longer scheduled: everything it emitted is gone. Holds nothing else,
+    /// and is not a run.
+    Unscheduled,
 }
 
 impl RunReport {
+    /// The report that an instance is no longer scheduled.
+    pub(crate) fn unscheduled(instance_id: &str, check: &str) -> Self {
+        Self {
+            instance_id: instance_id.to_owned(),
+            check: check.to_owned(),
+            started: SystemTime::now(),
+            duration: Duration::ZERO,
+            metrics: Vec::new(),
+            service_checks: Vec::new(),
+            events: Vec::new(),
+            warnings: Vec::new(),
+            log_lines_suppressed: 0,
+            error: None,
+            kind: ReportKind::Unscheduled,
+        }
+    }
+
     pub fn is_ok(&self) -> bool {
         self.error.is_none()
     }

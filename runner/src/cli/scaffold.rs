@@ -49,29 +49,45 @@ pub(super) fn new_check(args: &NewCheckArgs) -> anyhow::Result<ExitCode> {
             dir.display()
         );
     }
+    std::fs::create_dir_all(dir.join("src"))
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    for (file, text) in files(name, &sdk) {
+        let path = dir.join(file);
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    let dir = dir.display();
+    let next = [
+        ("test it natively:", format!("(cd {dir} && cargo test)")),
+        ("build and install it:", format!("runner build-check {dir}")),
+        (
+            "configure it:",
+            format!(
+                "mkdir -p conf.d/{name}.d && cp {dir}/conf.yaml.example conf.d/{name}.d/conf.yaml"
+            ),
+        ),
+        ("run it once:", format!("runner test-check {name}")),
+    ];
+    println!("Created the check `{name}` in {dir}. Next, from here:");
+    for (what, command) in next {
+        println!("  {what:22}{command}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The crate's files, by path within it, for the check `name` on the sdk at `sdk`.
+fn files(name: &str, sdk: &Path) -> [(&'static str, String); 4] {
     let fill = |template: &str| {
         template
             .replace("{{name}}", name)
             .replace("{{type}}", &type_name(name))
             .replace("{{sdk}}", &sdk.display().to_string())
     };
-    std::fs::create_dir_all(dir.join("src"))
-        .with_context(|| format!("cannot create {}", dir.display()))?;
-    for (file, text) in [
+    [
         ("Cargo.toml", fill(CARGO_TOML)),
         ("src/lib.rs", fill(LIB_RS)),
         ("conf.yaml.example", fill(CONF_EXAMPLE)),
         (".gitignore", GITIGNORE.to_owned()),
-    ] {
-        let path = dir.join(file);
-        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
-    }
-    println!("Created the check `{name}` in {}", dir.display());
-    println!("  cd {}", dir.display());
-    println!("  cargo test                  # its unit tests, natively");
-    println!("  runner build-check          # build it into the plugins directory");
-    println!("  cp conf.yaml.example <conf.d>/{name}.d/conf.yaml && runner test-check {name}");
-    Ok(ExitCode::SUCCESS)
+    ]
 }
 
 pub(super) fn build_check(args: &BuildCheckArgs) -> anyhow::Result<ExitCode> {
@@ -238,6 +254,34 @@ mod tests {
         }
         assert_eq!(type_name("my_service2"), "MyService2");
         assert_eq!(type_name("ping"), "Ping");
+    }
+
+    /// The README's "Writing a check" shows code from two places that CI compiles: what
+    /// `new-check ping` writes (built and tested by the scaffold's end-to-end test) and the
+    /// sdk's documentation (whose examples are doctests). Every Rust block of the README must
+    /// be found in one of them, so none can drift into code that does not build.
+    #[test]
+    fn every_rust_block_of_the_readme_is_code_ci_compiles() {
+        let readme = include_str!("../../../README.md");
+        let [_, (_, lib), ..] = files("ping", Path::new("../kennel/sdk"));
+        let sdk_docs: String = include_str!("../../../sdk/src/lib.rs")
+            .lines()
+            .filter_map(|line| line.strip_prefix("//!"))
+            .map(|line| line.strip_prefix(' ').unwrap_or(line))
+            .flat_map(|line| [line, "\n"])
+            .collect();
+        let blocks: Vec<&str> = readme
+            .split("```rust\n")
+            .skip(1)
+            .map(|rest| &rest[..rest.find("```").expect("a closed block")])
+            .collect();
+        assert!(blocks.len() >= 3, "{} blocks", blocks.len());
+        for block in blocks {
+            assert!(
+                lib.contains(block) || sdk_docs.contains(block),
+                "a Rust block of the README is neither in the scaffold nor in the sdk's docs:\n{block}"
+            );
+        }
     }
 
     #[test]

@@ -46,7 +46,7 @@ use self::host::HostReader;
 use self::names::Reading;
 use self::net::{NetPass, NetReader};
 use crate::aggregator::CheckSampler;
-use crate::check::{MetricSample, MetricType, RunReport, unix_seconds};
+use crate::check::{MetricSample, MetricType, ReportKind, RunReport, unix_seconds};
 use crate::containers::{Cardinality, Container, ContainerStore};
 use crate::health::{self, Reporter};
 use crate::telemetry::{Counter, Gauge, InternalMetric, Telemetry};
@@ -209,6 +209,7 @@ impl Collector {
             warnings: Vec::new(),
             log_lines_suppressed: 0,
             error: None,
+            kind: ReportKind::Run,
         };
         let timestamp = unix_seconds(started);
         let containers = self

@@ -22,7 +22,8 @@ use bollard::models::EventMessage;
 use super::tagger::image_tags;
 use super::{Cardinality, Container};
 use crate::check::{
-    AlertType, Event, MetricSample, MetricType, Priority, RunReport, ServiceCheck, Status,
+    AlertType, Event, MetricSample, MetricType, Priority, ReportKind, RunReport, ServiceCheck,
+    Status,
 };
 
 /// The Docker event actions reported as events.
@@ -69,7 +70,8 @@ pub(crate) fn event_report(
         None => fallback_tags(id, &name, &image, lifecycle.cardinality),
     };
     let timestamp = message.time.unwrap_or_else(now_unix);
-    let mut report = report("docker_lifecycle");
+    // Each event is one more, and replaces none before it.
+    let mut report = report("docker_lifecycle", ReportKind::Event);
     let mut event_tags = tags.clone();
     event_tags.push(format!("event_type:{action}"));
     event_tags.sort();
@@ -146,7 +148,7 @@ pub(crate) fn counts_report(
         host: lifecycle.hostname.clone(),
         timestamp,
     };
-    let mut report = report("docker_counts");
+    let mut report = report("docker_counts", ReportKind::Run);
     for (tags, (running, stopped)) in per_image {
         report
             .metrics
@@ -188,7 +190,8 @@ fn fallback_tags(id: &str, name: &str, image: &str, cardinality: Cardinality) ->
     tags
 }
 
-fn report(instance_id: &str) -> RunReport {
+/// An empty report of `instance_id`, of `kind`.
+fn report(instance_id: &str, kind: ReportKind) -> RunReport {
     RunReport {
         instance_id: instance_id.to_owned(),
         check: "docker".to_owned(),
@@ -200,6 +203,7 @@ fn report(instance_id: &str) -> RunReport {
         warnings: Vec::new(),
         log_lines_suppressed: 0,
         error: None,
+        kind,
     }
 }
 

@@ -315,6 +315,7 @@ impl PluginHost {
             warnings,
             log_lines_suppressed,
             error,
+            kind: check::ReportKind::Run,
         }
     }
 
