@@ -43,10 +43,16 @@ fn a_replaced_plugin_runs_from_the_next_run_and_a_broken_one_keeps_the_last_good
             plugins: Some(plugins.path().to_owned()),
             ..Options::default()
         },
-        &[(
-            "live.yaml",
-            "instances:\n  - mode: ok\n    min_collection_interval: 1\n",
-        )],
+        &[
+            (
+                "live.yaml",
+                "instances:\n  - mode: ok\n    min_collection_interval: 1\n",
+            ),
+            (
+                "late.yaml",
+                "instances:\n  - mode: ok\n    min_collection_interval: 1\n",
+            ),
+        ],
     );
     let digest = |stats: &serde_json::Value| stats["plugin"].as_str().unwrap_or("").to_owned();
     let stats = wait::until(
@@ -59,6 +65,29 @@ fn a_replaced_plugin_runs_from_the_next_run_and_a_broken_one_keeps_the_last_good
         stats["last_error"].is_null(),
         "version A runs cleanly: {stats}"
     );
+
+    // A check configured before its plugin exists waits, reported, and starts once the
+    // plugin is saved, with no conf.d change.
+    let missing = runner.config_errors();
+    assert!(
+        missing
+            .iter()
+            .any(|e| e.contains("no plugin for check `late`")),
+        "{missing:?}"
+    );
+    std::fs::copy(&a, plugins.path().join("late.wasm")).expect("the late plugin saved");
+    let late = wait::until(
+        Duration::from_secs(10),
+        || runner.instances_from("late.yaml"),
+        |late| late.first().is_some_and(|l| l["runs"].as_u64() >= Some(1)),
+    );
+    assert_eq!(late.len(), 1, "{late:?}");
+    let errors = wait::until(
+        Duration::from_secs(10),
+        || runner.config_errors(),
+        |errors| errors.is_empty(),
+    );
+    assert!(errors.is_empty(), "{errors:?}");
 
     // Version B saved over it, as `cp` does: truncated, then written.
     let saved = Instant::now();
