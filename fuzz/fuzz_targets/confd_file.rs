@@ -5,7 +5,8 @@
 //!   (a key is shown only when it looks like one, and no key name holds a `=`);
 //! - an accepted file's reserved keys are within their ranges, each instance is a mapping, and
 //!   the `%%` stand-in used for unquoted template variables never leaks into a value;
-//! - what it accepted, written back as JSON (which is YAML), parses to the same configuration:
+//! - what it accepted, written back as JSON (which is YAML, once the line breaks JSON leaves
+//!   unescaped are escaped), parses to the same configuration:
 //!   the same instances, their reserved keys as the runner read them (YAML may read a scalar
 //!   as a number for a typed key and as a string for the plugin's view: `07`).
 
@@ -58,7 +59,11 @@ fuzz_target!(|data: &[u8]| {
         "ad_identifiers": config.ad_identifiers,
         "ignore_autodiscovery_tags": config.ignore_autodiscovery_tags,
     })
-    .to_string();
+    .to_string()
+    // JSON leaves these unescaped, and YAML reads them as line breaks.
+    .replace('\u{85}', "\\u0085")
+    .replace('\u{2028}', "\\u2028")
+    .replace('\u{2029}', "\\u2029");
     if again.len() > MAX_FILE_BYTES {
         return;
     }
