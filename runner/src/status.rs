@@ -99,6 +99,15 @@ impl StatusSource {
                     .as_ref()
                     .and_then(|store| store.get(id))
                     .map(|c| format!("container {} ({})", c.name, c.short_id())),
+                Some(("check", crate::collector::INSTANCE_ID)) => {
+                    Some("the container collector".to_owned())
+                }
+                Some(("check", crate::containers::lifecycle::COUNTS_INSTANCE_ID)) => {
+                    Some("Docker's container and image counts".to_owned())
+                }
+                Some(("check", crate::containers::lifecycle::LIFECYCLE_INSTANCE_ID)) => {
+                    Some("Docker's container lifecycle events".to_owned())
+                }
                 Some(("check", id)) => instances
                     .iter()
                     .find(|i| i.instance_id == id)

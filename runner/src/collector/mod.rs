@@ -51,6 +51,10 @@ use crate::containers::{Cardinality, Container, ContainerStore};
 use crate::health::{self, Reporter};
 use crate::telemetry::{Counter, Gauge, InternalMetric, Telemetry};
 
+/// The instance the collector's passes are reported as: their results' origin, and what
+/// `runner status` names "the container collector".
+pub(crate) const INSTANCE_ID: &str = "container";
+
 /// A family of container metric names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -199,8 +203,8 @@ impl Collector {
     fn pass(&mut self) -> RunReport {
         let started = SystemTime::now();
         let mut report = RunReport {
-            instance_id: "container".to_owned(),
-            check: "container".to_owned(),
+            instance_id: INSTANCE_ID.to_owned(),
+            check: INSTANCE_ID.to_owned(),
             started,
             duration: Duration::ZERO,
             metrics: Vec::new(),

@@ -26,6 +26,11 @@ use crate::check::{
     Status,
 };
 
+/// The instances the Docker lifecycle events and the container counts are reported as: their
+/// results' origins, which `runner status` names.
+pub(crate) const LIFECYCLE_INSTANCE_ID: &str = "docker_lifecycle";
+pub(crate) const COUNTS_INSTANCE_ID: &str = "docker_counts";
+
 /// The Docker event actions reported as events.
 pub(crate) const ACTIONS: [&str; 4] = ["oom", "die", "kill", "restart"];
 
@@ -71,7 +76,7 @@ pub(crate) fn event_report(
     };
     let timestamp = message.time.unwrap_or_else(now_unix);
     // Each event is one more, and replaces none before it.
-    let mut report = report("docker_lifecycle", ReportKind::Event);
+    let mut report = report(LIFECYCLE_INSTANCE_ID, ReportKind::Event);
     let mut event_tags = tags.clone();
     event_tags.push(format!("event_type:{action}"));
     event_tags.sort();
@@ -148,7 +153,7 @@ pub(crate) fn counts_report(
         host: lifecycle.hostname.clone(),
         timestamp,
     };
-    let mut report = report("docker_counts", ReportKind::Run);
+    let mut report = report(COUNTS_INSTANCE_ID, ReportKind::Run);
     for (tags, (running, stopped)) in per_image {
         report
             .metrics
