@@ -120,6 +120,29 @@ fn the_debian_package_installs_into_a_clean_root_and_its_service_answers_health(
         );
     }
     assert!(root.join("etc/kennel/conf.d").is_dir());
+
+    // The packaged runner scaffolds a check whose crate carries the sdk, with no Kennel source
+    // tree anywhere on the machine.
+    let created = succeeds(
+        "chroot",
+        &[
+            root.to_str().unwrap(),
+            "/usr/bin/kennel-runner",
+            "new-check",
+            "mine",
+            "--dir",
+            "/tmp/mine",
+        ],
+    );
+    assert!(created.contains("this runner's sdk"), "{created}");
+    for file in [
+        "Cargo.toml",
+        "src/lib.rs",
+        "vendor/kennel/sdk/src/lib.rs",
+        "vendor/kennel/wit/check.wit",
+    ] {
+        assert!(root.join("tmp/mine").join(file).exists(), "{file}");
+    }
     assert_eq!(
         mode("etc/kennel/kennel.yaml"),
         0o640,

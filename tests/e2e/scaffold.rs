@@ -40,27 +40,46 @@ fn check_lines(lib: &Path) -> usize {
 fn a_new_check_builds_tests_and_runs_from_a_fresh_directory() {
     let started = Instant::now();
     let work = tempfile::tempdir().expect("a fresh directory");
-    let crate_dir = work.path().join("demo");
+    let written = work.path().join("written");
     let plugins = work.path().join("plugins");
-    run(Command::new(runner_bin())
+    let created = run(Command::new(runner_bin())
+        .env_remove("KENNEL_SDK")
         .args(["new-check", "demo", "--dir"])
-        .arg(&crate_dir));
+        .arg(&written));
+    let created = String::from_utf8_lossy(&created.stdout);
+    assert!(
+        created.contains("this runner's sdk (kennel-sdk "),
+        "{created}"
+    );
     for file in [
         "Cargo.toml",
         "src/lib.rs",
         "conf.yaml.example",
         ".gitignore",
+        "vendor/kennel/sdk/Cargo.toml",
+        "vendor/kennel/sdk/src/lib.rs",
+        "vendor/kennel/wit/check.wit",
     ] {
-        assert!(crate_dir.join(file).exists(), "{file}");
+        assert!(written.join(file).exists(), "{file}");
     }
     // The same name again is refused rather than overwritten.
     let again = Command::new(runner_bin())
         .args(["new-check", "demo", "--dir"])
-        .arg(&crate_dir)
+        .arg(&written)
         .output()
         .expect("runner runs");
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("exists already"));
+    // The crate carries its sdk: moved elsewhere, as a clone on another machine is, it builds,
+    // with nothing of this source tree on its paths.
+    let crate_dir = work.path().join("elsewhere/demo");
+    std::fs::create_dir_all(crate_dir.parent().expect("a parent")).expect("elsewhere");
+    std::fs::rename(&written, &crate_dir).expect("the crate moves");
+    let manifest = std::fs::read_to_string(crate_dir.join("Cargo.toml")).expect("Cargo.toml");
+    assert!(
+        manifest.contains("kennel-sdk = { path = \"vendor/kennel/sdk\" }"),
+        "{manifest}"
+    );
 
     // Its own unit tests, natively, on the sdk's harness.
     let tests = run(cargo().arg("test").current_dir(&crate_dir));
@@ -128,4 +147,38 @@ fn a_new_check_builds_tests_and_runs_from_a_fresh_directory() {
         check_lines(&crate_dir.join("src/lib.rs"))
     );
     drop(server);
+}
+
+/// `--sdk` depends on an sdk elsewhere, such as a Kennel source tree's, by its absolute path,
+/// and writes no copy; a directory that is not an sdk is refused, saying what to give.
+#[test]
+fn new_check_on_a_given_sdk_depends_on_it_by_path() {
+    let work = tempfile::tempdir().expect("a fresh directory");
+    let sdk = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../sdk")
+        .canonicalize()
+        .expect("the source tree's sdk");
+    let crate_dir = work.path().join("mine");
+    run(Command::new(runner_bin())
+        .args(["new-check", "mine", "--sdk"])
+        .arg(&sdk)
+        .arg("--dir")
+        .arg(&crate_dir));
+    let manifest = std::fs::read_to_string(crate_dir.join("Cargo.toml")).expect("Cargo.toml");
+    assert!(
+        manifest.contains(&format!("kennel-sdk = {{ path = \"{}\" }}", sdk.display())),
+        "{manifest}"
+    );
+    assert!(!crate_dir.join("vendor").exists());
+
+    let refused = Command::new(runner_bin())
+        .args(["new-check", "other", "--dir"])
+        .arg(work.path().join("other"))
+        .env("KENNEL_SDK", work.path())
+        .output()
+        .expect("runner runs");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("is not the Kennel sdk"), "{stderr}");
+    assert!(!work.path().join("other").exists(), "nothing written");
 }

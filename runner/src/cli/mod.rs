@@ -53,9 +53,9 @@ struct NewCheckArgs {
     /// Where to write the crate; `./<name>` by default.
     #[arg(long)]
     dir: Option<PathBuf>,
-    /// The Kennel sdk to depend on (the `sdk` directory of a Kennel source tree); `KENNEL_SDK`,
-    /// else the one this runner was built from.
-    #[arg(long)]
+    /// Depend on the Kennel sdk in this directory (the `sdk` directory of a Kennel source
+    /// tree) instead of writing this runner's own into the crate, in `vendor/kennel`.
+    #[arg(long, env = "KENNEL_SDK")]
     sdk: Option<PathBuf>,
 }
 

@@ -7,10 +7,15 @@
 //! `.gitignore`. The check is an HTTP endpoint check, the commonest first check, and short
 //! enough to read whole before changing it.
 //!
-//! Where the sdk comes from: it is not on crates.io, so the crate depends on it by path:
-//! `--sdk`, else `KENNEL_SDK`, else the `sdk/` of the Kennel source tree this runner was built
-//! from, when it is still there. Otherwise `new-check` says so and how to give one, rather
-//! than write a crate that cannot build.
+//! Where the sdk comes from: it is not on crates.io, so the crate depends on it by path. By
+//! default that path is `vendor/kennel/sdk` inside the new crate, where `new-check` writes the
+//! sdk this runner carries (its sources and the WIT contract, `vendor/kennel/wit`, compiled
+//! into the binary). That makes every runner able to scaffold, a packaged one included, with an
+//! sdk whose contract is exactly the one this runner hosts; and it makes the crate whole: it
+//! builds on any machine it is copied or cloned to, with nothing of Kennel installed. A crate
+//! moves to a newer sdk by replacing `vendor/kennel` with the one a newer runner writes.
+//! `--sdk DIR` (or `KENNEL_SDK`) depends on an sdk elsewhere instead, such as the `sdk/` of a
+//! Kennel source tree being worked on, and writes no copy.
 //!
 //! `build-check [<dir>]` runs `cargo build --release --target wasm32-wasip2` in the crate and
 //! installs `<name>.wasm` in the plugins directory (`--plugins`, else the runner config's
@@ -35,13 +40,47 @@ const LIB_RS: &str = include_str!("scaffold/lib.rs.in");
 const CONF_EXAMPLE: &str = include_str!("scaffold/conf.yaml.example");
 const GITIGNORE: &str = include_str!("scaffold/gitignore");
 
+/// Where the sdk this runner carries is written in a new crate, and the dependency's path.
+const VENDORED_SDK: &str = "vendor/kennel/sdk";
+
+/// The sdk this runner carries, by path within `vendor/kennel`: its sources and the WIT it
+/// binds to, which its `wit_bindgen::generate!` finds at `../wit`. The manifest is
+/// [`SDK_MANIFEST`], made standalone by [`vendored_manifest`]. A unit test holds this list
+/// equal to the sdk's files.
+const SDK_FILES: [(&str, &str); 8] = [
+    (
+        "sdk/src/__private.rs",
+        include_str!("../../../sdk/src/__private.rs"),
+    ),
+    (
+        "sdk/src/config.rs",
+        include_str!("../../../sdk/src/config.rs"),
+    ),
+    ("sdk/src/ctx.rs", include_str!("../../../sdk/src/ctx.rs")),
+    ("sdk/src/lib.rs", include_str!("../../../sdk/src/lib.rs")),
+    (
+        "sdk/src/options.rs",
+        include_str!("../../../sdk/src/options.rs"),
+    ),
+    (
+        "sdk/src/testing.rs",
+        include_str!("../../../sdk/src/testing.rs"),
+    ),
+    (
+        "sdk/src/types.rs",
+        include_str!("../../../sdk/src/types.rs"),
+    ),
+    ("wit/check.wit", include_str!("../../../wit/check.wit")),
+];
+const SDK_MANIFEST: &str = include_str!("../../../sdk/Cargo.toml");
+
 /// The target check plugins are built for.
 const WASM_TARGET: &str = "wasm32-wasip2";
 
 pub(super) fn new_check(args: &NewCheckArgs) -> anyhow::Result<ExitCode> {
     let name = &args.name;
     check_name(name)?;
-    let sdk = sdk_path(args.sdk.as_deref())?;
+    let sdk = args.sdk.as_deref().map(sdk_path).transpose()?;
     let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from(name));
     if dir.exists() {
         bail!(
@@ -49,12 +88,29 @@ pub(super) fn new_check(args: &NewCheckArgs) -> anyhow::Result<ExitCode> {
             dir.display()
         );
     }
-    std::fs::create_dir_all(dir.join("src"))
-        .with_context(|| format!("cannot create {}", dir.display()))?;
-    for (file, text) in files(name, &sdk) {
+    let dependency = sdk.clone().unwrap_or_else(|| PathBuf::from(VENDORED_SDK));
+    let mut written: Vec<(String, String)> = files(name, &dependency)
+        .into_iter()
+        .map(|(path, text)| (path.to_owned(), text))
+        .collect();
+    if sdk.is_none() {
+        written.extend(vendored_sdk());
+    }
+    for (file, text) in written {
         let path = dir.join(file);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
         std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
     }
+    let sdk = match &sdk {
+        Some(sdk) => format!("the sdk in {}", sdk.display()),
+        None => format!(
+            "this runner's sdk (kennel-sdk {}) in vendor/kennel",
+            env!("CARGO_PKG_VERSION"),
+        ),
+    };
     let dir = dir.display();
     let next = [
         ("test it natively:", format!("(cd {dir} && cargo test)")),
@@ -67,7 +123,7 @@ pub(super) fn new_check(args: &NewCheckArgs) -> anyhow::Result<ExitCode> {
         ),
         ("run it once:", format!("runner test-check {name}")),
     ];
-    println!("Created the check `{name}` in {dir}. Next, from here:");
+    println!("Created the check `{name}` in {dir}, with {sdk}. Next, from here:");
     for (what, command) in next {
         println!("  {what:22}{command}");
     }
@@ -80,7 +136,14 @@ fn files(name: &str, sdk: &Path) -> [(&'static str, String); 4] {
         template
             .replace("{{name}}", name)
             .replace("{{type}}", &type_name(name))
-            .replace("{{sdk}}", &sdk.display().to_string())
+            // A TOML basic string.
+            .replace(
+                "{{sdk}}",
+                &sdk.display()
+                    .to_string()
+                    .replace('\\', "\\\\")
+                    .replace('"', "\\\""),
+            )
     };
     [
         ("Cargo.toml", fill(CARGO_TOML)),
@@ -169,27 +232,64 @@ fn type_name(name: &str) -> String {
         .collect()
 }
 
-/// Where the sdk is: see the module docs.
-fn sdk_path(given: Option<&Path>) -> anyhow::Result<PathBuf> {
-    let built_from = Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk");
-    let candidate = match (given, std::env::var_os("KENNEL_SDK")) {
-        (Some(given), _) => given.to_owned(),
-        (None, Some(env)) => PathBuf::from(env),
-        (None, None) if built_from.join("Cargo.toml").exists() => built_from,
-        (None, None) => bail!(
-            "where is the Kennel sdk? Give the `sdk` directory of a Kennel source tree with `--sdk <path>` or `KENNEL_SDK`"
-        ),
-    };
-    if !candidate.join("Cargo.toml").exists() {
+/// An sdk given with `--sdk` or `KENNEL_SDK`, as an absolute path.
+fn sdk_path(given: &Path) -> anyhow::Result<PathBuf> {
+    if !given.join("Cargo.toml").exists() {
         bail!(
-            "{} is not the Kennel sdk: it has no Cargo.toml",
-            candidate.display()
+            "{} is not the Kennel sdk: it has no Cargo.toml (give the `sdk` directory of a Kennel source tree, or nothing for this runner's own)",
+            given.display()
         );
     }
-    candidate
+    given
         .canonicalize()
-        .with_context(|| format!("cannot resolve {}", candidate.display()))
+        .with_context(|| format!("cannot resolve {}", given.display()))
 }
+
+/// The sdk this runner carries, by path within a new crate (see the module docs).
+fn vendored_sdk() -> Vec<(String, String)> {
+    let mut files: Vec<(String, String)> = SDK_FILES
+        .iter()
+        .map(|(path, text)| (format!("vendor/kennel/{path}"), (*text).to_owned()))
+        .collect();
+    files.push((
+        format!("{VENDORED_SDK}/Cargo.toml"),
+        vendored_manifest(SDK_MANIFEST),
+    ));
+    files
+}
+
+/// The sdk's manifest without what it inherits from Kennel's workspace: the package's
+/// version, edition, MSRV and license spelled out (this runner's own, which share them), and
+/// the workspace's lints left to Kennel's CI. In a check's crate the sdk is a member of the
+/// check's workspace, which has neither.
+fn vendored_manifest(manifest: &str) -> String {
+    let mut out = String::with_capacity(manifest.len());
+    let mut in_lints = false;
+    for line in manifest.lines() {
+        if line.starts_with('[') {
+            in_lints = line == "[lints]";
+        }
+        if in_lints {
+            continue;
+        }
+        let line = match line {
+            "version.workspace = true" => format!("version = \"{}\"", env!("CARGO_PKG_VERSION")),
+            "edition.workspace = true" => format!("edition = \"{EDITION}\""),
+            "rust-version.workspace = true" => {
+                format!("rust-version = \"{}\"", env!("CARGO_PKG_RUST_VERSION"))
+            }
+            "license.workspace = true" => format!("license = \"{}\"", env!("CARGO_PKG_LICENSE")),
+            line => line.to_owned(),
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out.trim_end().to_owned() + "\n"
+}
+
+/// The workspace's edition, which cargo gives no variable for; a unit test holds it equal to
+/// the workspace manifest's.
+const EDITION: &str = "2024";
 
 /// The `[package] name` of a manifest.
 fn package_name(manifest: &Path) -> anyhow::Result<String> {
@@ -281,6 +381,46 @@ mod tests {
                 lib.contains(block) || sdk_docs.contains(block),
                 "a Rust block of the README is neither in the scaffold nor in the sdk's docs:\n{block}"
             );
+        }
+    }
+
+    /// The copy a new crate gets is the whole sdk: every file of `sdk/src` and `wit/`, and a
+    /// manifest that inherits nothing from Kennel's workspace.
+    #[test]
+    fn the_vendored_sdk_is_the_whole_sdk_and_stands_alone() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut on_disk: Vec<String> = ["sdk/src", "wit"]
+            .iter()
+            .flat_map(|dir| {
+                std::fs::read_dir(root.join(dir))
+                    .unwrap()
+                    .map(move |entry| {
+                        format!("{dir}/{}", entry.unwrap().file_name().to_string_lossy())
+                    })
+            })
+            .collect();
+        on_disk.sort();
+        let mut carried: Vec<String> = SDK_FILES
+            .iter()
+            .map(|(path, _)| (*path).to_owned())
+            .collect();
+        carried.sort();
+        assert_eq!(
+            carried, on_disk,
+            "SDK_FILES must list every file of the sdk and the WIT"
+        );
+
+        let manifest = vendored_manifest(SDK_MANIFEST);
+        assert!(!manifest.contains("workspace"), "{manifest}");
+        assert!(manifest.contains("name = \"kennel-sdk\""), "{manifest}");
+        assert!(manifest.contains(&format!("version = \"{}\"", env!("CARGO_PKG_VERSION"))));
+        let workspace = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
+        assert!(
+            workspace.contains(&format!("edition = \"{EDITION}\"")),
+            "EDITION must be the workspace's"
+        );
+        for (path, _) in vendored_sdk() {
+            assert!(path.starts_with("vendor/kennel/"), "{path}");
         }
     }
 
