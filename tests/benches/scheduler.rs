@@ -9,8 +9,8 @@
 //!   where the back-off shows (0.5 s, 0.5 s, then 1 s, 2 s and 4 s plus the crashed run).
 //!
 //! - a 1 s `http_check` against a local server (on a thread of its own), alone and then beside
-//!   ten busy-looping instances: its reported response time and its skipped runs, over 20 runs
-//!   each.
+//!   ten busy-looping instances: its reported response time and its skipped runs (and why),
+//!   over 20 runs each.
 //!
 //! The e2e tests in `sandbox.rs` assert bounds that hold on a loaded machine; these are the
 //! figures behind them. `make bench`, or `cargo bench -p kennel-tests --bench scheduler` after
@@ -141,13 +141,14 @@ async fn http_check_beside_busy_plugins(url: &str, busy: usize) {
         times.push(Duration::from_secs_f64(response_time.value));
     }
     let stats = scheduler.stats().snapshot();
-    let skipped = stats
+    let (skipped, waiting) = stats
         .iter()
         .find(|s| s.instance_id == id)
-        .map_or(0, |s| s.skipped);
+        .map_or((0, 0), |s| (s.skipped, s.skipped_waiting));
     scheduler.shutdown().await;
     println!(
-        "1 s http_check beside {busy} busy-looping instances: response time {}, skipped runs {skipped}",
+        "1 s http_check beside {busy} busy-looping instances: response time {}, skipped runs {skipped} \
+         ({waiting} for want of a runner, the rest because its previous run was still going)",
         summary(times)
     );
 }
