@@ -246,11 +246,13 @@ fn an_oom_inside_a_container_raises_its_oom_counters() {
             image,
             "sh",
             "-c",
-            "sleep 2; sh -c \"x=\\$(head -c 64000000 /dev/zero | tr '\\\\0' a)\"; sleep 60",
+            // The child offers itself to the OOM killer first, so the kill never takes the
+            // container's first process (and with it the cgroup the counters are read from).
+            "sleep 2; sh -c \"echo 1000 > /proc/self/oom_score_adj; x=\\$(head -c 64000000 /dev/zero | tr '\\\\0' a)\"; sleep 120",
         ],
     );
     // Alone it takes seconds; beside the whole suite on two cores, filling 16 MiB through a
-    // pipe under memory pressure has taken over 30.
+    // pipe under memory pressure has taken over 30. The container outlives the whole wait.
     let flushes = pipeline.wait_for(Duration::from_secs(90), |f| {
         points(f, "docker.mem.failed_count", &leaky.name)
             .last()
