@@ -721,9 +721,9 @@ fn a_refused_key_shows_in_health_and_status_and_is_logged_once() {
         &[],
     );
     let health = || {
-        reqwest::blocking::get(format!("http://127.0.0.1:{}/health", runner.status_port))
-            .and_then(|r| Ok((r.status().as_u16(), r.json::<serde_json::Value>()?)))
-            .unwrap()
+        let (code, body) = runner.health();
+        let body: serde_json::Value = serde_json::from_str(&body).expect("/health is JSON");
+        (code, body)
     };
     let (code, body) = wait::until(Duration::from_secs(20), health, |(code, _)| *code == 503);
     assert_eq!(code, 503, "{body:#}");

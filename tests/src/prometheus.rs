@@ -306,6 +306,16 @@ pub fn check_metrics(page: &str) -> (bool, String) {
     (out.status.success(), said)
 }
 
+/// Panics, with what promtool said, unless `promtool check metrics` reads `page` without a
+/// format error (lint findings pass).
+pub fn assert_page_accepted(page: &str) {
+    let (_, findings) = check_metrics(page);
+    assert!(
+        !findings.to_lowercase().contains("error"),
+        "promtool refuses the page: {findings}"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -169,6 +169,16 @@ impl RunnerProcess {
             .collect()
     }
 
+    /// `/health`: its status code and body.
+    pub fn health(&self) -> (u16, String) {
+        let url = format!("http://127.0.0.1:{}/health", self.status_port);
+        self.client
+            .get(url)
+            .send()
+            .and_then(|r| Ok((r.status().as_u16(), r.text()?)))
+            .unwrap_or_else(|e| panic!("/health answers: {e}; log:\n{}", self.log()))
+    }
+
     /// The `/metrics` page.
     pub fn metrics(&self) -> String {
         let url = format!("http://127.0.0.1:{}/metrics", self.metrics_port);
